@@ -1,0 +1,20 @@
+"""adapterkit: knowledge editing on any transformer architecture, through declarative plugins."""
+from .hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = ["hookimpl", "load_model", "detect", "edit", "edited", "apply_deltas", "EditResult", "__version__"]
+
+
+def __getattr__(name):
+    # The API pulls in torch; keep `import adapterkit` (and plugin imports of hookimpl) light.
+    if name in ("edit", "edited", "apply_deltas", "EditResult"):
+        from . import api
+        return getattr(api, name)
+    if name == "load_model":
+        from .checkpoint import load_model
+        return load_model
+    if name == "detect":
+        from .detect import detect
+        return detect
+    raise AttributeError(f"module 'adapterkit' has no attribute {name!r}")

@@ -1,0 +1,38 @@
+"""Errors a user can act on. The CLI prints them without a traceback and exits with ``exit_code``."""
+
+
+class AdapterkitError(Exception):
+    exit_code = 2
+
+    def __init__(self, message: str, *, fix: str | None = None):
+        self.message = message
+        self.fix = fix
+        super().__init__(message if not fix else f"{message}\n  fix: {fix}")
+
+
+class PluginError(AdapterkitError):
+    """A plugin could not be loaded, or two plugins conflict."""
+
+
+class SchemaError(AdapterkitError):
+    """A declaration or hyperparameter file does not match its schema."""
+
+
+class CheckpointError(AdapterkitError):
+    """A checkpoint directory is missing, malformed, or contradicts its declaration."""
+
+
+class UnknownArchitectureError(AdapterkitError):
+    """No registered plugin declares the checkpoint's model type."""
+
+
+class RequestError(AdapterkitError):
+    """An edit request is malformed."""
+
+
+class StatsError(AdapterkitError):
+    """Layer statistics are missing, or do not belong to this model."""
+
+
+class ArchiveError(AdapterkitError):
+    """A trained editor archive does not fit this model or these hyperparameters."""

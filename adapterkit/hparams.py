@@ -1,0 +1,46 @@
+"""Method hyperparameters, with EasyEdit's key names, checked against the method's schema."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import SchemaError
+from .schema import schema_problems, format_problems
+
+
+def read_hparams(source: str | Path | Mapping[str, Any]) -> tuple[dict, str]:
+    if isinstance(source, Mapping):
+        return dict(source), "<hparams>"
+    path = Path(source)
+    if not path.is_file():
+        raise SchemaError(f"{path}: no such hyperparameter file", fix="run `adapterkit detect MODEL --method NAME -o FILE` to write one")
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SchemaError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise SchemaError(f"{path}: a hyperparameter file is a mapping of keys to values")
+    return document, str(path)
+
+
+def hparams_problems(document: Mapping[str, Any], registry) -> list[tuple[str, str, str]]:
+    alg = document.get("alg_name")
+    if not isinstance(alg, str):
+        return [("/alg_name", "alg_name is missing", f"set alg_name to one of {sorted(registry.methods)}")]
+    if alg.upper() not in registry.methods:
+        return [("/alg_name", f"unknown method {alg!r}", f"use one of {sorted(registry.methods)}")]
+    return schema_problems(document, registry.method(alg).schema)
+
+
+def load_hparams(source, registry=None) -> dict:
+    """Read and validate hyperparameters; errors name the file, the JSON pointer and the fix."""
+    from .registry import get_registry
+
+    registry = registry or get_registry()
+    document, where = read_hparams(source)
+    problems = hparams_problems(document, registry)
+    if problems:
+        raise SchemaError(format_problems(where, problems))
+    return document

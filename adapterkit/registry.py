@@ -1,0 +1,179 @@
+"""The plugin manager: entry points, declarations, methods, matching a config to a declaration."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import pluggy
+import yaml
+
+from . import hookspecs
+from .errors import AdapterkitError, PluginError, SchemaError, UnknownArchitectureError
+from .schema import validate
+from .spec import ArchSpec
+
+ENTRY_POINT_GROUP = "adapterkit"
+HOW_TO_ADD = ("write a plugin (see CONTRIBUTING.md): a YAML declaration registered through the "
+              "'adapterkit' entry-point group, then `pip install` it; `adapterkit plugins` lists what is loaded")
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    architectures: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PluginFault:
+    name: str
+    distribution: str
+    error: str
+
+
+def load_declaration(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dict, str]:
+    """A declaration dict and a name for it in messages (its file path, when it has one)."""
+    if isinstance(source, Mapping):
+        return dict(source), "<dict>"
+    path = Path(source)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SchemaError(f"{path}: cannot read the declaration ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise SchemaError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(document, dict):
+        raise SchemaError(f"{path}: a declaration is a YAML mapping, found {type(document).__name__}")
+    return document, str(path)
+
+
+def make_spec(source, *, plugin="?", distribution="?", version="?") -> ArchSpec:
+    declaration, where = load_declaration(source)
+    validate(declaration, "architecture", where)
+    return ArchSpec(declaration, source=where, plugin=plugin, distribution=distribution, version=version)
+
+
+class Registry:
+    def __init__(self):
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.architectures: list[ArchSpec] = []
+        self.methods: dict[str, Any] = {}
+        self.plugins: list[PluginInfo] = []
+        self.faults: list[PluginFault] = []
+
+    # --- loading ------------------------------------------------------------------------------
+    def load_entry_points(self) -> "Registry":
+        for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = getattr(entry_point, "dist", None)
+            dist_name, version = (dist.name, dist.version) if dist else ("?", "?")
+            try:
+                plugin = entry_point.load()
+            except Exception as exc:  # a broken plugin must not take the others down
+                self.faults.append(PluginFault(entry_point.name, dist_name, f"import failed: {type(exc).__name__}: {exc}"))
+                continue
+            self.add_plugin(plugin, entry_point.name, dist_name, version)
+        return self
+
+    def add_plugin(self, plugin, name: str, distribution: str = "?", version: str = "?") -> None:
+        """Register one plugin object or module, collecting what its hooks hand over."""
+        if self.pm.is_registered(plugin) or self.pm.has_plugin(name):
+            return
+        info = PluginInfo(name, distribution, version)
+        specs, methods = [], []
+        try:
+            self.pm.register(plugin, name=name)
+            for impl in self.pm.hook.register_architectures.get_hookimpls():
+                if impl.plugin is plugin:
+                    impl.function(register=specs.append)
+            for impl in self.pm.hook.register_methods.get_hookimpls():
+                if impl.plugin is plugin:
+                    impl.function(register=methods.append)
+            built = [make_spec(s, plugin=name, distribution=distribution, version=version) for s in specs]
+        except Exception as exc:
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            message = exc.message if isinstance(exc, AdapterkitError) else f"{type(exc).__name__}: {exc}"
+            self.faults.append(PluginFault(name, distribution, message))
+            return
+        for spec in built:
+            self.architectures.append(spec)
+            info.architectures.append(spec.name)
+        for method in methods:
+            method.distribution = distribution
+            self.methods[method.name.upper()] = method
+            info.methods.append(method.name)
+        self.plugins.append(info)
+
+    # --- look-ups -----------------------------------------------------------------------------
+    def architecture(self, name: str) -> ArchSpec:
+        for spec in self.architectures:
+            if spec.name == name:
+                return spec
+        raise UnknownArchitectureError(
+            f"no plugin declares an architecture named {name!r}; registered: {self.architecture_names()}",
+            fix=HOW_TO_ADD)
+
+    def architecture_names(self) -> list[str]:
+        return sorted(s.name for s in self.architectures)
+
+    def for_config(self, config: Mapping[str, Any], source: str = "config.json") -> ArchSpec:
+        """The one declaration that claims this config, or a clear error."""
+        candidates = [s for s in self.architectures if s.matches(config)]
+        if not candidates:
+            found = config.get("model_type"), config.get("architectures")
+            raise UnknownArchitectureError(
+                f"{source}: no plugin declares model_type={found[0]!r} / architectures={found[1]!r}; "
+                f"registered architectures: {', '.join(self.architecture_names()) or 'none'}"
+                + self._fault_hint(),
+                fix=HOW_TO_ADD)
+        best = max(s.priority for s in candidates)
+        winners = [s for s in candidates if s.priority == best]
+        if len(winners) > 1:
+            names = ", ".join(f"{s.name!r} from {s.distribution} {s.version}" for s in winners)
+            raise PluginError(
+                f"{source}: model_type={config.get('model_type')!r} is claimed by several plugins: {names}",
+                fix="uninstall one of them, or give one declaration a higher `priority`")
+        return winners[0]
+
+    def for_model(self, model) -> ArchSpec:
+        config = getattr(model, "config", None)
+        if config is None:
+            raise AdapterkitError("the model has no .config; adapterkit needs a transformers-style model")
+        return self.for_config({"model_type": getattr(config, "model_type", None),
+                                "architectures": getattr(config, "architectures", None) or [type(model).__name__]},
+                               source=f"{type(model).__name__}.config")
+
+    def method(self, name: str):
+        try:
+            return self.methods[name.upper()]
+        except KeyError:
+            raise AdapterkitError(
+                f"no editing method named {name!r}; registered: {', '.join(sorted(self.methods)) or 'none'}",
+                fix="set alg_name to one of those, or install the plugin that provides it") from None
+
+    def _fault_hint(self) -> str:
+        if not self.faults:
+            return ""
+        return " (plugins that failed to load: " + ", ".join(f"{f.name} [{f.distribution}]" for f in self.faults) + ")"
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded from entry points on first use."""
+    global _registry
+    if _registry is None:
+        _registry = Registry().load_entry_points()
+    return _registry
+
+
+def reset_registry() -> None:
+    global _registry
+    _registry = None

@@ -1,0 +1,1 @@
+"""JSON schemas shipped with adapterkit (the repository folder schemas/)."""
