@@ -51,7 +51,7 @@ def read_config(path) -> dict:
         raise CheckpointError(f"{config_path}: expected a JSON object, found {type(config).__name__}")
     if "model_type" not in config and "architectures" not in config:
         raise CheckpointError(f"{config_path}: has neither model_type nor architectures",
-                              fix="add \"model_type\" (e.g. \"llama\") so the matching plugin can be found")
+                              fix="add \"model_type\" as save_pretrained writes it, so the matching plugin can be found")
     return config
 
 

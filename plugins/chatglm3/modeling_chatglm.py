@@ -23,7 +23,6 @@ a transformers ``Cache`` (``DynamicCache``) holding ``[batch, groups, seq, kv_ch
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -493,7 +492,7 @@ class ChatGLMPreTrainedModel(PreTrainedModel):
                     module.inv_freq.copy_(value)
 
 
-def _to_cache(past_key_values: Any, config: ChatGLMConfig):
+def _to_cache(past_key_values: Any):
     """Accept a ``Cache`` or a legacy tuple of per-layer (key, value) in ``[batch, groups, seq, dim]`` layout."""
     if past_key_values is None or (Cache is not None and isinstance(past_key_values, Cache)):
         return past_key_values
@@ -559,9 +558,7 @@ class ChatGLMModel(ChatGLMPreTrainedModel):
         never used, this only avoids an all-masked row).
         """
         if attention_mask is not None and attention_mask.dim() == 4:
-            if attention_mask.dtype == torch.bool:
-                return attention_mask
-            return attention_mask  # additive float mask, used as is
+            return attention_mask  # already [batch, 1, q, k]: boolean (True = attend) or additive float, used as is
         k_len = past_len + q_len
         if attention_mask is None or bool(attention_mask.all()):
             if past_len == 0 or q_len == 1:
@@ -609,7 +606,7 @@ class ChatGLMModel(ChatGLMPreTrainedModel):
         device = inputs_embeds.device
 
         if use_cache:
-            past_key_values = _to_cache(past_key_values, self.config)
+            past_key_values = _to_cache(past_key_values)
             if past_key_values is None:
                 past_key_values = _new_cache(self.config)
         else:

@@ -1,0 +1,237 @@
+"""The adapterkit command line: thin wrappers over the Python API, errors mapped to exit codes."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import AdapterkitError
+
+
+def _registry():
+    from .registry import get_registry
+
+    return get_registry()
+
+
+# --- commands -----------------------------------------------------------------------------------
+def cmd_plugins(args) -> int:
+    registry = _registry()
+    if args.json:
+        print(json.dumps({"plugins": [vars(p) for p in registry.plugins], "faults": [vars(f) for f in registry.faults]}, indent=2))
+        return 0
+    for plugin in registry.plugins:
+        provides = [f"architectures: {', '.join(plugin.architectures)}"] if plugin.architectures else []
+        provides += [f"methods: {', '.join(plugin.methods)}"] if plugin.methods else []
+        print(f"{plugin.name:<12} {plugin.distribution} {plugin.version:<8} {'; '.join(provides)}")
+    for fault in registry.faults:
+        print(f"{fault.name:<12} {fault.distribution}  FAILED TO LOAD: {fault.error}")
+    return 1 if registry.faults and args.strict else 0
+
+
+def cmd_detect(args) -> int:
+    from .detect import detect, write_yaml
+
+    hparams = detect(args.model_path, method=args.method)
+    text = write_yaml(hparams, args.output)
+    if args.output:
+        print(f"wrote {args.output} ({hparams['alg_name']}, architecture {hparams.get('architecture')}, layers {hparams.get('layers', '-')})",
+              file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .validate import validate_file
+
+    problems = validate_file(args.file, model_path=args.model)
+    if problems:
+        print(problems, file=sys.stderr)
+        return 2
+    print(f"{args.file}: valid")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from .checkpoint import load_model
+    from .editing.stats import compute_stats
+    from .hparams import load_hparams
+
+    hparams = load_hparams(args.hparams)
+    model, tok = load_model(args.model_path, device=args.device)
+    _need_tokenizer(tok, args.model_path)
+    spec = _registry().for_model(model)
+    paths = compute_stats(model, tok, hparams, spec, args.corpus, args.stats_dir or hparams.get("stats_dir", "stats"),
+                          n_samples=args.n_samples, batch_size=args.batch_size, device=args.device)
+    for layer, path in paths.items():
+        print(f"layer {layer}: {path}")
+    return 0
+
+
+def cmd_edit(args) -> int:
+    from . import api
+    from .checkpoint import load_model
+    from .editing.metrics import summarise
+    from .hparams import load_hparams
+    from .requests import load_requests
+
+    hparams = load_hparams(args.hparams)
+    if args.archive:
+        hparams["archive"] = args.archive
+    if args.stats_dir:
+        hparams["stats_dir"] = args.stats_dir
+    requests = load_requests(args.requests)
+    model, tok = load_model(args.model_path, device=args.device)
+    _need_tokenizer(tok, args.model_path)
+    result = api.edit(model, tok, requests, hparams)
+    print(json.dumps({"edits": len(requests), "touched": result.touched, **summarise(result.metrics)}, indent=2))
+    if args.out is None:
+        return 0
+    if args.deltas_only:
+        result.save(args.out)
+        print(f"wrote deltas to {args.out}", file=sys.stderr)
+    else:
+        from .fileio import save_pretrained_atomic
+
+        save_pretrained_atomic(result.answerer, tok, args.out, overwrite=args.overwrite)
+        print(f"wrote the edited model to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .checkpoint import load_model
+    from .hparams import load_hparams
+
+    hparams = load_hparams(args.hparams)
+    method = _registry().method(hparams["alg_name"])
+    if not getattr(method, "trainable", False):
+        raise AdapterkitError(f"{method.name} needs no training", fix="`adapterkit train` is for MEND and SERAC; use `adapterkit edit` directly")
+    model, tok = load_model(args.model_path, device=args.device)
+    _need_tokenizer(tok, args.model_path)
+    method.train(model, tok, hparams, args.train, args.val, args.out, resume=args.resume, device=args.device)
+    print(f"wrote the {method.name} editor to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .checkpoint import load_model
+    from .editing.metrics import evaluate
+    from .editing.result import apply_deltas
+    from .requests import load_requests
+
+    requests = load_requests(args.requests)
+    model, tok = load_model(args.model_path, device=args.device)
+    _need_tokenizer(tok, args.model_path)
+    if args.deltas:
+        apply_deltas(model, args.deltas)
+    rows = evaluate(model, tok, requests)
+    efficacy = [r["rewrite_acc"] for r in rows]
+    rephrase = [r["rephrase_acc"] for r in rows if r["rephrase_acc"] is not None]
+    print(json.dumps({"weights": "with deltas " + args.deltas if args.deltas else "as loaded",
+                      "efficacy": sum(efficacy) / len(efficacy),
+                      "generalisation": sum(rephrase) / len(rephrase) if rephrase else None}, indent=2))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(method=args.method, arch=args.arch, n_edits=args.edits, cache_dir=args.cache_dir)
+    return 0
+
+
+def _need_tokenizer(tok, path) -> None:
+    if tok is None:
+        raise AdapterkitError(f"{path}: no tokenizer files found", fix="copy the tokenizer files (tokenizer.json / tokenizer_config.json) into the checkpoint directory")
+
+
+# --- parser -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="adapterkit", description="Knowledge editing on any transformer architecture.")
+    parser.add_argument("--version", action="version", version=f"adapterkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("plugins", help="list loaded plugins: architectures and methods, with distribution and version")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--strict", action="store_true", help="exit 1 if a plugin failed to load")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("detect", help="write a hyperparameter YAML for a local checkpoint directory")
+    p.add_argument("model_path")
+    p.add_argument("--method", default="ROME", help="ROME, MEMIT, PMET, MEND, SERAC or a plugin's method (default ROME)")
+    p.add_argument("-o", "--output", help="YAML file to write (default: print)")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("validate", help="check an architecture declaration or a hyperparameter file")
+    p.add_argument("file")
+    p.add_argument("--model", help="a checkpoint directory to check the templates against")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("stats", help="compute (and cache) second-moment statistics of the rewrite layers")
+    _model_args(p)
+    p.add_argument("--corpus", required=True, help="local .txt / .jsonl / .parquet file or a saved `datasets` directory")
+    p.add_argument("--stats-dir")
+    p.add_argument("--n-samples", type=int)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("edit", help="apply edits and write the edited checkpoint or its deltas")
+    _model_args(p)
+    p.add_argument("--requests", required=True, help="JSON / JSONL edit requests (CounterFact, EasyEdit or ROME form)")
+    p.add_argument("--out", help="output directory (edited checkpoint) or file (--deltas-only)")
+    p.add_argument("--deltas-only", action="store_true", help="write only the weight deltas (safetensors)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--archive", help="trained editor directory (MEND, SERAC)")
+    p.add_argument("--stats-dir")
+    p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("train", help="train a MEND or SERAC editor")
+    _model_args(p)
+    p.add_argument("--train", required=True)
+    p.add_argument("--val")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="measure efficacy and generalisation of requests on a model (optionally with deltas)")
+    p.add_argument("model_path")
+    p.add_argument("--requests", required=True)
+    p.add_argument("--deltas")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="train a tiny model on bundled CounterFact facts, edit it, and show the effect")
+    p.add_argument("--method", default="ROME")
+    p.add_argument("--arch", help="architecture to build (default: the one in the bundled demo settings)")
+    p.add_argument("--edits", type=int, default=3)
+    p.add_argument("--cache-dir")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _model_args(p) -> None:
+    p.add_argument("model_path")
+    p.add_argument("--hparams", required=True, help="YAML written by `adapterkit detect` (EasyEdit files work too)")
+    p.add_argument("--device")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AdapterkitError as exc:
+        print(f"adapterkit: error: {exc.message}", file=sys.stderr)
+        if exc.fix:
+            print(f"  fix: {exc.fix}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("adapterkit: interrupted; files being written were left as they were", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""detect: a local checkpoint directory -> a ready, schema-valid hyperparameter dict.
+
+config.json picks the plugin; every module template is checked against the checkpoint's real tensor
+names (and shapes, where safetensors headers give them) without loading weights or running its code.
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Mapping
+
+from .checkpoint import TensorIndex, checkpoint_dir, meta_tensor_index, read_config, read_tensor_index
+from .errors import CheckpointError
+from .registry import get_registry
+from .schema import validate
+from .spec import GLOBAL_ROLES, LAYER_ROLES, ArchSpec
+
+CONTAINER_ROLES = ("layer", "attn", "mlp")
+
+
+def detect(path, method: str = "ROME", *, registry=None) -> dict:
+    """Hyperparameters for ``method`` on the checkpoint at ``path`` (what `adapterkit detect` writes)."""
+    registry = registry or get_registry()
+    path = checkpoint_dir(path)
+    config = read_config(path)
+    spec = registry.for_config(config, source=str(path / "config.json"))
+    index = read_tensor_index(path) or meta_tensor_index(config, spec)
+    check_checkpoint(spec, config, index, where=str(path))
+    edit_method = registry.method(method)
+    hparams = method_hparams(spec, config, edit_method, model_name=str(path))
+    validate(hparams, edit_method.schema, f"hparams detected for {path}")
+    return hparams
+
+
+def method_hparams(spec: ArchSpec, config: Mapping[str, Any], method, model_name: str) -> dict:
+    """Method defaults, then the declaration's per-architecture defaults, then its templates."""
+    num_layers = spec.num_layers(config)
+    hparams: dict[str, Any] = {"alg_name": method.name, "model_name": model_name, "architecture": spec.name}
+    hparams.update(method.defaults)
+    for key, value in spec.method_defaults(method.name).items():
+        if key == "layers":
+            value = spec.resolve_layers(value, num_layers)
+        elif key == "inner_params":
+            value = spec.inner_params(value, num_layers)
+        hparams[key] = value
+    for key, roles in method.template_keys.items():
+        hparams[key] = [spec.template(r) for r in roles] if isinstance(roles, list) else spec.template(roles)
+    if "v_loss_layer" in method.arch_keys:
+        hparams["v_loss_layer"] = spec.v_loss_layer(config)
+    return hparams
+
+
+# --- checks against the checkpoint --------------------------------------------------------------
+def check_checkpoint(spec: ArchSpec, config: Mapping[str, Any], index: TensorIndex, where: str) -> None:
+    num_layers = spec.num_layers(config)
+    names = set(index.names)
+    _check_depth(spec, num_layers, names, where)
+    for layer in range(num_layers):
+        for role in LAYER_ROLES + CONTAINER_ROLES:
+            if role == "layer" or spec.has_role(role):
+                _check_module(spec, role, layer, names, where, index)
+    for role in GLOBAL_ROLES:
+        if role == "lm_head" and spec.tied_lm_head and f"{spec.module_name(role)}.weight" not in names:
+            continue  # tied to the embedding: checkpoints usually omit it
+        _check_module(spec, role, None, names, where, index)
+    if any(shape is not None for shape in index.shapes.values()):
+        _check_shapes(spec, config, index, where)
+
+
+def _check_depth(spec: ArchSpec, num_layers: int, names: set[str], where: str) -> None:
+    prefix = f"{spec.layers_path}."
+    present = {int(n[len(prefix):].split(".", 1)[0]) for n in names
+               if n.startswith(prefix) and n[len(prefix):].split(".", 1)[0].isdigit()}
+    if present and (max(present) + 1 != num_layers):
+        raise CheckpointError(
+            f"{where}: config.json says {num_layers} layers ({spec.declaration['config']['num_layers']}), "
+            f"the weights hold {max(present) + 1} under {spec.layers_path}",
+            fix="the config and the weights come from different models: fix config.json or the weight files")
+
+
+def _check_module(spec: ArchSpec, role: str, layer: int | None, names: set[str], where: str, index: TensorIndex) -> None:
+    name = spec.module_name(role, layer)
+    wanted = f"{name}.weight" if role not in CONTAINER_ROLES else f"{name}."
+    found = wanted in names if role not in CONTAINER_ROLES else any(n.startswith(wanted) for n in names)
+    if found:
+        return
+    close = difflib.get_close_matches(wanted.rstrip("."), list(names), n=3, cutoff=0.5)
+    raise CheckpointError(
+        f"{where}: template {spec.template(role)!r} (role {role}) matches no tensor: "
+        f"{wanted.rstrip('.')!r} is not in {index.source or 'the checkpoint'}"
+        + (f"; closest names: {', '.join(close)}" if close else ""),
+        fix=f"correct modules for {role!r} in the {spec.name} declaration ({spec.source}), "
+            f"or check that the checkpoint is a {spec.name} model")
+
+
+def _expected_shapes(spec: ArchSpec, config) -> dict[str, tuple[int | None, int | None]]:
+    hidden, inter, vocab = spec.hidden_size(config), spec.intermediate_size(config), spec.vocab_size(config)
+    out_in = {
+        "mlp_out": (hidden, inter),
+        "mlp_in": (inter * spec.mlp_in_fused, hidden),
+        "mlp_gate": (inter, hidden),
+        "attn_out": (hidden, None),
+    }
+    if spec.weight_layout == "conv1d":
+        out_in = {role: (i, o) for role, (o, i) in out_in.items()}
+    out_in["embed"] = (vocab, hidden)
+    return out_in
+
+
+def _check_shapes(spec: ArchSpec, config, index: TensorIndex, where: str) -> None:
+    expected = _expected_shapes(spec, config)
+    for role, dims in expected.items():
+        if not spec.has_role(role):
+            continue
+        layer = 0 if role in LAYER_ROLES else None
+        name = spec.weight_name(role, layer)
+        shape = index.shapes.get(name)
+        if shape is None:
+            continue
+        if len(shape) != 2 or any(want is not None and got != want for got, want in zip(shape, dims)):
+            readable = tuple("any" if d is None else d for d in dims)
+            raise CheckpointError(
+                f"{where}: {name} has shape {list(shape)}, but config.json implies {list(readable)} "
+                f"({spec.weight_layout} layout, hidden={spec.hidden_size(config)}, "
+                f"intermediate={spec.intermediate_size(config)}, vocab={spec.vocab_size(config)})",
+                fix="the config and the weights disagree: use the config.json that came with these weights")
+
+
+def write_yaml(hparams: Mapping[str, Any], out: str | Path | None) -> str:
+    import yaml
+
+    from .fileio import write_text_atomic
+
+    text = yaml.safe_dump(dict(hparams), sort_keys=False, default_flow_style=None)
+    if out is not None:
+        write_text_atomic(out, text)
+    return text

@@ -1,0 +1,156 @@
+"""The plugin registry: built-ins through entry points, declarations, published defaults, conflicts, faults."""
+import re
+import tokenize
+from pathlib import Path
+
+import pytest
+
+import adapterkit
+from adapterkit.errors import PluginError, SchemaError, UnknownArchitectureError
+from adapterkit.registry import Registry, get_registry, make_spec
+
+BUILTINS = {"gpt2", "gptj", "gpt_neox", "llama", "chatglm3"}
+PLUGINS_DIR = Path(__file__).parents[1] / "plugins"
+
+
+def test_builtins_load_through_entry_points():
+    registry = get_registry()
+    assert BUILTINS <= set(registry.architecture_names())
+    assert not [f for f in registry.faults if f.distribution == "adapterkit"]
+    for plugin in registry.plugins:
+        if plugin.name in BUILTINS:
+            assert (plugin.distribution, plugin.version) == ("adapterkit", adapterkit.__version__)
+    assert {"ROME", "MEMIT", "PMET", "MEND", "SERAC"} <= set(registry.methods)
+
+
+@pytest.mark.parametrize("config, arch", [
+    ({"model_type": "gpt2"}, "gpt2"),
+    ({"model_type": "gptj"}, "gptj"),
+    ({"model_type": "gpt_neox"}, "gpt_neox"),
+    ({"model_type": "llama"}, "llama"),
+    ({"model_type": "chatglm", "architectures": ["ChatGLMModel"]}, "chatglm3"),
+    ({"architectures": ["LlamaForCausalLM"]}, "llama"),
+])
+def test_config_matches_its_declaration(config, arch):
+    assert get_registry().for_config(config).name == arch
+
+
+# Published layer choices at the reference depths (ROME, MEMIT, EasyEdit hparams files).
+PUBLISHED = [
+    ("gpt2", {"n_layer": 48}, "rome", [17]),
+    ("gpt2", {"n_layer": 48}, "memit", [13, 14, 15, 16, 17]),
+    ("gptj", {"n_layer": 28}, "rome", [5]),
+    ("gptj", {"n_layer": 28}, "memit", [3, 4, 5, 6, 7, 8]),
+    ("llama", {"num_hidden_layers": 32}, "rome", [5]),
+    ("llama", {"num_hidden_layers": 32}, "memit", [4, 5, 6, 7, 8]),
+    ("chatglm3", {"num_layers": 28}, "rome", [5]),
+    ("gpt_neox", {"num_hidden_layers": 44}, "rome", [15]),
+]
+
+
+@pytest.mark.parametrize("arch, config, method, layers", PUBLISHED)
+def test_default_layers_reproduce_published_choices(arch, config, method, layers):
+    spec = get_registry().architecture(arch)
+    rule = spec.method_defaults(method)["layers"]
+    assert spec.resolve_layers(rule, spec.num_layers(config)) == layers
+
+
+@pytest.mark.parametrize("arch", sorted(BUILTINS))
+def test_mend_defaults_are_last_three_mlp_layers(arch):
+    spec = get_registry().architecture(arch)
+    names = spec.inner_params(spec.method_defaults("mend")["inner_params"], 12)
+    assert {int(re.search(r"\.(\d+)\.", n).group(1)) for n in names} == {9, 10, 11}
+    assert any(n == spec.weight_name("mlp_out", 11) for n in names)
+    assert any(n == spec.weight_name("mlp_in", 11) for n in names)
+
+
+def test_layer_rules_stay_inside_small_models():
+    spec = get_registry().architecture("gpt2")
+    for depth in range(1, 6):
+        for method in ("rome", "memit"):
+            layers = spec.resolve_layers(spec.method_defaults(method)["layers"], depth)
+            assert layers and all(0 <= layer < depth for layer in layers)
+
+
+def _declaration(name="toy", model_type="toy_type", priority=0):
+    declaration = make_spec(PLUGINS_DIR / "llama.yaml").declaration
+    return {**declaration, "name": name, "match": {"model_types": [model_type]}, "priority": priority}
+
+
+class _Plugin:
+    def __init__(self, declaration=None, fail=False):
+        self.declaration, self.fail = declaration, fail
+
+    @adapterkit.hookimpl
+    def register_architectures(self, register):
+        if self.fail:
+            raise RuntimeError("boom while registering")
+        register(self.declaration)
+
+
+def test_two_plugins_claiming_one_model_type_conflict_naming_both_distributions():
+    registry = Registry()
+    registry.add_plugin(_Plugin(_declaration("first")), "first", "dist-one", "1.0")
+    registry.add_plugin(_Plugin(_declaration("second")), "second", "dist-two", "2.0")
+    with pytest.raises(PluginError) as err:
+        registry.for_config({"model_type": "toy_type"})
+    assert "dist-one 1.0" in str(err.value) and "dist-two 2.0" in str(err.value)
+    assert "priority" in err.value.fix
+
+
+def test_priority_resolves_a_conflict():
+    registry = Registry()
+    registry.add_plugin(_Plugin(_declaration("first")), "first", "dist-one", "1.0")
+    registry.add_plugin(_Plugin(_declaration("second", priority=10)), "second", "dist-two", "2.0")
+    assert registry.for_config({"model_type": "toy_type"}).name == "second"
+
+
+def test_a_failing_plugin_is_reported_and_the_others_still_work():
+    registry = Registry()
+    registry.add_plugin(_Plugin(fail=True), "broken", "broken-dist", "0.1")
+    registry.add_plugin(_Plugin(_declaration("fine")), "fine", "fine-dist", "1.0")
+    assert [(f.name, f.distribution) for f in registry.faults] == [("broken", "broken-dist")]
+    assert "boom while registering" in registry.faults[0].error
+    assert registry.for_config({"model_type": "toy_type"}).name == "fine"
+
+
+def test_an_invalid_declaration_is_a_fault_with_its_json_pointer():
+    declaration = _declaration("bad")
+    declaration["modules"] = {**declaration["modules"], "layer": {**declaration["modules"]["layer"], "mlp_out": "mlp.{}.down"}}
+    registry = Registry()
+    registry.add_plugin(_Plugin(declaration), "bad", "bad-dist", "0.1")
+    assert registry.faults and "/modules/layer/mlp_out" in registry.faults[0].error
+
+
+def test_schema_errors_name_file_pointer_and_fix(tmp_path):
+    path = tmp_path / "broken.yaml"
+    text = (PLUGINS_DIR / "gpt2.yaml").read_text().replace("weight_layout: conv1d", "weight_layout: conv2d")
+    path.write_text(text.replace("norm: layernorm", "norm: batchnorm"))
+    with pytest.raises(SchemaError) as err:
+        make_spec(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "#/weight_layout" in message and "#/norm" in message
+    assert "fix: use one of ['linear', 'conv1d']" in message
+
+
+def test_unknown_architecture_lists_registered_ones_and_how_to_add():
+    with pytest.raises(UnknownArchitectureError) as err:
+        get_registry().for_config({"model_type": "mamba"}, source="ckpt/config.json")
+    assert "ckpt/config.json" in str(err.value) and "'mamba'" in str(err.value)
+    assert all(name in str(err.value) for name in BUILTINS)
+    assert "CONTRIBUTING.md" in err.value.fix
+
+
+ARCH_WORDS = re.compile(r"\b(gpt-?2|gpt-?j|gpt_?neox|neox|llama|chatglm\d?|glm|qwen\d?|opt|mistral|falcon|bloom)\b", re.I)
+
+
+def test_the_core_never_names_an_architecture():
+    core = Path(adapterkit.__file__).parent
+    offenders = []
+    for source in sorted(core.rglob("*.py")):
+        with open(source, "rb") as handle:
+            for token in tokenize.tokenize(handle.readline):
+                if token.type in (tokenize.STRING, tokenize.NAME, tokenize.COMMENT) and ARCH_WORDS.search(token.string):
+                    offenders.append(f"{source.relative_to(core)}:{token.start[0]}: {token.string[:60]}")
+    assert not offenders, "the editing core names architectures:\n" + "\n".join(offenders)
