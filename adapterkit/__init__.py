@@ -15,6 +15,6 @@ def __getattr__(name):
         from .checkpoint import load_model
         return load_model
     if name == "detect":
-        from .detect import detect
+        from .autodetect import detect
         return detect
     raise AttributeError(f"module 'adapterkit' has no attribute {name!r}")

@@ -31,7 +31,7 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from .detect import detect, write_yaml
+    from .autodetect import detect, write_yaml
 
     hparams = detect(args.model_path, method=args.method)
     text = write_yaml(hparams, args.output)
@@ -220,7 +220,7 @@ def _model_args(p) -> None:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(None if argv is None else [str(arg) for arg in argv])
     try:
         return args.func(args)
     except AdapterkitError as exc:

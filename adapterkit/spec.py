@@ -66,6 +66,13 @@ class ArchSpec:
     def tied_lm_head(self) -> bool:
         return bool(self.declaration["tied_lm_head"])
 
+    def model_tensor_name(self, checkpoint_name: str) -> str:
+        """The name a checkpoint tensor has once loaded (declared checkpoint_prefixes undone)."""
+        for model_prefix, stored_prefix in self.declaration.get("checkpoint_prefixes", {}).items():
+            if checkpoint_name == stored_prefix or checkpoint_name.startswith(stored_prefix + "."):
+                return model_prefix + checkpoint_name[len(stored_prefix):]
+        return checkpoint_name
+
     @property
     def mlp_in_fused(self) -> int:
         return int(self.declaration.get("mlp_in_fused", 1))

@@ -67,7 +67,7 @@ def _conflicts(declaration) -> list[tuple[str, str, str]]:
 def _tiny_model_problems(declaration, where) -> list[tuple[str, str, str]]:
     """Build the declared tiny model on the meta device and check every template resolves with the right shape."""
     from .checkpoint import meta_tensor_index
-    from .detect import check_checkpoint
+    from .autodetect import check_checkpoint
     from .spec import ArchSpec
 
     if "tiny_config" not in declaration:

@@ -7,7 +7,7 @@ import yaml
 
 import adapterkit
 from adapterkit.checkpoint import build_model, load_model
-from adapterkit.detect import detect
+from adapterkit.autodetect import detect
 from adapterkit.errors import CheckpointError, UnknownArchitectureError
 from adapterkit.hparams import load_hparams
 from adapterkit.registry import get_registry

@@ -25,6 +25,7 @@ def detect(path, method: str = "ROME", *, registry=None) -> dict:
     config = read_config(path)
     spec = registry.for_config(config, source=str(path / "config.json"))
     index = read_tensor_index(path) or meta_tensor_index(config, spec)
+    index = TensorIndex({spec.model_tensor_name(n): s for n, s in index.shapes.items()}, index.source)
     check_checkpoint(spec, config, index, where=str(path))
     edit_method = registry.method(method)
     hparams = method_hparams(spec, config, edit_method, model_name=str(path))

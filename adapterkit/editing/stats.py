@@ -1,0 +1,394 @@
+"""Second moments E[k k^T] of a rewrite module's input keys over a text corpus (ROME's ``layer_stats``).
+
+Files live where EasyEdit and ROME keep them, ``{stats_dir}/{model_name}/{mom2_dataset}_stats/
+{module}_{mom2_dtype}_mom2_{mom2_n_samples}.npz``, with their keys (``mom2.mom2``, ``mom2.count``) plus
+``adapterkit.meta``: the model identity (a config hash and a fingerprint of the layer's ``mlp_in``
+weight, which locate-then-edit methods never change), the module, the corpus, the sample count and
+dtype. A file whose identity disagrees is refused; a ROME/EasyEdit file without it is accepted with
+a warning, or imported explicitly with ``import_npz``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import StatsError
+from ..fileio import atomic_path
+from .keys import frozen, model_device, pad_id, pad_rows, run, trace
+
+FORMAT = "adapterkit-stats/1"
+DEFAULT_STATS_DIR = "stats"
+HOW_TO_SUPPLY = ("compute them once with `adapterkit stats MODEL --hparams FILE --corpus FILE` (a local .txt, .jsonl, "
+                 ".parquet or saved `datasets` directory), set `mom2_corpus: FILE` in the hparams to compute them on "
+                 "first use, or set `mom2_adjustment: false` (ROME), which needs no statistics")
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+
+_moment_cache: dict = {}
+
+
+# --- identities ---------------------------------------------------------------------------------
+def config_hash(model, spec) -> str:
+    config = model.config
+    shape = {"model_type": getattr(config, "model_type", None), "num_layers": spec.num_layers(config),
+             "hidden_size": spec.hidden_size(config), "intermediate_size": spec.intermediate_size(config),
+             "vocab_size": spec.vocab_size(config)}
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def weight_fingerprint(tensor: torch.Tensor, samples: int = 1 << 16) -> str:
+    """A hash of evenly spaced elements (as float32) with the shape: cheap, and different for different weights."""
+    flat = tensor.detach().reshape(-1)
+    step = max(1, flat.numel() // samples)
+    picked = flat[::step][:samples].to("cpu", torch.float32).contiguous().numpy()
+    digest = hashlib.sha256(str(tuple(tensor.shape)).encode())
+    digest.update(picked.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def model_identity(model, spec, layer: int) -> dict:
+    role = "mlp_in" if spec.has_role("mlp_in") else "embed"
+    name = spec.weight_name(role, layer if role == "mlp_in" else None)
+    return {"config_hash": config_hash(model, spec), "weight": name,
+            "weight_fingerprint": weight_fingerprint(model.get_parameter(name))}
+
+
+def corpus_identity(corpus: str | Path) -> str:
+    path = Path(corpus).resolve()
+    if not path.exists():
+        raise StatsError(f"corpus {corpus} does not exist", fix=HOW_TO_SUPPLY)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256(str(path).encode())
+    for file in files:
+        info = file.stat()
+        digest.update(f"{file.relative_to(path.parent)}:{info.st_size}:{info.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def model_name(model, spec, hparams: Mapping) -> str:
+    named = str(hparams.get("model_name") or getattr(model.config, "_name_or_path", "") or "").rstrip("/")
+    return Path(named).name or f"{spec.name}-{config_hash(model, spec)[:8]}"
+
+
+def stats_path(stats_dir, name: str, dataset: str, module: str, dtype: str, n_samples: int) -> Path:
+    """ROME / EasyEdit naming."""
+    return Path(stats_dir) / name / f"{dataset}_stats" / f"{module}_{dtype}_mom2_{n_samples}.npz"
+
+
+@dataclass(frozen=True)
+class StatsRequest:
+    """One file's worth: a module at a layer with the hparams' corpus name, sample count and dtype."""
+    module: str
+    layer: int
+    path: Path
+    identity: dict
+    n_samples: int
+    dtype: str
+
+
+def stats_requests(model, spec, hparams: Mapping, stats_dir, layers=None, templates=None, n_samples=None) -> list[StatsRequest]:
+    templates = templates or rewrite_templates(hparams)
+    layers = hparams["layers"] if layers is None else layers
+    n = int(n_samples or hparams.get("mom2_n_samples", 100000))
+    dtype = hparams.get("mom2_dtype", "float32")
+    name, dataset = model_name(model, spec, hparams), hparams.get("mom2_dataset", "wikipedia")
+    return [StatsRequest(t.format(layer), layer, stats_path(stats_dir, name, dataset, t.format(layer), dtype, n),
+                         model_identity(model, spec, layer), n, dtype)
+            for layer in layers for t in templates]
+
+
+def rewrite_templates(hparams: Mapping) -> list[str]:
+    templates = hparams.get("rewrite_module_tmps") or [hparams["rewrite_module_tmp"]]
+    return list(templates)
+
+
+# --- corpora ------------------------------------------------------------------------------------
+def read_corpus(corpus) -> Iterator[str]:
+    """Documents of a local corpus: .txt (one per line), .jsonl / .json ("text"), .parquet, a saved `datasets` dir,
+    or a directory of .txt files (one document each)."""
+    path = Path(corpus)
+    if not path.exists():
+        raise StatsError(f"corpus {path} does not exist", fix=HOW_TO_SUPPLY)
+    if path.is_dir():
+        if any((path / marker).exists() for marker in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            yield from _saved_dataset(path)
+        else:
+            for file in sorted(path.glob("*.txt")):
+                yield file.read_text(errors="replace")
+        return
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                yield _text_field(json.loads(line), f"{path}:{number}")
+    elif suffix == ".json":
+        for i, item in enumerate(json.loads(path.read_text())):
+            yield item if isinstance(item, str) else _text_field(item, f"{path}[{i}]")
+    elif suffix == ".parquet":
+        yield from _parquet(path)
+    else:
+        for line in path.read_text(errors="replace").splitlines():
+            if line.strip():
+                yield line
+
+
+def _text_field(record, where: str) -> str:
+    if not isinstance(record, Mapping) or not isinstance(record.get("text"), str):
+        raise StatsError(f"{where}: a corpus record needs a string field \"text\"", fix="write one {\"text\": ...} object per line")
+    return record["text"]
+
+
+def _optional(module: str, what: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise StatsError(f"reading {what} needs the `{module.split('.')[0]}` package, which is not installed",
+                         fix=f"pip install {module.split('.')[0]}, or give the corpus as a .txt or .jsonl file") from None
+
+
+def _parquet(path: Path) -> Iterator[str]:
+    parquet = _optional("pyarrow.parquet", f"{path} (parquet)")
+    table = parquet.read_table(str(path), columns=["text"])
+    for text in table.column("text").to_pylist():
+        if text:
+            yield text
+
+
+def _saved_dataset(path: Path) -> Iterator[str]:
+    datasets = _optional("datasets", f"{path} (a saved `datasets` dataset)")
+    data = datasets.load_from_disk(str(path))
+    if isinstance(data, datasets.DatasetDict):
+        data = data["train"] if "train" in data else next(iter(data.values()))
+    if "text" not in data.column_names:
+        raise StatsError(f"{path}: the dataset has no \"text\" column (columns: {data.column_names})",
+                         fix="save a dataset with a \"text\" column")
+    for text in data["text"]:
+        if text:
+            yield text
+
+
+# --- computing ----------------------------------------------------------------------------------
+def _max_length(model, default: int = 1024) -> int:
+    for key in ("n_positions", "max_position_embeddings", "seq_length"):
+        value = getattr(model.config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return default
+
+
+@torch.no_grad()
+def _accumulate(model, tok, modules: Sequence[str], documents: Sequence[str], batch_size: int, dtype: torch.dtype,
+                device, progress: bool) -> tuple[dict, int]:
+    """Sum of k k^T and token count per module, every module read in one forward that stops after the last one."""
+    from tqdm.auto import tqdm
+
+    device = torch.device(device) if device is not None else model_device(model)
+    sums = {m: None for m in modules}
+    count, started = 0, time.perf_counter()
+    max_length = _max_length(model)
+    bar = tqdm(total=len(documents), unit="doc", desc="second moments", disable=not progress)
+    with frozen(model), trace(model, inputs=modules, stop=True) as record:
+        for lo in range(0, len(documents), batch_size):
+            rows = [list(tok(d, truncation=True, max_length=max_length)["input_ids"]) for d in documents[lo: lo + batch_size]]
+            rows = [r for r in rows if r]
+            if not rows:
+                continue
+            batch = pad_rows(rows, [0] * len(rows), pad_id(tok)).to(model_device(model))
+            run(model, batch)
+            mask = batch.attention_mask.bool()
+            for m in modules:
+                keys = record.inputs[m][mask.to(record.inputs[m].device)].to(device, dtype)
+                product = (keys.T @ keys).double()
+                sums[m] = product if sums[m] is None else sums[m].add_(product)
+            count += int(mask.sum())
+            bar.update(len(rows))
+            bar.set_postfix(tokens_per_s=f"{count / max(time.perf_counter() - started, 1e-9):.0f}")
+    bar.close()
+    return sums, count
+
+
+def _warn_if_singular(sums: dict, count: int, corpus) -> None:
+    widths = {m: s.shape[0] for m, s in sums.items() if s is not None and s.shape[0] > count}
+    if widths:
+        warnings.warn(f"{corpus} gave {count} tokens, fewer than the key width of {sorted(widths)} "
+                      f"({max(widths.values())}): those second moments are singular; use a larger corpus", stacklevel=3)
+
+
+def _documents(corpus, n_samples: int) -> list[str]:
+    documents = []
+    for text in read_corpus(corpus):
+        documents.append(text)
+        if len(documents) >= n_samples:
+            break
+    if not documents:
+        raise StatsError(f"corpus {corpus} holds no text", fix=HOW_TO_SUPPLY)
+    return documents
+
+
+def compute_stats(model, tok, hparams: Mapping, spec, corpus, stats_dir=None, *, n_samples: int | None = None,
+                  batch_size: int = 8, device=None, progress: bool = True, force: bool = False,
+                  layers=None, templates=None) -> dict[str, Path]:
+    """Compute (or find cached) statistics for every rewrite module at every hparams layer.
+
+    Returns ``{module name: file}``. One pass over the corpus serves every module still missing.
+    """
+    if corpus is None:
+        raise StatsError("no corpus given for the second-moment statistics", fix=HOW_TO_SUPPLY)
+    stats_dir = stats_dir or hparams.get("stats_dir") or DEFAULT_STATS_DIR
+    wanted = stats_requests(model, spec, hparams, stats_dir, layers, templates, n_samples)
+    corpus_id = corpus_identity(corpus)
+    missing = [w for w in wanted if force or not _usable(w, corpus_id)]
+    if missing:
+        documents = _documents(corpus, missing[0].n_samples)
+        sums, count = _accumulate(model, tok, [w.module for w in missing], documents, batch_size,
+                                  DTYPES[missing[0].dtype], device, progress)
+        _warn_if_singular(sums, count, corpus)
+        for w in missing:
+            meta = {"format": FORMAT, "module": w.module, "layer": w.layer, **w.identity, "corpus": str(corpus),
+                    "corpus_id": corpus_id, "documents": len(documents), "n_samples": w.n_samples, "dtype": w.dtype}
+            write_npz(w.path, sums[w.module], count, meta)
+    return {w.module: w.path for w in wanted}
+
+
+def _usable(wanted: StatsRequest, corpus_id: str) -> bool:
+    """A cached file for this request: same model (else StatsError) and same corpus (else recompute)."""
+    if not wanted.path.exists():
+        return False
+    stats = read_npz(wanted.path)
+    if stats.meta is None:
+        return True  # a ROME / EasyEdit file at the expected path: used as it is (with a warning on load)
+    verify(stats, wanted)
+    return stats.meta.get("corpus_id") == corpus_id
+
+
+# --- files --------------------------------------------------------------------------------------
+@dataclass
+class Stats:
+    mom2: np.ndarray
+    count: int
+    meta: dict | None
+    path: Path
+
+    def moment(self) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.mom2, dtype=np.float64) / max(self.count, 1)).float()
+
+
+def write_npz(path: Path, mom2_sum: torch.Tensor, count: int, meta: Mapping | None) -> None:
+    arrays = {
+        "constructor": np.array("util.runningstats.CombinedStat(mom2=util.runningstats.SecondMoment())"),
+        "mom2.constructor": np.array("util.runningstats.SecondMoment()"),
+        "mom2.count": np.array(count, dtype=np.int64),
+        "mom2.mom2": mom2_sum.detach().to("cpu", DTYPES[meta["dtype"]] if meta else torch.float32).numpy(),
+        "sample_size": np.array(meta["n_samples"] if meta else count, dtype=np.int64),
+    }
+    if meta is not None:
+        arrays["adapterkit.meta"] = np.array(json.dumps(meta, sort_keys=True))
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def read_npz(path) -> Stats:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "mom2.mom2" not in data or "mom2.count" not in data:
+                raise StatsError(f"{path}: not a second-moment statistics file (no mom2.mom2 / mom2.count; keys: {sorted(data.keys())})",
+                                 fix="point at a file written by `adapterkit stats`, ROME or EasyEdit's layer_stats")
+            meta = json.loads(str(data["adapterkit.meta"])) if "adapterkit.meta" in data else None
+            return Stats(data["mom2.mom2"], int(data["mom2.count"]), meta, path)
+    except (OSError, ValueError) as exc:
+        raise StatsError(f"{path}: cannot read statistics ({exc})", fix="delete the file and compute it again") from None
+
+
+def verify(stats: Stats, wanted: StatsRequest) -> None:
+    """Refuse a file that was computed for another model, module, sample count, dtype or format."""
+    meta, path = stats.meta, stats.path
+    if meta.get("format") != FORMAT:
+        raise StatsError(f"{path}: statistics format {meta.get('format')!r}, this adapterkit reads {FORMAT!r}",
+                         fix=f"delete {path} and compute it again")
+    checks = [("config_hash", "a model of another shape (config hash)"), ("weight", "another weight"),
+              ("weight_fingerprint", f"a model whose {wanted.identity['weight']} differs (a different checkpoint)"),
+              ("module", "another module"), ("n_samples", "another sample count"), ("dtype", "another dtype")]
+    expected = {**wanted.identity, "module": wanted.module, "n_samples": wanted.n_samples, "dtype": wanted.dtype}
+    for key, what in checks:
+        if meta.get(key) != expected[key]:
+            raise StatsError(
+                f"{path} was computed for {what}: {key} is {meta.get(key)!r} there, {expected[key]!r} for this model",
+                fix=f"use another stats_dir or model_name for this model, or delete {path} and compute it again "
+                    f"(`adapterkit stats MODEL --hparams FILE --corpus FILE`)")
+
+
+def import_npz(source, model, spec, hparams: Mapping, layer: int, stats_dir=None, template: str | None = None) -> Path:
+    """Adopt a ROME / EasyEdit statistics file for this model's ``layer``: written into the stats dir with metadata."""
+    stats = read_npz(source)
+    template = template or rewrite_templates(hparams)[0]
+    wanted = stats_requests(model, spec, hparams, stats_dir or hparams.get("stats_dir") or DEFAULT_STATS_DIR,
+                            [layer], [template])[0]
+    _check_width(stats, model, spec, wanted.module)
+    warnings.warn(f"importing {source}: its provenance (model, corpus) cannot be verified; it is used as given", stacklevel=2)
+    meta = {"format": FORMAT, "module": wanted.module, "layer": layer, **wanted.identity, "corpus": f"imported from {source}",
+            "corpus_id": None, "documents": None, "n_samples": wanted.n_samples, "dtype": wanted.dtype}
+    write_npz(wanted.path, torch.from_numpy(np.asarray(stats.mom2)), stats.count, meta)
+    return wanted.path
+
+
+def _input_width(model, module_name: str) -> int | None:
+    module = model.get_submodule(module_name)
+    width = getattr(module, "in_features", None) or getattr(module, "nx", None)
+    return int(width) if width is not None else None
+
+
+def _check_width(stats: Stats, model, spec, module: str) -> None:
+    width = _input_width(model, module)
+    if width is not None and tuple(stats.mom2.shape) != (width, width):
+        raise StatsError(f"{stats.path}: statistics of shape {list(stats.mom2.shape)}, but {module} takes {width} inputs",
+                         fix="these statistics belong to another model or module")
+
+
+# --- used by the methods ------------------------------------------------------------------------
+def get_mom2(model, spec, hparams: Mapping, layer: int, stats_dir=None, corpus=None, *, tok=None,
+             template: str | None = None) -> torch.Tensor:
+    """E[k k^T] ([d_in, d_in], float32, CPU) of ``template`` (default: the rewrite module) at ``layer``.
+
+    Found in the stats dir, or computed for every hparams layer at once from ``corpus`` / ``mom2_corpus``.
+    """
+    stats_dir = stats_dir or hparams.get("stats_dir") or DEFAULT_STATS_DIR
+    template = template or rewrite_templates(hparams)[0]
+    wanted = stats_requests(model, spec, hparams, stats_dir, [layer], [template])[0]
+    corpus = corpus or hparams.get("mom2_corpus")
+    if not wanted.path.exists() or (corpus is not None and not _usable(wanted, corpus_identity(corpus))):
+        if corpus is None:
+            raise StatsError(f"no second-moment statistics for {wanted.module} (looked for {wanted.path})" + _nearby(wanted),
+                             fix=HOW_TO_SUPPLY)
+        if tok is None:
+            raise StatsError(f"statistics for {wanted.module} must be computed, and no tokenizer was given")
+        layers = sorted(set(hparams["layers"]) | {layer})
+        compute_stats(model, tok, hparams, spec, corpus, stats_dir, layers=layers, templates=[template])
+    key = (str(wanted.path), wanted.path.stat().st_mtime_ns, json.dumps(wanted.identity, sort_keys=True))
+    if key not in _moment_cache:
+        stats = read_npz(wanted.path)
+        if stats.meta is None:
+            _check_width(stats, model, spec, wanted.module)
+            warnings.warn(f"{wanted.path} has no adapterkit metadata (a ROME / EasyEdit file?): "
+                          "its provenance cannot be verified; using it as it is", stacklevel=2)
+        else:
+            verify(stats, wanted)
+        _moment_cache[key] = stats.moment()
+    return _moment_cache[key]
+
+
+def _nearby(wanted: StatsRequest) -> str:
+    folder = wanted.path.parent
+    others = sorted(folder.glob(f"{wanted.module}_*_mom2_*.npz")) if folder.exists() else []
+    if not others:
+        return ""
+    return "; found " + ", ".join(str(o) for o in others) + " (set mom2_n_samples / mom2_dtype to match)"

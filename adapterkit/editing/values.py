@@ -1,0 +1,231 @@
+"""Target values: the hidden state that makes the model say ``target_new`` (ROME's v*, MEMIT's z, PMET's z pair).
+
+A delta is added to the output of one or more modules at the subject's looked-up token in every
+rewriting prompt (context template + prompt + target) and in the KL prompt (``{subject} is a``), and
+optimised with Adam against: the target's negative log-likelihood, a KL term keeping the subject's
+next-token distribution in the KL prompt, and a weight decay relative to the original value's norm;
+after each step the delta is projected into a ball of ``clamp_norm_factor`` times that norm.
+
+All requests of a call are optimised together (each with its own delta rows) in one padded batch
+holding every context template and KL prompt; a request stops moving once its loss drops below
+``STOP_LOSS``, as in ROME, and the loop ends when all have.
+"""
+from __future__ import annotations
+
+import contextlib
+import weakref
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .keys import (Batch, at_positions, common_prefix, edit_output, in_context, lookup_index, model_device, pad_id,
+                   pad_rows, run, token_ids, trace)
+
+STOP_LOSS = 5e-2
+KL_PROMPT = "{} is a"
+STARTERS = ("The", "Therefore", "Because", "I", "You")
+TOP_K = 5
+
+_templates_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+# --- context templates ------------------------------------------------------------------------
+def context_templates(model, tok, hparams: Mapping) -> list[list[str]]:
+    """Groups of templates with ``{}`` where the prompt goes; the first group is the bare prompt ``["{}"]``.
+
+    ``context_templates`` in hparams gives a fixed list; otherwise short texts are sampled from the model
+    (top-5, seeded) for each ``[length, count]`` in ``context_template_length_params``, once per model.
+    """
+    fixed = hparams.get("context_templates")
+    if fixed is not None:
+        rest = [t for t in fixed if t != "{}"]
+        return [["{}"]] + ([rest] if rest else [])
+    params = tuple(tuple(p) for p in hparams.get("context_template_length_params", ()))
+    seed = int(hparams.get("context_template_seed", 0))
+    per_model = _templates_cache.setdefault(model, {})
+    key = (id(tok), params, seed)
+    if key not in per_model:
+        generator = torch.Generator().manual_seed(seed)
+        per_model[key] = [["{}"]] + [
+            [text.replace("{", " ").replace("}", " ") + ". {}" for text in sample_texts(model, tok, length, count, generator)]
+            for length, count in params if count > 0]
+    return per_model[key]
+
+
+@torch.no_grad()
+def sample_texts(model, tok, length: int, count: int, generator: torch.Generator) -> list[str]:
+    """``count`` texts of ``length`` tokens (prompt included) started from ROME's starter words."""
+    per_starter = [count // len(STARTERS)] * len(STARTERS) if count >= len(STARTERS) else [1] * count
+    rows = [token_ids(tok, s) for s, n in zip(STARTERS, per_starter) for _ in range(n)]
+    texts = []
+    for width in sorted({len(r) for r in rows}):  # equal-length starts need no padding
+        ids = torch.tensor([r for r in rows if len(r) == width], device=model_device(model))
+        while ids.shape[1] < length:
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1].float()
+            top = logits.topk(min(TOP_K, logits.shape[-1]), dim=-1)
+            choice = torch.multinomial(top.values.softmax(-1).cpu(), 1, generator=generator).to(ids.device)
+            ids = torch.cat([ids, top.indices.gather(1, choice)], dim=1)
+        texts += [tok.decode(row, skip_special_tokens=True) for row in ids.tolist()]
+    return texts
+
+
+# --- the batch ----------------------------------------------------------------------------------
+def target_ids(tok, prompt: str, target: str) -> list[int]:
+    """Tokens of ``target`` as they follow ``prompt`` (tokenised together, as the metrics do)."""
+    prompt_ids, full = token_ids(tok, prompt), token_ids(tok, prompt + target)
+    start = len(prompt_ids) if full[: len(prompt_ids)] == prompt_ids else common_prefix(prompt_ids, full)
+    return full[min(start, len(full) - 1):]
+
+
+@dataclass
+class ValueBatch:
+    """Per request: one row per context template (prompt + target but its last token), then its KL row."""
+    batch: Batch
+    row_request: torch.Tensor     # [rows] request of each row
+    first_rows: torch.Tensor      # [R] each request's bare-prompt row (where the original value is read)
+    kl_rows: torch.Tensor         # [R]
+    label_rows: torch.Tensor      # [labels] row, position, token and request of every target token
+    label_pos: torch.Tensor
+    label_ids: torch.Tensor
+    label_request: torch.Tensor
+    label_weight: torch.Tensor    # [labels] 1 / (target length * contexts): each request's mean NLL per row
+
+    def to(self, device) -> "ValueBatch":
+        return ValueBatch(self.batch.to(device), *(getattr(self, f).to(device) for f in (
+            "row_request", "first_rows", "kl_rows", "label_rows", "label_pos", "label_ids", "label_request", "label_weight")))
+
+
+def value_batch(tok, requests, templates: Sequence[str], fact_token: str) -> ValueBatch:
+    rows, lookups, row_request, first_rows, kl_rows = [], [], [], [], []
+    labels = []  # (row, position, token, request, weight)
+    for r, request in enumerate(requests):
+        target = target_ids(tok, request.prompt, request.target_new)
+        first_rows.append(len(rows))
+        for context in templates:
+            prompt = in_context(request.prompt, request.subject, context)
+            ids = token_ids(tok, prompt.text)
+            lookups.append(lookup_index(tok, prompt, fact_token, ids))
+            labels += [(len(rows), len(ids) - 1 + j, t, r, 1.0 / (len(target) * len(templates))) for j, t in enumerate(target)]
+            rows.append(ids + target[:-1])
+            row_request.append(r)
+        kl = in_context(KL_PROMPT.format(request.subject), request.subject)
+        kl_ids = token_ids(tok, kl.text)
+        kl_rows.append(len(rows))
+        lookups.append(lookup_index(tok, kl, fact_token, kl_ids))
+        rows.append(kl_ids)
+        row_request.append(r)
+    long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
+    columns = list(zip(*labels))
+    return ValueBatch(pad_rows(rows, lookups, pad_id(tok)), long(row_request), long(first_rows), long(kl_rows),
+                      long(columns[0]), long(columns[1]), long(columns[2]), long(columns[3]),
+                      torch.tensor(columns[4], dtype=torch.float32))
+
+
+# --- the optimisation ---------------------------------------------------------------------------
+@dataclass
+class LossSettings:
+    lr: float
+    steps: int
+    weight_decay: float
+    clamp_norm_factor: float
+    kl_factor: float
+    nll_factor: float = 1.0
+
+    @classmethod
+    def from_hparams(cls, hp: Mapping) -> "LossSettings":
+        return cls(float(hp["v_lr"]), int(hp["v_num_grad_steps"]), float(hp["v_weight_decay"]),
+                   float(hp["clamp_norm_factor"]), float(hp["kl_factor"]), float(hp.get("nll_loss_factor", 1.0)))
+
+
+def optimise_values(model, tok, requests, points: Sequence[str], templates: Sequence[Sequence[str]], fact_token: str,
+                    settings: LossSettings, *, loss_module: tuple[str, str, str] | None = None,
+                    batch_size: int = 16) -> dict[str, torch.Tensor]:
+    """Target values ``{module name: [R, d]}``: each module's original output at the subject plus its optimised delta.
+
+    ``loss_module``: (layer module, ln_f module, lm_head module) to read logits below the top layer
+    (``v_loss_layer``); None reads the model's own logits. Requests go through in chunks of ``batch_size``.
+    """
+    flat = [c for group in templates for c in group]
+    chunks = [_optimise_chunk(model, tok, requests[lo: lo + batch_size], points, flat, fact_token, settings, loss_module)
+              for lo in range(0, len(requests), batch_size)]
+    return {p: torch.cat([c[p] for c in chunks]) for p in points}
+
+
+def _optimise_chunk(model, tok, requests, points, templates, fact_token, settings: LossSettings, loss_module):
+    vb = value_batch(tok, requests, templates, fact_token).to(model_device(model))
+    lookup = vb.batch.lookup
+    with torch.no_grad(), trace(model, outputs=points) as record:
+        reference = _kl_log_probs(_logits(model, vb.batch, loss_module), vb)
+    init = {p: at_positions(record.outputs[p], vb.first_rows, lookup[vb.first_rows]).float() for p in points}
+    deltas = {p: torch.zeros_like(init[p], requires_grad=True) for p in points}
+    optimiser = torch.optim.Adam(list(deltas.values()), lr=settings.lr)
+    active = torch.ones(len(requests), dtype=torch.bool, device=lookup.device)
+
+    for step in range(settings.steps):
+        with contextlib.ExitStack() as stack:
+            for p in points:
+                stack.enter_context(edit_output(model, p, _adder(deltas[p], vb, lookup)))
+            logits = _logits(model, vb.batch, loss_module)
+        losses = _request_losses(logits, vb, reference, deltas, init, settings)
+        active = active & (losses.detach() >= STOP_LOSS)
+        if step == settings.steps - 1 or not bool(active.any()):  # the one host sync per step
+            break
+        optimiser.zero_grad()
+        losses.sum().backward()
+        before = {p: d.detach().clone() for p, d in deltas.items()}
+        optimiser.step()
+        with torch.no_grad():
+            for p, delta in deltas.items():
+                moving = active.to(delta.device)[:, None]
+                delta.copy_(torch.where(moving, _clamped(delta, init[p], settings.clamp_norm_factor), before[p]))
+    return {p: (init[p] + deltas[p]).detach() for p in points}
+
+
+def _adder(delta: torch.Tensor, vb: ValueBatch, lookup: torch.Tensor):
+    """Adds each row's request delta at the row's looked-up token."""
+    def add(output: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(len(lookup), device=output.device)
+        per_row = delta[vb.row_request.to(delta.device)].to(output.device, output.dtype)
+        return output.index_put((rows, lookup.to(output.device)), per_row, accumulate=True)
+    return add
+
+
+def _logits(model, batch: Batch, loss_module) -> torch.Tensor:
+    if loss_module is None:
+        return run(model, batch)
+    layer, ln_f, lm_head = loss_module
+    with trace(model, outputs=[layer], stop=True) as record:
+        run(model, batch)
+    return model.get_submodule(lm_head)(model.get_submodule(ln_f)(record.outputs[layer]))
+
+
+def _kl_log_probs(logits: torch.Tensor, vb: ValueBatch) -> torch.Tensor:
+    return F.log_softmax(at_positions(logits, vb.kl_rows, vb.batch.lookup[vb.kl_rows]).float(), dim=-1)
+
+
+def _request_losses(logits, vb: ValueBatch, reference, deltas, init, settings: LossSettings) -> torch.Tensor:
+    """[R]: NLL of the target over the rewriting rows + kl_factor * KL(now || before) + weight decay."""
+    device = logits.device
+    log_probs = F.log_softmax(at_positions(logits, vb.label_rows, vb.label_pos).float(), dim=-1)
+    token_nll = -log_probs.gather(1, vb.label_ids.to(device)[:, None])[:, 0] * vb.label_weight.to(device)
+    nll = torch.zeros(len(vb.first_rows), device=device).index_add(0, vb.label_request.to(device), token_nll)
+    now = _kl_log_probs(logits, vb)
+    kl = (now.exp() * (now - reference)).sum(-1)
+    decay = sum((deltas[p].norm(dim=-1) / init[p].norm(dim=-1).clamp_min(1e-8) ** 2).to(device) for p in deltas)
+    return settings.nll_factor * nll + settings.kl_factor * kl + settings.weight_decay * decay
+
+
+def _clamped(delta: torch.Tensor, init: torch.Tensor, factor: float) -> torch.Tensor:
+    limit = factor * init.norm(dim=-1, keepdim=True)
+    return delta * (limit / delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+
+
+def loss_module(hparams: Mapping, num_layers: int, edit_layer: int) -> tuple[str, str, str] | None:
+    """Where the loss reads logits: the model's own (None) unless ``v_loss_layer`` is below the top layer."""
+    layer = hparams.get("v_loss_layer")
+    if layer is None or max(int(layer), edit_layer) >= num_layers - 1:
+        return None
+    return hparams["layer_module_tmp"].format(max(int(layer), edit_layer)), hparams["ln_f_module"], hparams["lm_head_module"]
+

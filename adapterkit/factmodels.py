@@ -1,0 +1,267 @@
+"""Small models that know CounterFact facts: the subjects of edit-quality tests and of the README demo.
+
+A word-level tokenizer over the shipped CounterFact sample, a tiny model of any registered architecture
+built from its declaration's ``tiny_config``, trained until it recalls every fact it was shown (the
+prompt, its rephrase and the locality prompt), and cached on disk so that a test session trains each
+architecture once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, NamedTuple, Sequence
+
+import torch
+
+from .checkpoint import build_model, load_model
+from .editing.metrics import token_accuracy
+from .errors import AdapterkitError
+from .registry import get_registry
+from .spec import ArchSpec
+
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+DEFAULT_N_FACTS = 48
+DEFAULT_STEPS = 1500
+DEFAULT_LR = 1e-3
+DEFAULT_BATCH_SIZE = 8
+MIN_RECALL = 0.95
+CACHE_FORMAT = 1  # bump when training changes in a way the hash of data + config + steps cannot see
+
+
+# --- data -----------------------------------------------------------------------------------------
+def _sample(name: str) -> list[dict]:
+    return json.loads(resources.files("adapterkit.data").joinpath(name).read_text(encoding="utf-8"))
+
+
+def counterfact_sample() -> list[dict]:
+    """The shipped CounterFact records (see adapterkit/data/NOTICE.md for how they were chosen)."""
+    return _sample("counterfact_sample.json")
+
+
+def zsre_sample() -> list[dict]:
+    """The shipped zsRE records, in MEND's format (src, rephrase, alt, answers, loc, loc_ans)."""
+    return _sample("zsre_sample.json")
+
+
+@dataclass(frozen=True)
+class FactSet:
+    """The CounterFact sample split into the facts a model is trained on and the ones it never saw.
+
+    The sample is ordered so that its first 40 records already hold every ``target_new`` of the sample
+    as a ground truth: with ``n_facts >= 40`` each edit target is a word the model answers elsewhere.
+    """
+    trained: tuple[dict, ...]
+    held_out: tuple[dict, ...]
+
+    @classmethod
+    def from_sample(cls, n_facts: int = DEFAULT_N_FACTS) -> "FactSet":
+        records = counterfact_sample()
+        if not 0 < n_facts <= len(records):
+            raise AdapterkitError(f"n_facts={n_facts} is outside the sample's 1..{len(records)} records",
+                                  fix=f"pass n_facts between 1 and {len(records)}")
+        return cls(tuple(records[:n_facts]), tuple(records[n_facts:]))
+
+    @property
+    def all(self) -> tuple[dict, ...]:
+        return self.trained + self.held_out
+
+    def answers(self) -> set[str]:
+        """Every answer the trained model gives somewhere (ground truths and locality ground truths)."""
+        return {r[k] for r in self.trained for k in ("ground_truth", "locality_ground_truth")}
+
+
+def fact_pairs(records: Iterable[dict]) -> list[tuple[str, str]]:
+    """(prompt, " answer") for every fact of every record: the prompt, its rephrase and the locality prompt."""
+    pairs = []
+    for r in records:
+        pairs += [(r["prompt"], " " + r["ground_truth"]), (r["rephrase_prompt"], " " + r["ground_truth"]),
+                  (r["locality_prompt"], " " + r["locality_ground_truth"])]
+    return pairs
+
+
+def fact_corpus(records: Iterable[dict], eos_token: str = EOS) -> list[str]:
+    """The training sequences as text, each ending with the end-of-sequence token."""
+    return [prompt + answer + eos_token for prompt, answer in fact_pairs(records)]
+
+
+def record_texts(records: Iterable[dict]) -> list[str]:
+    """Every text of the records a tokenizer must cover, edit targets included."""
+    keys = ("prompt", "subject", "target_new", "ground_truth", "rephrase_prompt", "locality_prompt",
+            "locality_ground_truth")
+    return [r[k] for r in records for k in keys if r.get(k)]
+
+
+# --- tokenizer ------------------------------------------------------------------------------------
+def build_tokenizer(texts: Iterable[str]):
+    """A word-level tokenizer over ``texts``: words and punctuation runs are tokens, spaces are not.
+
+    " piano" and "piano" both give ["piano"], so a target tokenises the same after a prompt as alone.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    splitter = pre_tokenizers.Whitespace()
+    vocab = {PAD: 0, EOS: 1, UNK: 2}
+    for text in texts:
+        for word, _ in splitter.pre_tokenize_str(text):
+            vocab.setdefault(word, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    backend.pre_tokenizer = splitter
+    backend.decoder = decoders.WordPiece(cleanup=True)  # joins words with spaces, none before punctuation
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=PAD, eos_token=EOS, unk_token=UNK,
+                                   padding_side="right")
+
+
+# --- model ----------------------------------------------------------------------------------------
+def _first_key(rule) -> str:
+    if isinstance(rule, str):
+        return rule
+    return rule[0] if isinstance(rule, list) else rule["keys"][0]
+
+
+def fact_model_config(spec: ArchSpec, tokenizer) -> dict:
+    """The declaration's tiny config with a vocabulary that fits the tokenizer and its special ids."""
+    if spec.tiny_config is None:
+        raise AdapterkitError(f"architecture {spec.name!r} declares no tiny_config, so no fact model can be built",
+                              fix=f"add a tiny_config to the {spec.name} declaration ({spec.source})")
+    config = spec.tiny_config
+    config[_first_key(spec.declaration["config"]["vocab_size"])] = len(tokenizer)
+    config.update(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return config
+
+
+def _training_batch(tokenizer, pairs: Sequence[tuple[str, str]]):
+    """Right-padded ids, attention mask, and labels (-100 except on the answer tokens and eos)."""
+    rows, labels = [], []
+    for prompt, answer in pairs:
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        answer_ids = tokenizer(answer)["input_ids"] + [tokenizer.eos_token_id]
+        rows.append(prompt_ids + answer_ids)
+        labels.append([-100] * len(prompt_ids) + answer_ids)
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    target = torch.full((len(rows), width), -100)
+    for i, (row, label) in enumerate(zip(rows, labels)):
+        ids[i, : len(row)], mask[i, : len(row)], target[i, : len(row)] = torch.tensor(row), 1, torch.tensor(label)
+    return ids, mask, target
+
+
+def _answer_loss(model, ids, mask, target):
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), target[:, 1:].flatten())
+
+
+@torch.no_grad()
+def _recalls_everything(model, ids, mask, target) -> bool:
+    """Whether every answer token (eos included) is the argmax, teacher-forced."""
+    predicted, gold = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1), target[:, 1:]
+    return not ((predicted != gold) & (gold != -100)).any().item()
+
+
+def recall(model, tokenizer, records: Sequence[dict]) -> dict[str, float]:
+    """Mean teacher-forced accuracy of the ground truth after each prompt, rephrase and locality prompt."""
+    def mean(prompts, answers):
+        scores = token_accuracy(model, tokenizer, prompts, [" " + a for a in answers])
+        return sum(scores) / len(scores)
+
+    return {"prompt": mean([r["prompt"] for r in records], [r["ground_truth"] for r in records]),
+            "rephrase": mean([r["rephrase_prompt"] for r in records], [r["ground_truth"] for r in records]),
+            "locality": mean([r["locality_prompt"] for r in records], [r["locality_ground_truth"] for r in records])}
+
+
+def train_fact_model(spec: ArchSpec, records: Sequence[dict], tokenizer, *, steps: int = DEFAULT_STEPS,
+                     seed: int = 0, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
+                     warmup: int = 30, min_recall: float = MIN_RECALL):
+    """A tiny ``spec`` model trained on ``records`` until it recalls them all (at most ``steps`` updates).
+
+    AdamW on small shuffled batches, loss on the answer tokens only: the prompts' words (names) are
+    unpredictable, and spending capacity on them slows recall. Once every fact is recalled, training
+    goes on half as long again: the margins widen (the least likely answer's probability rises from
+    about 0.4 to 0.65), so a locality fact does not flip at the first nudge from an edit elsewhere.
+    The model stays in eval mode while it trains, so the declarations' dropout settings do not matter.
+    """
+    torch.manual_seed(seed)
+    model = build_model(fact_model_config(spec, tokenizer), spec)
+    model.eval()
+    ids, mask, target = _training_batch(tokenizer, fact_pairs(records))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / warmup))
+    shuffle = torch.Generator().manual_seed(seed)
+    step, stop_at = 0, steps
+    while step < stop_at:
+        if stop_at == steps and _recalls_everything(model, ids, mask, target):
+            stop_at = min(steps, step + max(step // 2, 20))
+        for batch in torch.randperm(len(ids), generator=shuffle).split(batch_size):
+            loss = _answer_loss(model, ids[batch], mask[batch], target[batch])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            step += 1
+    measured = recall(model, tokenizer, records)
+    if min(measured.values()) < min_recall:
+        raise AdapterkitError(
+            f"the {spec.name} fact model recalls only {measured} of its {len(records)} facts after {steps} steps",
+            fix="raise steps, or tune lr (train_fact_model's arguments)")
+    return model
+
+
+# --- cache ----------------------------------------------------------------------------------------
+class FactModel(NamedTuple):
+    model: torch.nn.Module
+    tok: object  # a PreTrainedTokenizerFast
+    facts: FactSet
+
+
+def _cache_key(arch_name: str, facts: FactSet, config: dict, settings: dict) -> str:
+    blob = json.dumps({"format": CACHE_FORMAT, "arch": arch_name, "trained": facts.trained,
+                       "vocabulary_texts": record_texts(facts.all), "config": config, "settings": settings},
+                      sort_keys=True)
+    return f"{arch_name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def load_or_train(arch_name: str, cache_dir, n_facts: int = DEFAULT_N_FACTS, *, steps: int = DEFAULT_STEPS,
+                  seed: int = 0, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
+                  verbose: bool = False) -> FactModel:
+    """The fact model of ``arch_name``: loaded from ``cache_dir`` when trained before, else trained and saved.
+
+    The cache entry ``<arch>-<hash of data, config and settings>`` is written into a temporary
+    directory and renamed into place, so a reader never sees half a checkpoint.
+    """
+    spec = get_registry().architecture(arch_name)
+    facts = FactSet.from_sample(n_facts)
+    tokenizer = build_tokenizer(record_texts(facts.all))
+    settings = {"steps": steps, "seed": seed, "lr": lr, "batch_size": batch_size}
+    cache_dir = Path(cache_dir)
+    path = cache_dir / _cache_key(arch_name, facts, fact_model_config(spec, tokenizer), settings)
+    if not (path / "config.json").is_file():
+        started = time.perf_counter()
+        model = train_fact_model(spec, facts.trained, tokenizer, **settings)
+        if verbose:
+            print(f"trained the {arch_name} fact model in {time.perf_counter() - started:.1f}s")
+        _save_atomically(model, tokenizer, path)
+    model, tokenizer = load_model(path, dtype=torch.float32)
+    return FactModel(model, tokenizer, facts)
+
+
+def _save_atomically(model, tokenizer, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        scratch.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+        model.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        os.rename(scratch, path)
+    except OSError:
+        if not (path / "config.json").is_file():  # not a lost race with another writer: a real failure
+            raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

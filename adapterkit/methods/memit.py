@@ -1,0 +1,58 @@
+"""MEMIT: Mass-Editing Memory in a Transformer (Meng et al., 2023).
+
+For a batch of requests and a range of MLP layers l_1 < ... < L:
+  1. z_i (compute_z): the residual stream at layer L, at each subject's last token, that makes the model
+     say the new object (values.py; all requests optimised together, each with its own delta).
+  2. For each layer l in order: keys K (the output projection's input at the subject, averaged over
+     context templates) on the model as edited so far; residuals R = (z - h^L) / (layers left), so each
+     remaining layer takes an equal share; and the least-squares update
+     Delta = R K^T (lambda C + K K^T)^-1, with C the keys' second moment and lambda ``mom2_update_weight``.
+"""
+from __future__ import annotations
+
+from ..editing.keys import check_layers, context_keys, frozen, module_io, plain_prompts
+from ..editing.stats import get_mom2
+from ..editing.update import apply_update, spread_update
+from ..editing.values import LossSettings, context_templates, loss_module, optimise_values
+from . import LOCATE_THEN_EDIT_TEMPLATES, EditMethod
+
+
+class MEMIT(EditMethod):
+    name = "MEMIT"
+    schema = "memit"
+    defaults = {
+        "fact_token": "subject_last",
+        "v_num_grad_steps": 20,
+        "v_lr": 0.5,
+        "v_weight_decay": 0.5,
+        "clamp_norm_factor": 0.75,
+        "kl_factor": 0.0625,
+        "mom2_adjustment": True,
+        "mom2_update_weight": 15000,
+        "context_template_length_params": [[10, 5]],
+        "mom2_dataset": "wikipedia",
+        "mom2_n_samples": 100000,
+        "mom2_dtype": "float32",
+        "v_batch_size": 16,
+    }
+    template_keys = LOCATE_THEN_EDIT_TEMPLATES
+    arch_keys = ("v_loss_layer",)
+
+    def apply(self, model, tok, requests, hparams, *, spec, weights):
+        hp = {**self.defaults, **hparams}
+        num_layers = spec.num_layers(model.config)
+        layers = check_layers(hp["layers"], num_layers)
+        top = hp["layer_module_tmp"].format(layers[-1])
+        with frozen(model):
+            templates = context_templates(model, tok, hp)
+            zs = optimise_values(model, tok, requests, [top], templates, hp["fact_token"], LossSettings.from_hparams(hp),
+                                 loss_module=loss_module(hp, num_layers, layers[-1]), batch_size=int(hp["v_batch_size"]))[top]
+            for i, layer in enumerate(layers):
+                rewrite = hp["rewrite_module_tmp"].format(layer)
+                keys = context_keys(model, tok, requests, templates, hp["fact_token"], rewrite)
+                _, now = module_io(model, tok, plain_prompts(requests), hp["fact_token"], top, want="output")
+                residuals = (zs - now.float().to(zs.device)) / (len(layers) - i)
+                mom2 = get_mom2(model, spec, hp, layer, tok=tok) if hp["mom2_adjustment"] else None
+                delta = spread_update(keys, residuals, mom2, float(hp["mom2_update_weight"]))
+                apply_update(weights, spec, f"{rewrite}.weight", delta)
+        return None

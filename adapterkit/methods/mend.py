@@ -1,0 +1,402 @@
+"""MEND: Model Editor Networks with Gradient Decomposition (Mitchell et al., 2022, "Fast Model Editing at Scale").
+
+For a linear layer W with input u and output gradient delta, the fine-tuning gradient of one token is
+the rank-one ``delta u^T``. MEND edits with these factors instead of the full gradient:
+  1. Run the edit example (prompt + new target) and backpropagate its NLL; hooks keep each inner weight's
+     input u_t and output gradient delta_t at every token t.
+  2. Normalise u and delta with running mean / std (collected while training), and pass them through a
+     small network g shared by all weights of one shape: a low-rank MLP initialised to the identity, with
+     a learned per-weight scale and offset (``shared``: the weight's index among those of its shape).
+  3. The pseudo-gradient is sum_t delta~_t u~_t^T; the edit is W~ = W - alpha_l * pseudo-gradient with a
+     learned per-weight step alpha_l (``edit_lr`` its start, ``lr_lr`` its learning rate).
+Training (``train``) minimises cedit * NLL of the new target after the edit (prompt and rephrases)
++ cloc * KL(base || edited) on unrelated (locality) inputs, through the edit, with respect to g and alpha.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..editing import training
+from ..editing.keys import frozen
+from ..editing.update import apply_update
+from ..errors import AdapterkitError, ArchiveError
+from . import EditMethod
+
+# hparams that decide the editor's shape: an archive only loads where they are the same
+STRUCTURAL_KEYS = ("rank", "n_hidden", "init", "norm", "combine", "x_only", "delta_only", "one_sided",
+                   "shared", "act", "mlp_class")
+
+
+# --- the editor network ---------------------------------------------------------------------------
+class LowRankIdentityLayer(nn.Module):
+    """x + relu(U V x + b), with U = 0 at init (so the identity), and an optional per-mode scale and shift."""
+
+    def __init__(self, dim: int, rank: int, n_modes: int | None, init: str, activate: bool):
+        super().__init__()
+        mid = min(rank, dim)
+        if init == "id":
+            self.u = nn.Parameter(torch.zeros(dim, mid))
+            self.v = nn.Parameter(torch.randn(mid, dim))
+        else:  # xavier
+            self.u = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dim, mid), gain=nn.init.calculate_gain("relu")))
+            self.v = nn.Parameter(nn.init.xavier_uniform_(torch.empty(mid, dim)))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.mode_scale = nn.Embedding(n_modes, dim) if n_modes else None
+        self.mode_shift = nn.Embedding(n_modes, dim) if n_modes else None
+        if n_modes:
+            nn.init.ones_(self.mode_scale.weight)
+            nn.init.zeros_(self.mode_shift.weight)
+        self.residual = init == "id"
+        self.activate = activate
+
+    def forward(self, x: torch.Tensor, mode: int | None = None) -> torch.Tensor:
+        pre = x @ self.v.T @ self.u.T + self.bias
+        if mode is not None and self.mode_scale is not None:
+            index = torch.tensor(mode, device=x.device)
+            pre = pre * self.mode_scale(index) + self.mode_shift(index)
+        # clamp, not relu: at init pre == 0 exactly, and relu's gradient there is 0
+        out = pre.clamp(min=0) if self.activate else pre
+        return x + out if self.residual else out
+
+
+class IdentityMLP(nn.Module):
+    """MEND's IDMLP: n_hidden activated low-rank residual layers and a last linear one."""
+
+    def __init__(self, dim: int, hp: Mapping[str, Any], n_modes: int | None):
+        super().__init__()
+        n_hidden = int(hp["n_hidden"])
+        self.layers = nn.ModuleList(LowRankIdentityLayer(dim, int(hp["rank"]), n_modes, hp["init"], activate=i < n_hidden)
+                                    for i in range(n_hidden + 1))
+
+    def forward(self, x, mode=None):
+        for layer in self.layers:
+            x = layer(x, mode)
+        return x
+
+
+class RunningNorm(nn.Module):
+    """Running mean and std of the rows seen while training (Chan et al.'s parallel update)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("count", torch.zeros(()))
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("m2", torch.zeros(dim))
+
+    @torch.no_grad()
+    def update(self, rows: torch.Tensor) -> None:
+        n = rows.shape[0]
+        if n == 0:
+            return
+        batch_mean = rows.mean(0)
+        batch_m2 = ((rows - batch_mean) ** 2).sum(0)
+        total = self.count + n
+        shift = batch_mean - self.mean
+        self.mean += shift * n / total
+        self.m2 += batch_m2 + shift ** 2 * self.count * n / total
+        self.count.fill_(total)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.count < 2:
+            raise AdapterkitError("MEND's input normalisation has seen fewer than two gradient rows",
+                                  fix="train the editor (`adapterkit train`) before editing with it")
+        std = (self.m2 / (self.count - 1)).sqrt()
+        return (rows - self.mean) / (std + 1e-7)
+
+
+class GradientTransform(nn.Module):
+    """g: (u, delta) -> (u~, delta~) for all weights of one (x_dim, delta_dim) shape."""
+
+    def __init__(self, x_dim: int, delta_dim: int, hp: Mapping[str, Any], n_modes: int | None):
+        super().__init__()
+        if hp["combine"] and (hp["one_sided"] or hp["x_only"] or hp["delta_only"]):
+            raise AdapterkitError("MEND hparams: combine cannot be used with one_sided, x_only or delta_only",
+                                  fix="set combine: false, or turn the one-sided options off")
+        self.x_dim, self.delta_dim, self.normalise = x_dim, delta_dim, bool(hp["norm"])
+        self.x_norm, self.delta_norm = RunningNorm(x_dim), RunningNorm(delta_dim)
+        self.combine = bool(hp["combine"])
+        if self.combine:
+            self.mlp = IdentityMLP(x_dim + delta_dim, hp, n_modes)
+            return
+        transform_x, transform_delta = True, True
+        if hp["one_sided"]:
+            transform_x, transform_delta = x_dim <= delta_dim, x_dim > delta_dim
+        elif hp["x_only"]:
+            transform_delta = False
+        elif hp["delta_only"]:
+            transform_x = False
+        self.mlp_x = IdentityMLP(x_dim, hp, n_modes) if transform_x else None
+        self.mlp_delta = IdentityMLP(delta_dim, hp, n_modes) if transform_delta else None
+
+    def forward(self, x: torch.Tensor, delta: torch.Tensor, mode: int | None = None):
+        if self.training:
+            self.x_norm.update(x)
+            self.delta_norm.update(delta)
+        if self.normalise:
+            x, delta = self.x_norm(x), self.delta_norm(delta)
+        if self.combine:
+            out = self.mlp(torch.cat((x, delta), -1), mode)
+            return out.split([self.x_dim, self.delta_dim], -1)
+        x = self.mlp_x(x, mode) if self.mlp_x is not None else x
+        delta = self.mlp_delta(delta, mode) if self.mlp_delta is not None else delta
+        return x, delta
+
+
+def factor_dims(spec, shape: Sequence[int]) -> tuple[int, int]:
+    """(input dim, output dim) of a weight stored in the declared layout."""
+    return (shape[0], shape[1]) if spec.weight_layout == "conv1d" else (shape[1], shape[0])
+
+
+class MendEditor(nn.Module):
+    """All gradient transforms (one per weight shape when ``shared``, else one per weight) and the edit steps."""
+
+    def __init__(self, shapes: Mapping[str, Sequence[int]], spec, hp: Mapping[str, Any]):
+        super().__init__()
+        self.names = list(shapes)
+        self.dims = {name: factor_dims(spec, shape) for name, shape in shapes.items()}
+        self.shared = bool(hp["shared"])
+        by_dims = defaultdict(list)
+        for name in self.names:
+            by_dims[self.dims[name]].append(name)
+        self.mode_of = {name: (group.index(name) if self.shared else None)
+                        for group in by_dims.values() for name in group}
+        if self.shared:
+            self.transforms = nn.ModuleDict({self.key(dims): GradientTransform(*dims, hp, len(group))
+                                             for dims, group in by_dims.items()})
+        else:
+            self.transforms = nn.ModuleDict({self.key(name): GradientTransform(*self.dims[name], hp, None)
+                                             for name in self.names})
+        self.edit_lrs = nn.Parameter(torch.full((len(self.names),), float(hp["edit_lr"])))
+
+    @staticmethod
+    def key(what) -> str:
+        return "x".join(map(str, what)) if isinstance(what, tuple) else what.replace(".", "#")
+
+    def transform_for(self, name: str) -> GradientTransform:
+        return self.transforms[self.key(self.dims[name] if self.shared else name)]
+
+    def pseudo_gradients(self, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """name -> sum_t delta~_t u~_t^T as [out, in], from the hooked factors of every token."""
+        grads = {}
+        for name in self.names:
+            x, delta = factors[name]
+            x, delta = x.reshape(-1, x.shape[-1]).float(), delta.reshape(-1, delta.shape[-1]).float()
+            keep = (x != 0).any(-1) & (delta != 0).any(-1)  # tokens the loss does not reach carry no gradient
+            x_t, delta_t = self.transform_for(name)(x[keep], delta[keep], self.mode_of[name])
+            grads[name] = delta_t.T @ x_t
+        return grads
+
+    def updates(self, factors) -> dict[str, torch.Tensor]:
+        """name -> the weight change as [out, in]: minus the learned step times the pseudo-gradient."""
+        grads = self.pseudo_gradients(factors)
+        return {name: -self.edit_lrs[i] * grads[name] for i, name in enumerate(self.names)}
+
+
+# --- gradient factors -------------------------------------------------------------------------------
+@contextlib.contextmanager
+def capture_inputs(model, names: Sequence[str]):
+    """Record each inner weight's module input (u) and output tensor while the block runs."""
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    handles = []
+    for name in names:
+        module = model.get_submodule(name.rsplit(".", 1)[0])
+
+        def hook(mod, args, output, name=name):
+            seen[name] = (args[0].detach(), output)
+        handles.append(module.register_forward_hook(hook))
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def edit_factors(model, tok, requests, names: Sequence[str], dims: Mapping[str, tuple[int, int]], device):
+    """(u, delta) per inner weight for the NLL of each request's new target after its prompt."""
+    ids, mask, labels = training.target_labels(tok, [r.prompt for r in requests], [r.target_new for r in requests], device)
+    weights = [model.get_parameter(n) for n in names]
+    flags = [w.requires_grad for w in weights]
+    for w in weights:  # the hooked outputs need a graph to differentiate; the weights' own grads are not kept
+        w.requires_grad_(True)
+    try:
+        with torch.enable_grad(), capture_inputs(model, names) as seen:
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            loss = training.mean_nll(logits, labels)
+            outputs = [seen[n][1] for n in names]
+            deltas = torch.autograd.grad(loss, outputs)
+    finally:
+        for w, flag in zip(weights, flags):
+            w.requires_grad_(flag)
+    factors = {}
+    for name, delta in zip(names, deltas):
+        x = seen[name][0]
+        if (x.shape[-1], delta.shape[-1]) != dims[name]:
+            raise AdapterkitError(
+                f"{name}: the module takes inputs of width {x.shape[-1]} and gives {delta.shape[-1]}, but its weight "
+                f"read in the declared layout means {dims[name]}",
+                fix="check weight_layout in the architecture declaration ('linear' = [out, in], 'conv1d' = [in, out])")
+        factors[name] = (x, delta.detach())
+    return factors
+
+
+def stored(spec, update: torch.Tensor) -> torch.Tensor:
+    """An [out, in] update in the weight's stored layout."""
+    return update.T if spec.weight_layout == "conv1d" else update
+
+
+# --- the method -------------------------------------------------------------------------------------
+class MEND(EditMethod):
+    name = "MEND"
+    schema = "mend"
+    trainable = True
+    defaults = {
+        # EasyEdit's MEND training hparams; the per-architecture inner_params come from detect.
+        "archive": None,
+        "lr": 1e-6, "edit_lr": 1e-4, "lr_lr": 1e-4, "seed": 42,
+        "cedit": 0.1, "cloc": 1.0,
+        "rank": 1920, "n_hidden": 1, "init": "id", "norm": True, "combine": True,
+        "x_only": False, "delta_only": False, "one_sided": False, "shared": True,
+        "act": "relu", "mlp_class": "IDMLP",
+        "max_iters": 100000, "batch_size": 1, "val_batch_size": 5, "val_every": 1000,
+        "early_stop_patience": 20000, "early_stop_key": "loss/total_edit_val", "grad_clip": 100.0,
+        "norm_warmup": 32, "random_targets": True, "device": None,
+    }
+
+    # --- editing ----------------------------------------------------------------------------------
+    def apply(self, model, tok, requests, hparams, *, spec, weights, archive=None):
+        hp = {**self.defaults, **hparams}
+        editor = self.load(archive or hp.get("archive"), model, spec, hp)
+        device = next(model.parameters()).device
+        editor.to(device).eval()
+        with frozen(model):
+            factors = edit_factors(model, tok, requests, editor.names, editor.dims, device)
+            with torch.no_grad():
+                updates = editor.updates(factors)
+        for name, update in updates.items():
+            apply_update(weights, spec, name, update.detach())
+        return None
+
+    def load(self, archive, model, spec, hp) -> MendEditor:
+        if not archive:
+            raise ArchiveError("MEND needs a trained editor, and neither hparams['archive'] nor archive= names one",
+                               fix="train one with `adapterkit train MODEL --hparams mend.yaml --train DATA --out DIR`, "
+                                   "then set `archive: DIR` (or pass --archive DIR)")
+        tensors, metadata, path = training.read_archive(archive, self.name)
+        shapes = inner_shapes(model, hp)
+        training.check_archive_fits(path, metadata, architecture=spec.name, shapes=shapes, hparams=hp,
+                                    structural_keys=STRUCTURAL_KEYS)
+        editor = MendEditor(shapes, spec, {**hp, **{k: metadata["hparams"][k] for k in STRUCTURAL_KEYS if k in metadata["hparams"]}})
+        training.load_module_tensors(editor, tensors, metadata.get("aliases") or {}, "", str(path))
+        return editor
+
+    # --- training ---------------------------------------------------------------------------------
+    @classmethod
+    def train(cls, model, tok, hparams, train_path, val_path, out_dir, *, resume=False, device=None,
+              progress=True, on_step=None, train_requests=None, val_requests=None):
+        """Train a MEND editor for ``model`` on the records of ``train_path`` (validated on ``val_path``)."""
+        method = cls()
+        hp = {**method.defaults, **hparams}
+        train_set, val_set = training.load_sets(hp, train_path, val_path, train_requests, val_requests)
+        from ..registry import get_registry
+
+        spec = get_registry().for_model(model)
+        dev = training.resolve_device(device if device is not None else hp.get("device"), model)
+        model.to(dev)
+        training.seed_everything(int(hp["seed"]))
+        with frozen(model):
+            task = MendTask(model, tok, spec, hp, dev, train_set)
+            return training.train(task, train_set, val_set, hp, out_dir, resume=resume, progress=progress, on_step=on_step)
+
+
+def inner_shapes(model, hp) -> dict[str, list[int]]:
+    names = hp.get("inner_params")
+    if not names:
+        raise AdapterkitError("MEND hparams: inner_params is empty",
+                              fix="run `adapterkit detect MODEL --method mend` to fill it for this architecture")
+    params = dict(model.named_parameters())
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise AdapterkitError(f"MEND hparams: inner_params {missing} are not weights of this model",
+                              fix="run `adapterkit detect MODEL --method mend` to write inner_params for this model")
+    bad = [n for n in names if params[n].dim() != 2]
+    if bad:
+        raise AdapterkitError(f"MEND hparams: inner_params {bad} are not 2-D weight matrices",
+                              fix="list the .weight of linear (or Conv1D) layers only")
+    return {n: list(params[n].shape) for n in names}
+
+
+class MendTask:
+    """What the shared trainer needs: the editor, its parameter groups, one training step, validation."""
+
+    def __init__(self, model, tok, spec, hp, device, train_set=()):
+        self.model, self.tok, self.spec, self.hp, self.device = model, tok, spec, hp, device
+        self.shapes = inner_shapes(model, hp)
+        self.editor = MendEditor(self.shapes, spec, hp).to(device)
+        self.answers = training.answer_pool(train_set)
+        self.warm_up_normalisation(train_set)
+
+    def warm_up_normalisation(self, requests) -> None:
+        """Fill the running mean / std from the first ``norm_warmup`` training edits before any update:
+        statistics of a handful of rows make the first normalised factors, and so the first edits, explode."""
+        self.editor.train()
+        for request in list(requests)[: int(self.hp.get("norm_warmup", 32))]:
+            factors = edit_factors(self.model, self.tok, [request], self.editor.names, self.editor.dims, self.device)
+            for name in self.editor.names:
+                x, delta = factors[name]
+                x, delta = x.reshape(-1, x.shape[-1]).float(), delta.reshape(-1, delta.shape[-1]).float()
+                keep = (x != 0).any(-1) & (delta != 0).any(-1)
+                transform = self.editor.transform_for(name)
+                transform.x_norm.update(x[keep])
+                transform.delta_norm.update(delta[keep])
+
+    def param_groups(self):
+        nets = [p for n, p in self.editor.named_parameters() if n != "edit_lrs"]
+        return [{"params": nets, "lr": float(self.hp["lr"])},
+                {"params": [self.editor.edit_lrs], "lr": float(self.hp["lr_lr"])}]
+
+    def archive_metadata(self) -> dict:
+        return {"method": "MEND", "architecture": self.spec.name, "inner_params": self.shapes,
+                "hparams": {k: self.hp[k] for k in (*STRUCTURAL_KEYS, "edit_lr", "inner_params") if k in self.hp}}
+
+    # edited forward: the base model with W + update for the inner weights, differentiable in the update
+    def edited_logits(self, updates, ids, mask):
+        params = {name: self.model.get_parameter(name) + stored(self.spec, u).to(self.model.get_parameter(name).dtype)
+                  for name, u in updates.items()}
+        return torch.func.functional_call(self.model, params, args=(), kwargs={"input_ids": ids, "attention_mask": mask}).logits
+
+    def base_logits(self, ids, mask):
+        return self.model(input_ids=ids, attention_mask=mask).logits
+
+    def losses(self, requests):
+        factors = edit_factors(self.model, self.tok, requests, self.editor.names, self.editor.dims, self.device)
+        updates = self.editor.updates(factors)
+        prompts = [(r.prompt, r.target_new) for r in requests] + \
+                  [(p, r.target_new) for r in requests for p in r.rephrase_prompts]
+        ids, mask, labels = training.target_labels(self.tok, *zip(*prompts), self.device)
+        l_edit = training.mean_nll(self.edited_logits(updates, ids, mask), labels)
+        local = [(p, a) for r in requests for p, a in zip(r.locality_prompts, r.locality_ground_truths or [""] * len(r.locality_prompts))]
+        ids, mask, _ = training.target_labels(self.tok, *zip(*local), self.device)
+        with torch.no_grad():
+            base = self.base_logits(ids, mask)
+        l_loc = training.kl_locality(base, self.edited_logits(updates, ids, mask), mask)
+        total = float(self.hp["cedit"]) * l_edit + float(self.hp["cloc"]) * l_loc
+        return total, l_edit, l_loc, updates
+
+    def train_step(self, requests):
+        if self.hp.get("random_targets", True):
+            # an editor that could recall each training edit's target would learn nothing for new edits
+            requests = training.with_random_targets(requests, self.answers)
+        total, l_edit, l_loc, _ = self.losses(requests)
+        return total, {"loss/edit": l_edit.item(), "loss/loc": l_loc.item()}
+
+    def validate(self, requests):
+        with torch.no_grad():
+            total, l_edit, l_loc, updates = self.losses(requests)
+            quality = training.edit_quality(self.base_logits, lambda i, m: self.edited_logits(updates, i, m),
+                                            self.tok, requests, self.device)
+        return {"loss/total_edit": total.item(), "loss/edit": l_edit.item(), "loss/loc": l_loc.item(), **quality}

@@ -1,0 +1,85 @@
+"""PMET: Precise Model Editing in a Transformer (Li et al., AAAI 2024).
+
+MEMIT edits the residual stream at the top edit layer; PMET observes that the attention and FFN
+outputs there (the "transformer component" hidden states) carry different knowledge, so:
+  1. z_attn, z_mlp: deltas on the attention output and the FFN output at the top edit layer L,
+     optimised jointly for every request (values.py), with MEMIT's loss.
+  2. For each layer l and each rewrite module (``rewrite_module_tmps``: the FFN output projection,
+     and optionally the attention output projection): keys at l on the model as edited so far,
+     residuals R = (z - current component output at L) / sqrt(layers left), and
+     Delta = R K^T (lambda C + K K^T)^-1 with the module's own key second moment C.
+"""
+from __future__ import annotations
+
+import math
+
+from ..editing.keys import check_layers, context_keys, frozen, module_io, plain_prompts
+from ..editing.stats import get_mom2
+from ..editing.update import apply_update, spread_update
+from ..editing.values import LossSettings, context_templates, loss_module, optimise_values
+from ..errors import AdapterkitError
+from . import EditMethod
+
+
+class PMET(EditMethod):
+    name = "PMET"
+    schema = "pmet"
+    defaults = {
+        "fact_token": "subject_last",
+        "v_num_grad_steps": 20,
+        "v_lr": 0.5,
+        "v_weight_decay": 0.5,
+        "clamp_norm_factor": 1,
+        "kl_factor": 0.0625,
+        "nll_loss_factor": 1,
+        "mom2_adjustment": True,
+        "mom2_update_weight": 15000,
+        "context_template_length_params": [[10, 5]],
+        "mom2_dataset": "wikipedia",
+        "mom2_n_samples": 100000,
+        "mom2_dtype": "float32",
+        "v_batch_size": 16,
+    }
+    template_keys = {
+        "rewrite_module_tmp": "mlp_out",
+        "rewrite_module_tmps": ["attn_out", "mlp_out"],
+        "layer_module_tmp": "layer",
+        "mlp_module_tmp": "mlp_out",
+        "attn_module_tmp": "attn_out",
+        "ln_f_module": "ln_f",
+        "lm_head_module": "lm_head",
+    }
+    arch_keys = ("v_loss_layer",)
+
+    def apply(self, model, tok, requests, hparams, *, spec, weights):
+        hp = {**self.defaults, **hparams}
+        num_layers = spec.num_layers(model.config)
+        layers = check_layers(hp["layers"], num_layers)
+        components = [hp["attn_module_tmp"], hp["mlp_module_tmp"]]
+        rewrites = self.rewrite_templates(hp, components)
+        points = [c.format(layers[-1]) for c in components]
+        with frozen(model):
+            templates = context_templates(model, tok, hp)
+            zs = optimise_values(model, tok, requests, points, templates, hp["fact_token"], LossSettings.from_hparams(hp),
+                                 loss_module=loss_module(hp, num_layers, layers[-1]), batch_size=int(hp["v_batch_size"]))
+            for i, layer in enumerate(layers):
+                for template in rewrites:
+                    top = template.format(layers[-1])
+                    keys = context_keys(model, tok, requests, templates, hp["fact_token"], template.format(layer))
+                    _, now = module_io(model, tok, plain_prompts(requests), hp["fact_token"], top, want="output")
+                    residuals = (zs[top] - now.float().to(zs[top].device)) / math.sqrt(len(layers) - i)
+                    mom2 = get_mom2(model, spec, hp, layer, tok=tok, template=template) if hp["mom2_adjustment"] else None
+                    delta = spread_update(keys, residuals, mom2, float(hp["mom2_update_weight"]))
+                    apply_update(weights, spec, f"{template.format(layer)}.weight", delta)
+        return None
+
+    @staticmethod
+    def rewrite_templates(hp, components) -> list[str]:
+        rewrites = list(hp.get("rewrite_module_tmps") or [hp["rewrite_module_tmp"]])
+        strangers = [t for t in rewrites if t not in components]
+        if strangers:
+            raise AdapterkitError(
+                f"PMET rewrites the modules whose outputs it optimises, but rewrite_module_tmps has {strangers}, "
+                f"which is neither attn_module_tmp ({components[0]!r}) nor mlp_module_tmp ({components[1]!r})",
+                fix="make each rewrite_module_tmps entry equal to attn_module_tmp or mlp_module_tmp")
+        return rewrites

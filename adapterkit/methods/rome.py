@@ -1,0 +1,68 @@
+"""ROME: Rank-One Model Editing (Meng et al., 2022, "Locating and Editing Factual Associations in GPT").
+
+For each request, at each edit layer (usually one):
+  1. k* (compute_u): the MLP output projection's input at the subject's last token, averaged over
+     context templates; with ``mom2_adjustment`` it is whitened by the keys' second moment, C^-1 k*.
+  2. v* (compute_v): the MLP output at that token which makes the model say the new object (values.py).
+  3. The rank-one update W += (v* - W k) (C^-1 k*)^T / ((C^-1 k*)^T k), so W k* = v* and other keys
+     move least (in C's metric). Requests are edited one after another, each on the model the last left.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..editing.keys import check_layers, context_keys, frozen, module_io, plain_prompts
+from ..editing.stats import get_mom2
+from ..editing.update import apply_update
+from ..editing.values import LossSettings, context_templates, loss_module, optimise_values
+from . import LOCATE_THEN_EDIT_TEMPLATES, EditMethod
+
+
+class ROME(EditMethod):
+    name = "ROME"
+    schema = "rome"
+    defaults = {
+        "fact_token": "subject_last",
+        "v_num_grad_steps": 20,
+        "v_lr": 0.5,
+        "v_weight_decay": 0.5,
+        "clamp_norm_factor": 4,
+        "kl_factor": 0.0625,
+        "mom2_adjustment": False,
+        "context_template_length_params": [[5, 10], [10, 10]],
+        "mom2_dataset": "wikipedia",
+        "mom2_n_samples": 100000,
+        "mom2_dtype": "float32",
+    }
+    template_keys = LOCATE_THEN_EDIT_TEMPLATES
+    arch_keys = ("v_loss_layer",)
+
+    def apply(self, model, tok, requests, hparams, *, spec, weights):
+        hp = {**self.defaults, **hparams}
+        num_layers = spec.num_layers(model.config)
+        layers = check_layers(hp["layers"], num_layers)
+        with frozen(model):
+            templates = [[c for group in context_templates(model, tok, hp) for c in group]]  # ROME averages them flat
+            for request in requests:
+                for layer in layers:
+                    self.edit_layer(model, tok, request, hp, layer, templates, spec, weights, num_layers)
+        return None
+
+    def edit_layer(self, model, tok, request, hp, layer, templates, spec, weights, num_layers) -> None:
+        rewrite = hp["rewrite_module_tmp"].format(layer)
+        u = self.left_vector(model, tok, request, hp, layer, templates, spec)
+        value_point = hp["mlp_module_tmp"].format(layer)
+        v_star = optimise_values(model, tok, [request], [value_point], templates, hp["fact_token"],
+                                 LossSettings.from_hparams(hp), loss_module=loss_module(hp, num_layers, layer))[value_point][0]
+        k_now, v_now = module_io(model, tok, plain_prompts([request]), hp["fact_token"], rewrite)
+        right = (v_star.double() - v_now[0].double().to(v_star.device)) / (k_now[0].double().to(u.device) @ u)
+        apply_update(weights, spec, f"{rewrite}.weight", left=right, right=u.to(right.device))
+
+    def left_vector(self, model, tok, request, hp, layer, templates, spec) -> torch.Tensor:
+        """k* averaged over contexts; C^-1 k* with mom2_adjustment; normalised (compute_u)."""
+        rewrite = hp["rewrite_module_tmp"]
+        u = context_keys(model, tok, [request], templates, hp["fact_token"], rewrite.format(layer))[0].double()
+        if hp["mom2_adjustment"]:
+            mom2 = get_mom2(model, spec, hp, layer, tok=tok, template=rewrite).to(u.device, torch.float64)
+            u = torch.linalg.solve(mom2, u)
+        return u / u.norm()

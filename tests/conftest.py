@@ -1,0 +1,61 @@
+"""Shared fixtures: small fact models of every registered architecture, trained once per session.
+
+Use ``fact_model`` with indirect parametrisation over ``ARCHS``::
+
+    @pytest.mark.parametrize("fact_model", ARCHS, indirect=True)
+    def test_something(fact_model):
+        model, tok, facts = fact_model
+
+or the ``fact_models`` factory (``fact_models("llama")``). Either way each call loads fresh weights from
+the session's cache, so a test may edit its model in place without affecting any other test.
+Set ADAPTERKIT_TEST_CACHE to a directory to keep the trained models between sessions.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from adapterkit.errors import AdapterkitError
+from adapterkit.registry import get_registry
+
+ARCHS = get_registry().architecture_names()
+
+
+def fact_model_unavailable(arch: str) -> str | None:
+    """Why no fact model of ``arch`` can be built here (None when one can)."""
+    spec = get_registry().architecture(arch)
+    if spec.tiny_config is None:
+        return f"{arch} declares no tiny_config"
+    try:
+        spec.model_class(), spec.config_class()
+    except AdapterkitError as exc:
+        return f"{arch}'s native modeling code is missing: {exc.message}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def fact_model_cache(tmp_path_factory) -> Path:
+    configured = os.environ.get("ADAPTERKIT_TEST_CACHE")
+    return Path(configured) if configured else tmp_path_factory.mktemp("fact-models")
+
+
+@pytest.fixture(scope="session")
+def fact_models(fact_model_cache):
+    """fact_models(arch, n_facts=...) -> FactModel(model, tok, facts); trains on the first request only."""
+    from adapterkit.factmodels import DEFAULT_N_FACTS, load_or_train
+
+    def load(arch: str, n_facts: int = DEFAULT_N_FACTS):
+        reason = fact_model_unavailable(arch)
+        if reason:
+            pytest.skip(reason)
+        return load_or_train(arch, fact_model_cache, n_facts)
+
+    return load
+
+
+@pytest.fixture
+def fact_model(request, fact_models):
+    """The fact model of the architecture given by indirect parametrisation."""
+    return fact_models(request.param)
