@@ -265,3 +265,20 @@ def _save_atomically(model, tokenizer, path: Path) -> None:
             raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --- hyperparameters at this size ----------------------------------------------------------------
+def tiny_hparams(method: str) -> dict:
+    """Overrides of the published defaults for fact models of this size (adapterkit/data/tiny_hparams.yaml)."""
+    import yaml
+
+    table = yaml.safe_load(resources.files("adapterkit.data").joinpath("tiny_hparams.yaml").read_text(encoding="utf-8"))
+    return dict(table.get(method.upper(), {}))
+
+
+def write_stats_corpus(facts: FactSet, path) -> Path:
+    """The fact texts as a one-document-per-line corpus, for second-moment statistics."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(text.replace(EOS, "") for text in fact_corpus(facts.all)) + "\n", encoding="utf-8")
+    return path

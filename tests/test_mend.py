@@ -12,7 +12,8 @@ from adapterkit.editing import training
 from adapterkit.editing.datasets import load_training_records
 from adapterkit.editing.metrics import summarise
 from adapterkit.errors import ArchiveError, RequestError
-from adapterkit.factmodels import build_tokenizer, counterfact_sample, fact_model_config, record_texts, zsre_sample
+from adapterkit.factmodels import (build_tokenizer, counterfact_sample, fact_model_config, record_texts, tiny_hparams,
+                                   zsre_sample)
 from adapterkit.methods.mend import MEND, MendEditor, MendTask, edit_factors, stored
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
@@ -20,10 +21,8 @@ from conftest import fact_model_unavailable
 
 ARCHS = get_registry().architecture_names()
 
-# Tiny settings that still learn: single edits, four per optimiser step (EasyEdit's accumulate_bs), 150 steps.
-FAST = {"lr": 1e-3, "edit_lr": 1e-3, "lr_lr": 1e-5, "cedit": 1.0, "cloc": 1.0, "combine": False,
-        "batch_size": 1, "accumulate_bs": 4, "val_batch_size": 1, "max_iters": 150, "val_every": 50,
-        "early_stop_key": "loss/total_edit_val", "seed": 0}
+# the settings for models of this size, and why: adapterkit/data/tiny_hparams.yaml
+FAST = tiny_hparams("MEND")
 
 
 def mend_hparams(model, **overrides) -> dict:

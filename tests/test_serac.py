@@ -9,18 +9,14 @@ from adapterkit.editing import training
 from adapterkit.editing.metrics import encode_pairs, summarise
 from adapterkit.errors import ArchiveError, SchemaError
 from adapterkit.methods.serac import SERAC, SeracAnswerer
+from adapterkit.factmodels import tiny_hparams
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 
 ARCHS = get_registry().architecture_names()
 
-# The tiny models answer from 48 memorised facts, and 96 records is all the training data there is: a
-# trained projection learns those subjects and lets unseen neighbours closer (locality 0.88-0.94 measured),
-# so the classifier keeps the embeddings' own geometry and learns its scale and threshold. cloc weighs a
-# wrongly captured unrelated query ten times a missed paraphrase, which keeps the threshold near the
-# subjects the edits name.
-FAST = {"lr": 1e-3, "cls_lr": 1e-2, "cls_train_projection": False, "cedit": 1.0, "cloc": 10.0,
-        "max_iters": 150, "batch_size": 8, "val_batch_size": 8, "val_every": 50, "seed": 0}
+# the settings for models of this size, and why: adapterkit/data/tiny_hparams.yaml
+FAST = tiny_hparams("SERAC")
 
 
 def split(facts):

@@ -46,19 +46,10 @@ LOCATE_THEN_EDIT_TEMPLATES = {
 
 
 def builtin_methods() -> list[EditMethod]:
-    """The methods that ship with adapterkit; each import is lazy so a broken optional one is reported alone."""
+    """The methods that ship with adapterkit (imported here so `import adapterkit` stays light)."""
     import importlib
 
-    methods = []
-    for module_name, class_name in BUILTIN:
-        try:
-            module = importlib.import_module(f"adapterkit.methods.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"adapterkit.methods.{module_name}":
-                continue  # not written yet in this build
-            raise
-        methods.append(getattr(module, class_name)())
-    return methods
+    return [getattr(importlib.import_module(f"adapterkit.methods.{module}"), cls)() for module, cls in BUILTIN]
 
 
 BUILTIN = [("rome", "ROME"), ("memit", "MEMIT"), ("pmet", "PMET"), ("mend", "MEND"), ("serac", "SERAC")]
