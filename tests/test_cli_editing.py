@@ -1,0 +1,87 @@
+"""The editing commands end to end on a fact-model checkpoint directory: detect -> stats -> edit -> evaluate."""
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from adapterkit.checkpoint import load_model
+from adapterkit.cli import main
+from adapterkit.factmodels import tiny_hparams, write_stats_corpus
+
+
+@pytest.fixture(scope="module")
+def checkpoint(fact_models, tmp_path_factory):
+    fact = fact_models("gpt2")
+    path = tmp_path_factory.mktemp("ckpt") / "gpt2-facts"
+    fact.model.save_pretrained(path)
+    fact.tok.save_pretrained(path)
+    return path, fact
+
+
+def detected(checkpoint, method, tmp_path, capsys, **extra):
+    path, _ = checkpoint
+    out = tmp_path / f"{method}.yaml"
+    assert main(["detect", path, "--method", method, "-o", out]) == 0
+    hp = {**yaml.safe_load(out.read_text()), **tiny_hparams(method), **extra}
+    out.write_text(yaml.safe_dump(hp))
+    capsys.readouterr()
+    return out
+
+
+def requests_file(fact, tmp_path, n=2):
+    path = tmp_path / "edits.json"
+    path.write_text(json.dumps(list(fact.facts.trained[:n])))
+    return path
+
+
+def test_edit_writes_an_edited_checkpoint_that_differs_only_where_reported(checkpoint, tmp_path, capsys):
+    path, fact = checkpoint
+    hp = detected(checkpoint, "ROME", tmp_path, capsys)
+    assert main(["edit", path, "--hparams", hp, "--requests", requests_file(fact, tmp_path), "--out", tmp_path / "edited"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["edits"] == 2 and len(report["touched"]) == 1
+    edited, tok = load_model(tmp_path / "edited")
+    original = dict(fact.model.named_parameters())
+    changed = [n for n, p in edited.named_parameters() if not torch.equal(p, original[n])]
+    assert changed == report["touched"] and tok is not None
+    assert main(["edit", path, "--hparams", hp, "--requests", requests_file(fact, tmp_path), "--out", tmp_path / "edited"]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_deltas_only_then_evaluate_reproduces_the_edit(checkpoint, tmp_path, capsys):
+    path, fact = checkpoint
+    hp = detected(checkpoint, "ROME", tmp_path, capsys)
+    deltas = tmp_path / "delta.safetensors"
+    assert main(["edit", path, "--hparams", hp, "--requests", requests_file(fact, tmp_path), "--deltas-only", "--out", deltas]) == 0
+    edit_report = json.loads(capsys.readouterr().out)
+    assert list(load_file(deltas)) and deltas.is_file()
+    assert main(["evaluate", path, "--requests", requests_file(fact, tmp_path), "--deltas", deltas]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["efficacy"] == pytest.approx(edit_report["efficacy"])
+    assert main(["evaluate", path, "--requests", requests_file(fact, tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["efficacy"] == 0.0  # the saved checkpoint itself is untouched
+
+
+def test_stats_computes_once_then_reuses(checkpoint, tmp_path, capsys):
+    path, fact = checkpoint
+    hp = detected(checkpoint, "MEMIT", tmp_path, capsys, mom2_n_samples=200, mom2_dataset="facts")
+    corpus = write_stats_corpus(fact.facts, tmp_path / "corpus.txt")
+    args = ["stats", path, "--hparams", hp, "--corpus", corpus, "--stats-dir", tmp_path / "stats"]
+    assert main(args) == 0
+    first = capsys.readouterr().out.splitlines()
+    layers = yaml.safe_load(hp.read_text())["layers"]
+    assert len(first) == len(layers)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "stats").rglob("*") if p.is_file()}
+    assert main(args) == 0
+    assert capsys.readouterr().out.splitlines() == first
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_edit_with_missing_statistics_names_the_fix(checkpoint, tmp_path, capsys):
+    path, fact = checkpoint
+    hp = detected(checkpoint, "MEMIT", tmp_path, capsys, stats_dir=str(tmp_path / "none"))
+    assert main(["edit", path, "--hparams", hp, "--requests", requests_file(fact, tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "adapterkit stats" in err and "mom2_adjustment: false" in err
