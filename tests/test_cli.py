@@ -1,5 +1,4 @@
 """The command line: plugin listing, clear errors with exit code 2 and no traceback, validate."""
-import json
 import subprocess
 import sys
 from pathlib import Path

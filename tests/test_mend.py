@@ -12,51 +12,27 @@ from adapterkit.editing import training
 from adapterkit.editing.datasets import load_training_records
 from adapterkit.editing.metrics import summarise
 from adapterkit.errors import ArchiveError, RequestError
-from adapterkit.factmodels import (build_tokenizer, counterfact_sample, fact_model_config, record_texts, tiny_hparams,
-                                   zsre_sample)
+from adapterkit.factmodels import build_tokenizer, counterfact_sample, fact_model_config, record_texts, zsre_sample
 from adapterkit.methods.mend import MEND, MendEditor, MendTask, edit_factors, stored
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 from conftest import fact_model_unavailable
+from editors import editor_hparams, split, train_editor, trained_editors
 
 ARCHS = get_registry().architecture_names()
 
-# the settings for models of this size, and why: adapterkit/data/tiny_hparams.yaml
-FAST = tiny_hparams("MEND")
-
 
 def mend_hparams(model, **overrides) -> dict:
-    spec = get_registry().for_model(model)
-    return {**method_hparams(spec, model.config.to_dict(), get_registry().method("MEND"), f"test-{spec.name}"),
-            **FAST, **overrides}
-
-
-def split(facts):
-    """Train the editor on records it may see; edit facts the model knows and the editor never saw."""
-    records = lambda rs: normalise_requests(list(rs))  # noqa: E731
-    return (records(facts.held_out) + records(facts.trained[:24]), records(facts.trained[24:32]),
-            list(facts.trained[32:48]))
+    return editor_hparams(model, "MEND", **overrides)
 
 
 def train_mend(fact, out_dir, **overrides):
-    train_set, val_set, _ = split(fact.facts)
-    hp = mend_hparams(fact.model, **overrides)
-    result = MEND.train(fact.model, fact.tok, hp, None, None, out_dir, progress=False,
-                        train_requests=train_set, val_requests=val_set)
-    return {**hp, "archive": str(out_dir)}, result
+    return train_editor(MEND, fact, out_dir, **overrides)
 
 
 @pytest.fixture(scope="module")
 def trained(fact_models, tmp_path_factory):
-    cache = {}
-
-    def get(arch):
-        if arch not in cache:
-            fact = fact_models(arch)
-            hp, _ = train_mend(fact, tmp_path_factory.mktemp(f"mend-{arch}"))
-            cache[arch] = (fact, hp)
-        return cache[arch]
-    return get
+    return trained_editors(MEND, fact_models, tmp_path_factory)
 
 
 # --- gradient factors in every layout ---------------------------------------------------------------

@@ -4,54 +4,28 @@ import pytest
 import torch
 
 import adapterkit
-from adapterkit.autodetect import method_hparams
 from adapterkit.editing import training
 from adapterkit.editing.metrics import encode_pairs, summarise
 from adapterkit.errors import ArchiveError, SchemaError
 from adapterkit.methods.serac import SERAC, SeracAnswerer
-from adapterkit.factmodels import tiny_hparams
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
+from editors import editor_hparams, split, train_editor, trained_editors
 
 ARCHS = get_registry().architecture_names()
 
-# the settings for models of this size, and why: adapterkit/data/tiny_hparams.yaml
-FAST = tiny_hparams("SERAC")
-
-
-def split(facts):
-    """Train the editor on records it may see; edit facts the model knows and the editor never saw."""
-    records = lambda rs: normalise_requests(list(rs))  # noqa: E731
-    return (records(facts.held_out) + records(facts.trained[:24]), records(facts.trained[24:32]),
-            list(facts.trained[32:48]))
-
 
 def serac_hparams(model, **overrides) -> dict:
-    spec = get_registry().for_model(model)
-    return {**method_hparams(spec, model.config.to_dict(), get_registry().method("SERAC"), f"test-{spec.name}"),
-            **FAST, **overrides}
+    return editor_hparams(model, "SERAC", **overrides)
 
 
 def train_serac(fact, out_dir, **overrides):
-    train_set, val_set, _ = split(fact.facts)
-    hp = serac_hparams(fact.model, **overrides)
-    result = SERAC.train(fact.model, fact.tok, hp, None, None, out_dir, progress=False,
-                         train_requests=train_set, val_requests=val_set)
-    return {**hp, "archive": str(out_dir)}, result
+    return train_editor(SERAC, fact, out_dir, **overrides)
 
 
 @pytest.fixture(scope="module")
 def trained(fact_models, tmp_path_factory):
-    """arch -> (fact model, hparams with the archive), each architecture trained once for this module."""
-    cache = {}
-
-    def get(arch):
-        if arch not in cache:
-            fact = fact_models(arch)
-            hp, _ = train_serac(fact, tmp_path_factory.mktemp(f"serac-{arch}"))
-            cache[arch] = (fact, hp)
-        return cache[arch]
-    return get
+    return trained_editors(SERAC, fact_models, tmp_path_factory)
 
 
 def weights_of(model) -> dict:

@@ -34,6 +34,35 @@ class EditMethod:
         raise NotImplementedError
 
 
+class TrainedEditMethod(EditMethod):
+    """A method whose editor is trained first (MEND, SERAC); ``make_task`` gives the trainer its task."""
+
+    trainable = True
+
+    def make_task(self, model, tok, spec, hp, device, train_set):
+        """An object with the editor, its parameter groups, ``train_step`` and ``validate`` (editing/training.py)."""
+        raise NotImplementedError
+
+    @classmethod
+    def train(cls, model, tok, hparams, train_path, val_path, out_dir, *, resume=False, device=None,
+              progress=True, on_step=None, train_requests=None, val_requests=None):
+        """Train an editor for ``model`` on the records of ``train_path`` (validated on ``val_path``) into ``out_dir``."""
+        from ..editing import training
+        from ..editing.keys import frozen
+        from ..registry import get_registry
+
+        method = cls()
+        hp = {**method.defaults, **hparams}
+        train_set, val_set = training.load_sets(hp, train_path, val_path, train_requests, val_requests)
+        spec = get_registry().for_model(model)
+        dev = training.resolve_device(device if device is not None else hp.get("device"), model)
+        model.to(dev)
+        training.seed_everything(int(hp["seed"]))
+        with frozen(model):
+            task = method.make_task(model, tok, spec, hp, dev, train_set)
+            return training.train(task, train_set, val_set, hp, out_dir, resume=resume, progress=progress, on_step=on_step)
+
+
 # ROME-family methods read the same module templates.
 LOCATE_THEN_EDIT_TEMPLATES = {
     "rewrite_module_tmp": "mlp_out",
@@ -43,6 +72,34 @@ LOCATE_THEN_EDIT_TEMPLATES = {
     "ln_f_module": "ln_f",
     "lm_head_module": "lm_head",
 }
+
+
+# ROME's published value-optimisation and statistics settings, shared by the locate-then-edit methods.
+LOCATE_THEN_EDIT_DEFAULTS = {
+    "fact_token": "subject_last",
+    "v_num_grad_steps": 20,
+    "v_lr": 0.5,
+    "v_weight_decay": 0.5,
+    "kl_factor": 0.0625,
+    "mom2_dataset": "wikipedia",
+    "mom2_n_samples": 100000,
+    "mom2_dtype": "float32",
+}
+
+
+class LocateThenEditMethod(EditMethod):
+    """ROME, MEMIT, PMET: find the MLP that stores a fact, then write a new value into it."""
+
+    template_keys = LOCATE_THEN_EDIT_TEMPLATES
+    arch_keys = ("v_loss_layer",)
+
+    def settings(self, model, hparams, spec) -> tuple[dict, int, list[int]]:
+        """(hparams with this method's defaults, the model's depth, the edit layers checked against it)."""
+        from ..editing.keys import check_layers
+
+        hp = {**self.defaults, **hparams}
+        num_layers = spec.num_layers(model.config)
+        return hp, num_layers, check_layers(hp["layers"], num_layers)
 
 
 def builtin_methods() -> list[EditMethod]:

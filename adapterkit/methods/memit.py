@@ -10,38 +10,27 @@ For a batch of requests and a range of MLP layers l_1 < ... < L:
 """
 from __future__ import annotations
 
-from ..editing.keys import check_layers, context_keys, frozen, module_io, plain_prompts
+from ..editing.keys import context_keys, frozen, module_io, plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update, spread_update
 from ..editing.values import LossSettings, context_templates, loss_module, optimise_values
-from . import LOCATE_THEN_EDIT_TEMPLATES, EditMethod
+from . import LOCATE_THEN_EDIT_DEFAULTS, LocateThenEditMethod
 
 
-class MEMIT(EditMethod):
+class MEMIT(LocateThenEditMethod):
     name = "MEMIT"
     schema = "memit"
     defaults = {
-        "fact_token": "subject_last",
-        "v_num_grad_steps": 20,
-        "v_lr": 0.5,
-        "v_weight_decay": 0.5,
+        **LOCATE_THEN_EDIT_DEFAULTS,
         "clamp_norm_factor": 0.75,
-        "kl_factor": 0.0625,
         "mom2_adjustment": True,
         "mom2_update_weight": 15000,
         "context_template_length_params": [[10, 5]],
-        "mom2_dataset": "wikipedia",
-        "mom2_n_samples": 100000,
-        "mom2_dtype": "float32",
         "v_batch_size": 16,
     }
-    template_keys = LOCATE_THEN_EDIT_TEMPLATES
-    arch_keys = ("v_loss_layer",)
 
     def apply(self, model, tok, requests, hparams, *, spec, weights):
-        hp = {**self.defaults, **hparams}
-        num_layers = spec.num_layers(model.config)
-        layers = check_layers(hp["layers"], num_layers)
+        hp, num_layers, layers = self.settings(model, hparams, spec)
         top = hp["layer_module_tmp"].format(layers[-1])
         with frozen(model):
             templates = context_templates(model, tok, hp)

@@ -25,7 +25,7 @@ from ..editing import training
 from ..editing.keys import frozen
 from ..editing.update import apply_update
 from ..errors import AdapterkitError, ArchiveError
-from . import EditMethod
+from . import TrainedEditMethod
 
 # hparams that decide the editor's shape: an archive only loads where they are the same
 STRUCTURAL_KEYS = ("rank", "n_hidden", "init", "norm", "combine", "x_only", "delta_only", "one_sided",
@@ -250,10 +250,9 @@ def stored(spec, update: torch.Tensor) -> torch.Tensor:
 
 
 # --- the method -------------------------------------------------------------------------------------
-class MEND(EditMethod):
+class MEND(TrainedEditMethod):
     name = "MEND"
     schema = "mend"
-    trainable = True
     defaults = {
         # EasyEdit's MEND training hparams; the per-architecture inner_params come from detect.
         "archive": None,
@@ -295,22 +294,8 @@ class MEND(EditMethod):
         return editor
 
     # --- training ---------------------------------------------------------------------------------
-    @classmethod
-    def train(cls, model, tok, hparams, train_path, val_path, out_dir, *, resume=False, device=None,
-              progress=True, on_step=None, train_requests=None, val_requests=None):
-        """Train a MEND editor for ``model`` on the records of ``train_path`` (validated on ``val_path``)."""
-        method = cls()
-        hp = {**method.defaults, **hparams}
-        train_set, val_set = training.load_sets(hp, train_path, val_path, train_requests, val_requests)
-        from ..registry import get_registry
-
-        spec = get_registry().for_model(model)
-        dev = training.resolve_device(device if device is not None else hp.get("device"), model)
-        model.to(dev)
-        training.seed_everything(int(hp["seed"]))
-        with frozen(model):
-            task = MendTask(model, tok, spec, hp, dev, train_set)
-            return training.train(task, train_set, val_set, hp, out_dir, resume=resume, progress=progress, on_step=on_step)
+    def make_task(self, model, tok, spec, hp, device, train_set):
+        return MendTask(model, tok, spec, hp, device, train_set)
 
 
 def inner_shapes(model, hp) -> dict[str, list[int]]:

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import copy
 from types import SimpleNamespace
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..editing import training
-from ..editing.keys import frozen, in_context, subject_span
+from ..editing.keys import in_context, subject_span
 from ..editing.metrics import encode_pairs
 from ..errors import AdapterkitError, ArchiveError
 from ..requests import EditRequest
-from . import EditMethod
+from . import TrainedEditMethod
 
 # hparams that decide the editor's shape: an archive only loads where they are the same
 STRUCTURAL_KEYS = ("cls_encoder", "cls_layer", "cls_pooling", "cls_dim", "cf_num_layers", "small_name", "freeze_cntr")
@@ -376,10 +376,9 @@ class SeracAnswerer(nn.Module):
 
 
 # --- the method ------------------------------------------------------------------------------------------
-class SERAC(EditMethod):
+class SERAC(TrainedEditMethod):
     name = "SERAC"
     schema = "serac"
-    trainable = True
     defaults = {
         # EasyEdit's SERAC training hparams where they apply, and this implementation's own keys
         "archive": None, "lr": 1e-5, "seed": 0, "cedit": 0.1, "cloc": 1.0,
@@ -411,22 +410,8 @@ class SERAC(EditMethod):
         training.load_module_tensors(editor, tensors, metadata.get("aliases") or {}, "", str(path))
         return editor, hp
 
-    @classmethod
-    def train(cls, model, tok, hparams, train_path, val_path, out_dir, *, resume=False, device=None,
-              progress=True, on_step=None, train_requests=None, val_requests=None):
-        """Train SERAC's scope classifier and counterfactual model for ``model``."""
-        from ..registry import get_registry
-
-        method = cls()
-        hp = {**method.defaults, **hparams}
-        train_set, val_set = training.load_sets(hp, train_path, val_path, train_requests, val_requests)
-        spec = get_registry().for_model(model)
-        dev = training.resolve_device(device if device is not None else hp.get("device"), model)
-        model.to(dev)
-        training.seed_everything(int(hp["seed"]))
-        with frozen(model):
-            task = SeracTask(model, tok, spec, hp, dev, train_set)
-            return training.train(task, train_set, val_set, hp, out_dir, resume=resume, progress=progress, on_step=on_step)
+    def make_task(self, model, tok, spec, hp, device, train_set):
+        return SeracTask(model, tok, spec, hp, device, train_set)
 
 
 def build_editor(model, spec, hp, feature_dim: int, vocab_size: int) -> SeracEditor:

@@ -1,0 +1,41 @@
+"""Shared by the MEND and SERAC tests: which facts an editor trains on, and training one per architecture."""
+from adapterkit.autodetect import method_hparams
+from adapterkit.factmodels import tiny_hparams
+from adapterkit.registry import get_registry
+from adapterkit.requests import normalise_requests
+
+
+def split(facts):
+    """(train, validation, test): the editor trains on records it may see and edits facts the model knows
+    and the editor never saw."""
+    records = lambda rs: normalise_requests(list(rs))  # noqa: E731
+    return (records(facts.held_out) + records(facts.trained[:24]), records(facts.trained[24:32]),
+            list(facts.trained[32:48]))
+
+
+def editor_hparams(model, method: str, **overrides) -> dict:
+    """What `detect` writes for ``model``, with the settings for models of this size."""
+    spec = get_registry().for_model(model)
+    return {**method_hparams(spec, model.config.to_dict(), get_registry().method(method), f"test-{spec.name}"),
+            **tiny_hparams(method), **overrides}
+
+
+def train_editor(method, fact, out_dir, **overrides):
+    """(hparams naming the archive, training result) for ``method`` (a TrainedEditMethod class) on ``fact``."""
+    train_set, val_set, _ = split(fact.facts)
+    hp = editor_hparams(fact.model, method.name, **overrides)
+    result = method.train(fact.model, fact.tok, hp, None, None, out_dir, progress=False,
+                          train_requests=train_set, val_requests=val_set)
+    return {**hp, "archive": str(out_dir)}, result
+
+
+def trained_editors(method, fact_models, tmp_path_factory):
+    """arch -> (fact model, hparams with the archive), each architecture trained once."""
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            fact = fact_models(arch)
+            cache[arch] = (fact, train_editor(method, fact, tmp_path_factory.mktemp(f"{method.name}-{arch}"))[0])
+        return cache[arch]
+    return get
