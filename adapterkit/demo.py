@@ -85,14 +85,15 @@ def run_demo(method: str | None = None, arch: str | None = None, n_edits: int | 
                               fix=f"pass --edits between 1 and {len(fact.facts.trained)}")
     records = list(fact.facts.trained[:n_edits])
     hp = demo_hparams(fact, method, cache_dir, say)
-    before = [greedy_answer(fact.model, fact.tok, r["prompt"]) for r in records]
+    lengths = [max(len(fact.tok(" " + r[k])["input_ids"]) for k in ("ground_truth", "target_new")) for r in records]
+    before = [greedy_answer(fact.model, fact.tok, r["prompt"], n) for r, n in zip(records, lengths)]
     with api.edited(fact.model, fact.tok, records, hp) as result:
-        after = [greedy_answer(result.answerer, fact.tok, r["prompt"]) for r in records]
+        after = [greedy_answer(result.answerer, fact.tok, r["prompt"], n) for r, n in zip(records, lengths)]
         measured = summarise(result.metrics)
     say(f"\n{method} on {arch}, {n_edits} edit(s) in one call:")
     for record, old, new in zip(records, before, after):
         say(f"  {record['prompt']!r}: {old!r} -> {new!r}   (wanted {record['target_new']!r})")
     say("  " + ", ".join(f"{k} {v:.2f}" for k, v in measured.items() if v is not None)
         + "   (efficacy and generalisation: target token accuracy; locality: unrelated answers unchanged)")
-    say("the edit was undone on leaving the block: the model's weights are back, bit for bit")
+    say("leaving the `edited` block undid the edit: the model answers as before, its weights bit for bit the same")
     return measured
