@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from .editing.metrics import summarise
+from .editing.training import EDITOR_FILE
 from .errors import AdapterkitError
 
 
@@ -57,14 +58,18 @@ def demo_hparams(fact, method_name: str, cache_dir: Path, say: Callable[[str], N
         hp.update(mom2_corpus=str(corpus), mom2_dataset="demo-facts", mom2_n_samples=1000,
                   stats_dir=str(cache_dir / "stats"))
     if method.trainable:
-        archive = cache_dir / f"{method.name.lower()}-{spec.name}"
+        fact_model_id = Path(fact.model.name_or_path).name  # the fact model's cache key: a retrained model gets a new editor
+        archive = cache_dir / "editors" / f"{method.name.lower()}-{fact_model_id}"
+        hp["archive"] = str(archive)
+        if (archive / EDITOR_FILE).is_file():
+            say(f"using the {method.name} editor trained before ({archive})")
+            return hp
         say(f"training a {method.name} editor on {len(fact.facts.held_out)} facts the edits do not use ...")
         from .requests import normalise_requests
 
         held_out = normalise_requests(list(fact.facts.held_out))
-        method.train(fact.model, fact.tok, hp, None, None, archive, progress=True,
+        method.train(fact.model, fact.tok, hp, None, None, archive, progress=True, resume=archive.exists(),
                      train_requests=held_out[8:], val_requests=held_out[:8])
-        hp["archive"] = str(archive)
     return hp
 
 
