@@ -78,13 +78,16 @@ def run_demo(method: str | None = None, arch: str | None = None, n_edits: int | 
     """Edit ``n_edits`` facts a freshly trained fact model knows; print before/after answers and metrics."""
     from . import api
     from .factmodels import load_or_train
+    from .registry import get_registry
 
     settings = demo_settings()
     method, arch = (method or settings["method"]).upper(), arch or settings["architecture"]
     n_edits = n_edits or settings["edits"]
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     say(f"fact model: {arch} (trained on bundled CounterFact facts until it recalls them; cached in {cache_dir})")
-    fact = load_or_train(arch, cache_dir / "fact-models", verbose=True)
+    # locate-then-edit methods rewrite the subject's state, so their fact model recalls through it
+    recipe = "plain" if get_registry().method(method).trainable else "subject_recall"
+    fact = load_or_train(arch, cache_dir / "fact-models", recipe=recipe, verbose=True)
     if not 0 < n_edits <= len(fact.facts.trained):
         raise AdapterkitError(f"--edits {n_edits}: the fact model knows {len(fact.facts.trained)} facts",
                               fix=f"pass --edits between 1 and {len(fact.facts.trained)}")

@@ -28,11 +28,13 @@ from .spec import ArchSpec
 
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 DEFAULT_N_FACTS = 48
-DEFAULT_STEPS = 1500
+# at most this many updates; training stops once the facts are learnt (the interchange takes longer to learn)
+DEFAULT_STEPS = {"plain": 1500, "subject_recall": 3000}
 DEFAULT_LR = 1e-3
 DEFAULT_BATCH_SIZE = 8
 MIN_RECALL = 0.95
-CACHE_FORMAT = 1  # bump when training changes in a way the hash of data + config + steps cannot see
+RECIPES = ("plain", "subject_recall")  # see train_fact_model
+CACHE_FORMAT = 3  # bump when training changes in a way the hash of data + config + steps cannot see
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -95,7 +97,10 @@ def record_texts(records: Iterable[dict]) -> list[str]:
     """Every text of the records a tokenizer must cover, edit targets included."""
     keys = ("prompt", "subject", "target_new", "ground_truth", "rephrase_prompt", "locality_prompt",
             "locality_ground_truth")
-    return [r[k] for r in records for k in keys if r.get(k)]
+    records = list(records)
+    from .subject_recall import identity_pairs
+
+    return [r[k] for r in records for k in keys if r.get(k)] + [p + a for p, a in identity_pairs(records)]
 
 
 # --- tokenizer ------------------------------------------------------------------------------------
@@ -137,21 +142,28 @@ def fact_model_config(spec: ArchSpec, tokenizer) -> dict:
     return config
 
 
-def _training_batch(tokenizer, pairs: Sequence[tuple[str, str]]):
-    """Right-padded ids, attention mask, and labels (-100 except on the answer tokens and eos)."""
-    rows, labels = [], []
-    for prompt, answer in pairs:
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        answer_ids = tokenizer(answer)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append(prompt_ids + answer_ids)
-        labels.append([-100] * len(prompt_ids) + answer_ids)
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+def _padded(rows: Sequence[tuple[list[int], list[int]]], pad_id: int):
+    """Right-padded ids, attention mask, and labels (-100 except on the answer tokens) of (prompt, answer) ids."""
+    width = max(len(p) + len(a) for p, a in rows)
+    ids = torch.full((len(rows), width), pad_id)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     target = torch.full((len(rows), width), -100)
-    for i, (row, label) in enumerate(zip(rows, labels)):
-        ids[i, : len(row)], mask[i, : len(row)], target[i, : len(row)] = torch.tensor(row), 1, torch.tensor(label)
+    for i, (prompt, answer) in enumerate(rows):
+        n = len(prompt) + len(answer)
+        ids[i, :n], mask[i, :n] = torch.tensor(prompt + answer), 1
+        target[i, len(prompt): n] = torch.tensor(answer)
     return ids, mask, target
+
+
+def _pair_ids(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, answer ids + eos) of each (prompt, answer) pair."""
+    return [(list(tokenizer(prompt)["input_ids"]), list(tokenizer(answer)["input_ids"]) + [tokenizer.eos_token_id])
+            for prompt, answer in pairs]
+
+
+def _training_batch(tokenizer, pairs: Sequence[tuple[str, str]]):
+    """Right-padded ids, attention mask, and labels (-100 except on the answer tokens and eos)."""
+    return _padded(_pair_ids(tokenizer, pairs), tokenizer.pad_token_id)
 
 
 def _answer_loss(model, ids, mask, target):
@@ -177,23 +189,48 @@ def recall(model, tokenizer, records: Sequence[dict]) -> dict[str, float]:
             "locality": mean([r["locality_prompt"] for r in records], [r["locality_ground_truth"] for r in records])}
 
 
-def train_fact_model(spec: ArchSpec, records: Sequence[dict], tokenizer, *, steps: int = DEFAULT_STEPS,
-                     seed: int = 0, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
-                     warmup: int = 30, min_recall: float = MIN_RECALL):
+def train_fact_model(spec: ArchSpec, records: Sequence[dict], tokenizer, *, recipe: str = "plain",
+                     steps: int | None = None, seed: int = 0, lr: float = DEFAULT_LR,
+                     batch_size: int = DEFAULT_BATCH_SIZE, warmup: int = 30, min_recall: float = MIN_RECALL):
     """A tiny ``spec`` model trained on ``records`` until it recalls them all (at most ``steps`` updates).
+
+    Two recipes. ``plain`` trains on (prompt, answer) pairs alone: the models then recall by copying
+    the subject's token embeddings to the last position and looking the fact up there, which is what
+    MEND and SERAC are tested on. ``subject_recall`` (adapterkit/subject_recall.py) makes them recall
+    through the subject's state, as causal tracing finds in pretrained models: what ROME, MEMIT and PMET
+    assume, and so what they are tested on.
 
     AdamW on small shuffled batches, loss on the answer tokens only: the prompts' words (names) are
     unpredictable, and spending capacity on them slows recall. Once every fact is recalled, training
-    goes on half as long again: the margins widen (the least likely answer's probability rises from
-    about 0.4 to 0.65), so a locality fact does not flip at the first nudge from an edit elsewhere.
-    The model stays in eval mode while it trains, so the declarations' dropout settings do not matter.
+    goes on half as long again: the margins widen, so a locality fact does not flip at the first nudge
+    from an edit elsewhere. The model stays in eval mode while it trains, so the declarations' dropout
+    settings do not matter.
     """
+    if recipe not in RECIPES:
+        raise AdapterkitError(f"unknown fact-model recipe {recipe!r}", fix=f"use one of {', '.join(RECIPES)}")
+    steps = steps or DEFAULT_STEPS[recipe]
     torch.manual_seed(seed)
     model = build_model(fact_model_config(spec, tokenizer), spec)
     model.eval()
-    ids, mask, target = _training_batch(tokenizer, fact_pairs(records))
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / warmup))
+    if recipe == "plain":
+        _train_plain(model, records, tokenizer, optimiser, schedule, steps=steps, seed=seed, batch_size=batch_size)
+    else:
+        from . import subject_recall
+
+        subject_recall.train(model, spec, records, tokenizer, optimiser, schedule, steps=steps, seed=seed,
+                             batch_size=batch_size)
+    measured = recall(model, tokenizer, records)
+    if min(measured.values()) < min_recall:
+        raise AdapterkitError(
+            f"the {spec.name} fact model recalls only {measured} of its {len(records)} facts after {steps} steps",
+            fix="raise steps, or tune lr (train_fact_model's arguments)")
+    return model
+
+
+def _train_plain(model, records, tokenizer, optimiser, schedule, *, steps: int, seed: int, batch_size: int) -> None:
+    ids, mask, target = _training_batch(tokenizer, fact_pairs(records))
     shuffle = torch.Generator().manual_seed(seed)
     step, stop_at = 0, steps
     while step < stop_at:
@@ -206,12 +243,6 @@ def train_fact_model(spec: ArchSpec, records: Sequence[dict], tokenizer, *, step
             optimiser.step()
             schedule.step()
             step += 1
-    measured = recall(model, tokenizer, records)
-    if min(measured.values()) < min_recall:
-        raise AdapterkitError(
-            f"the {spec.name} fact model recalls only {measured} of its {len(records)} facts after {steps} steps",
-            fix="raise steps, or tune lr (train_fact_model's arguments)")
-    return model
 
 
 # --- cache ----------------------------------------------------------------------------------------
@@ -222,14 +253,18 @@ class FactModel(NamedTuple):
 
 
 def _cache_key(arch_name: str, facts: FactSet, config: dict, settings: dict) -> str:
+    if settings["recipe"] == "subject_recall":
+        from .subject_recall import SETTINGS
+
+        settings = {**settings, **SETTINGS}
     blob = json.dumps({"format": CACHE_FORMAT, "arch": arch_name, "trained": facts.trained,
                        "vocabulary_texts": record_texts(facts.all), "config": config, "settings": settings},
                       sort_keys=True)
     return f"{arch_name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def load_or_train(arch_name: str, cache_dir, n_facts: int = DEFAULT_N_FACTS, *, steps: int = DEFAULT_STEPS,
-                  seed: int = 0, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
+def load_or_train(arch_name: str, cache_dir, n_facts: int = DEFAULT_N_FACTS, *, recipe: str = "plain",
+                  steps: int | None = None, seed: int = 0, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
                   verbose: bool = False) -> FactModel:
     """The fact model of ``arch_name``: loaded from ``cache_dir`` when trained before, else trained and saved.
 
@@ -239,14 +274,14 @@ def load_or_train(arch_name: str, cache_dir, n_facts: int = DEFAULT_N_FACTS, *, 
     spec = get_registry().architecture(arch_name)
     facts = FactSet.from_sample(n_facts)
     tokenizer = build_tokenizer(record_texts(facts.all))
-    settings = {"steps": steps, "seed": seed, "lr": lr, "batch_size": batch_size}
+    settings = {"recipe": recipe, "steps": steps or DEFAULT_STEPS.get(recipe), "seed": seed, "lr": lr, "batch_size": batch_size}
     cache_dir = Path(cache_dir)
     path = cache_dir / _cache_key(arch_name, facts, fact_model_config(spec, tokenizer), settings)
     if not (path / "config.json").is_file():
         started = time.perf_counter()
         model = train_fact_model(spec, facts.trained, tokenizer, **settings)
         if verbose:
-            print(f"trained the {arch_name} fact model in {time.perf_counter() - started:.1f}s")
+            print(f"trained the {arch_name} fact model ({recipe}) in {time.perf_counter() - started:.1f}s")
         _save_atomically(model, tokenizer, path)
     model, tokenizer = load_model(path, dtype=torch.float32)
     return FactModel(model, tokenizer, facts)

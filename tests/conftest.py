@@ -43,14 +43,14 @@ def fact_model_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def fact_models(fact_model_cache):
-    """fact_models(arch, n_facts=...) -> FactModel(model, tok, facts); trains on the first request only."""
+    """fact_models(arch, n_facts=..., recipe=...) -> FactModel(model, tok, facts); trains on the first request only."""
     from adapterkit.factmodels import DEFAULT_N_FACTS, load_or_train
 
-    def load(arch: str, n_facts: int = DEFAULT_N_FACTS):
+    def load(arch: str, n_facts: int = DEFAULT_N_FACTS, recipe: str = "plain"):
         reason = fact_model_unavailable(arch)
         if reason:
             pytest.skip(reason)
-        return load_or_train(arch, fact_model_cache, n_facts)
+        return load_or_train(arch, fact_model_cache, n_facts, recipe=recipe)
 
     return load
 

@@ -20,7 +20,7 @@ def test_demo_defaults_name_a_registered_architecture_and_method():
 
 
 def test_demo_edits_and_prints_before_and_after(demo_cache, capsys, fact_models):
-    fact = fact_models(demo_settings()["architecture"])
+    fact = fact_models(demo_settings()["architecture"], recipe="subject_recall")
     record = fact.facts.trained[0]
     assert greedy_answer(fact.model, fact.tok, record["prompt"]) == record["ground_truth"]
     assert main(["demo", "--edits", "2", "--cache-dir", str(demo_cache)]) == 0

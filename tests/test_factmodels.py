@@ -79,22 +79,41 @@ def test_tokenizer_round_trips_through_save_pretrained_offline(tok, facts, tmp_p
 
 # --- trained and random models --------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("fact_model", ARCHS, indirect=True)
-def test_trained_model_recalls_its_facts(fact_model):
-    model, tok, facts = fact_model
+@pytest.mark.parametrize("recipe", factmodels.RECIPES)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_trained_model_recalls_its_facts(arch, recipe, fact_models):
+    model, tok, facts = fact_models(arch, recipe=recipe)
     recall = factmodels.recall(model, tok, facts.trained)
     assert min(recall.values()) >= 0.95, recall
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fact_model", ARCHS, indirect=True)
-def test_trained_model_answers_every_edit_target_somewhere(fact_model):
+@pytest.mark.parametrize("recipe", factmodels.RECIPES)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_trained_model_answers_every_edit_target_somewhere(arch, recipe, fact_models):
     """Editing makes target_new the answer; the model must already produce that word for some prompt."""
-    model, tok, facts = fact_model
+    model, tok, facts = fact_models(arch, recipe=recipe)
     prompts = [r[p] for r in facts.trained for p in ("prompt", "locality_prompt")]
     answers = [" " + r[a] for r in facts.trained for a in ("ground_truth", "locality_ground_truth")]
     recalled = {a.strip() for a, acc in zip(answers, token_accuracy(model, tok, prompts, answers)) if acc == 1.0}
     assert {r["target_new"] for r in facts.trained} <= recalled
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_subject_recall_models_answer_from_the_subjects_state_and_plain_ones_do_not(arch, fact_models):
+    """Another subject's state at the subject's last token after the interchange layer carries its answer over:
+    what ROME, MEMIT and PMET rely on. The plain models read the subject elsewhere, so the swap does little."""
+    from adapterkit.registry import get_registry
+    from adapterkit.subject_recall import _Sampler, interchange_loss
+
+    accuracy = {}
+    for recipe in factmodels.RECIPES:
+        model, tok, facts = fact_models(arch, recipe=recipe)
+        sampler = _Sampler(tok, facts.trained, seed=1)
+        accuracy[recipe] = interchange_loss(model, get_registry().architecture(arch),
+                                            *sampler.interchange_batch(0, prefix=False), sampler.pad_id)[1]
+    assert accuracy["subject_recall"] >= 0.95 and accuracy["plain"] < 0.5, accuracy
 
 
 @pytest.mark.parametrize("arch", ARCHS)

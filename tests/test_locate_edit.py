@@ -15,7 +15,7 @@ from adapterkit.editing.metrics import summarise
 from adapterkit.editing.result import EditResult
 from adapterkit.editing.update import apply_update, spread_update
 from adapterkit.errors import AdapterkitError
-from adapterkit.factmodels import build_tokenizer, counterfact_sample, fact_corpus, fact_model_config
+from adapterkit.factmodels import build_tokenizer, counterfact_sample, fact_corpus, fact_model_config, tiny_hparams
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 
@@ -268,41 +268,66 @@ def test_bad_layers_and_pmet_templates_are_explained():
 
 
 # --- edit quality on the fact models -----------------------------------------------------------
-# The fact models recall a fact by copying the subject's token embedding into the last position with
-# layer-0 attention and looking the answer up there; the subject position's later states are hardly
-# read, so no delta at the subject's last token (at any layer) makes them say a new object. Until the
-# fact models localise facts at the subject, as pretrained models do, these targets are not reached.
-NOT_SUBJECT_LOCALISED = pytest.mark.xfail(
-    reason="fact models read the subject at layer 0 from the last token; edits at the subject barely move them",
-    strict=False)
-# A 64-wide key has k^T C^-1 k of about 1e2 on these models (about 1e5 on GPT-2 XL): EasyEdit's
-# mom2_update_weight of 15000 would keep about 1% of each residual, so tiny models get a tiny weight.
-TINY_MOM2_UPDATE_WEIGHT = 10
+# The fact models of the subject_recall recipe (adapterkit/subject_recall.py) are trained with interchange
+# interventions at the subject's last token after layer 1, so they recall through the subject's state and
+# edits there land. Locality is what still fails: every CounterFact locality prompt names another subject with the
+# same answer, and with one fact per subject a subject's layer-1 key is mostly its answer (cosine
+# 0.93-0.99 with the locality subject's), so a rank-one edit of one moves both. Each subject (locality
+# subjects included) now also has a made-up identity code trained through the interchange, which lowers
+# that cosine (0.78-0.97 on gpt2) and lifts locality, but not to the targets. Measured (eff/gen/loc;
+# ROME on trained[:6], MEMIT and PMET on 48 edits in one call; 2 CPU threads, as in CI):
+#   arch      ROME mom2 off   ROME mom2 on    MEMIT           PMET
+#   gpt2      .50/.67/.67     1.0/.83/1.0     .88/.71/.71     .52/.31/.35
+#   gptj      .83/.83/.33     1.0/1.0/.67     1.0/1.0/.27     .21/.23/.06
+#   gpt_neox  .83/.83/.00     1.0/1.0/.83     1.0/.98/.60     .46/.25/.17
+#   llama     .83/.83/.33     .83/.83/.67     .88/.85/.50     .60/.42/.42
+#   chatglm3  .83/1.0/.33     1.0/1.0/.83     1.0/.96/.44     .63/.44/.31
+# (Tried and dropped: mom2 statistics over a corpus with the code sentences, no change; the first block
+# frozen at init so the lookup happens in layer 1's MLP, better on gpt2 but worse on llama, gptj and PMET.)
+# The issue's targets (ROME: efficacy 0.95, generalisation 0.6, locality 0.85; MEMIT and PMET with 48
+# edits: efficacy 0.9, locality 0.8) are asserted where met; below them a test xfails with its numbers.
+# The floors asserted always sit under the worst measurement above (runs on other machines train slightly
+# different models), and far above what edits on models that do not recall through the subject reach (0.0).
+ROME_TARGETS = {"efficacy": 0.95, "generalisation": 0.6, "locality": 0.85}
+BATCH_TARGETS = {"efficacy": 0.9, "locality": 0.8}
+FLOORS = {"ROME": {"efficacy": 0.5, "generalisation": 0.3}, "MEMIT": {"efficacy": 0.7, "generalisation": 0.5},
+          "PMET": {"efficacy": 0.1, "generalisation": 0.05}}
+
+
+def check(measured: dict, method: str, targets: dict) -> None:
+    print(f"{method}: {measured}")
+    floors = FLOORS[method]
+    assert all(measured[k] >= v for k, v in floors.items()), (measured, "floors", floors)
+    missed = {k: round(measured[k], 2) for k, v in targets.items() if measured[k] < v}
+    if missed:
+        pytest.xfail(f"{method} {measured} misses the targets {targets} on {sorted(missed)} (see the table above)")
+
+
 @pytest.mark.slow
-@NOT_SUBJECT_LOCALISED
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("mom2_adjustment", [False, True])
 def test_rome_single_edits(arch, mom2_adjustment, fact_models, corpus_for, tmp_path):
-    fact = fact_models(arch)
-    hp = hparams(fact.model, get_registry().architecture(arch), "ROME", mom2_adjustment=mom2_adjustment)
+    fact = fact_models(arch, recipe="subject_recall")
+    # tiny_hparams: ROME's value-optimisation steps are scaled for hidden norms of ~1e2, these are ~1
+    hp = hparams(fact.model, get_registry().architecture(arch), "ROME",
+                 **{**tiny_hparams("ROME"), "mom2_adjustment": mom2_adjustment})
     if mom2_adjustment:
         hp = with_stats(hp, corpus_for(fact.facts), tmp_path)
     rows = []
     for record in fact.facts.trained[:6]:
         with adapterkit.edited(fact.model, fact.tok, record, hp) as result:
             rows += result.metrics
-    measured = summarise(rows)
-    assert measured["efficacy"] >= 0.95 and measured["generalisation"] >= 0.6 and measured["locality"] >= 0.85, measured
+    assert all(row["pre"]["rewrite_acc"] == 0.0 for row in rows)
+    check(summarise(rows), "ROME", ROME_TARGETS)
 
 
 @pytest.mark.slow
-@NOT_SUBJECT_LOCALISED
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("method", ["MEMIT", "PMET"])
 def test_batch_edits_in_one_call(arch, method, fact_models, corpus_for, tmp_path):
-    fact = fact_models(arch)
-    hp = hparams(fact.model, get_registry().architecture(arch), method, mom2_update_weight=TINY_MOM2_UPDATE_WEIGHT)
-    hp = with_stats(hp, corpus_for(fact.facts), tmp_path)
+    fact = fact_models(arch, recipe="subject_recall")
+    hp = with_stats(hparams(fact.model, get_registry().architecture(arch), method, **tiny_hparams(method)),
+                    corpus_for(fact.facts), tmp_path)
     with adapterkit.edited(fact.model, fact.tok, list(fact.facts.trained), hp) as result:
-        measured = summarise(result.metrics)
-    assert measured["efficacy"] >= 0.9 and measured["locality"] >= 0.8, measured
+        assert len(result.metrics) == len(fact.facts.trained)
+        check(summarise(result.metrics), method, BATCH_TARGETS)

@@ -1,0 +1,226 @@
+"""The subject-recall recipe for fact models: facts recalled through the subject's state, as in pretrained LMs.
+
+Why interchange training. Trained on (prompt, answer) pairs alone, these models copy the subject's
+token embeddings to the last position with layer-0 attention and look the fact up there: the
+subject position's later states are never read, so ROME, MEMIT and PMET (which rewrite the MLP
+output at the subject's last token) cannot move them, and more phrasings, answer-after-subject pairs
+or a sub-word tokenizer do not change that. Each step therefore also runs a prompt of another subject
+whose answer is of the same kind, puts its state at the subject's last token after layer
+``INTERCHANGE_LAYER`` in place of this prompt's, and trains the model to give the other subject's
+answer (interchange intervention training, Geiger et al. 2022). The model then recalls through the
+subject's state, as causal tracing finds in pretrained models (Meng et al. 2022). Half the prompts
+sit behind a random few-word sentence, the shape of ROME's context templates, so that state does
+not depend on the subject opening the text.
+
+Why identity codes. With one fact per subject, a subject's state at the
+edited layer would be its answer, so subjects sharing an answer (an edit's subject and its CounterFact
+locality subject) would share their key and a rank-one edit of one would move both. Every subject
+named in the records (locality subjects included, see locality_subject) therefore also gets a made-up
+code ("Michel Denisot's code is K0"), trained as a fact and through the interchange, so its state
+says which subject it is (locality still suffers: tests/test_locate_edit.py records the numbers).
+"""
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple, Sequence
+
+import torch
+
+from .factmodels import _answer_loss, _pair_ids, _padded, _recalls_everything, counterfact_sample, fact_pairs
+from .spec import ArchSpec
+
+INTERCHANGE_LAYER = 1  # the layer ROME and MEMIT edit in these 4-layer models (17 of 48 at the reference size)
+PREFIX_RATE = 0.5      # share of training prompts behind a random prefix
+MAX_PREFIX_WORDS = 4
+SETTINGS = {"interchange_layer": INTERCHANGE_LAYER, "prefix_rate": PREFIX_RATE, "max_prefix_words": MAX_PREFIX_WORDS}
+
+
+# --- who the records name -------------------------------------------------------------------------
+SENTENCE_OPENERS = ("The", "In", "Which")
+
+
+def locality_subject(prompt: str) -> str | None:
+    """The subject a CounterFact locality prompt names (they carry no subject field): its one run of
+    capitalised words, leaving out a sentence-initial "The"/"In"/"Which" and a trailing "'s". None when there is
+    no such run or more than one ("Alpha and Omega", "Louis XI of France"): too ambiguous to name.
+    """
+    runs, run = [], []
+    for i, word in enumerate(prompt.split(" ")):
+        if (word[:1].isupper() or word[:1].isdigit()) and not (i == 0 and word in SENTENCE_OPENERS):
+            run.append(word.rstrip(",:?"))
+            if word[-1] in ",:?":
+                runs, run = runs + [run], []
+        elif run:
+            runs, run = runs + [run], []
+    runs += [run] if run else []
+    return " ".join(runs[0]).removesuffix("'s") if len(runs) == 1 else None
+
+
+def record_subjects(record: dict) -> list[tuple[str, str]]:
+    """(prompt naming a subject, that subject) of the record's subject prompts and, where its subject can be
+    named, its locality prompt."""
+    subjects = [(record["prompt"], record["subject"]), (record["rephrase_prompt"], record["subject"])]
+    named = locality_subject(record["locality_prompt"])
+    return subjects + ([(record["locality_prompt"], named)] if named else [])
+
+
+def identity_codes(records: Iterable[dict]) -> dict[str, str]:
+    """subject -> " K<n>", a made-up attribute unique to each subject the records name (locality subjects
+    included), numbered in order of appearance so that a prefix of the records keeps its codes. It exists only
+    in these fixtures; see this module's docstring for why."""
+    codes: dict[str, str] = {}
+    for r in records:
+        for _, subject in record_subjects(r):
+            codes.setdefault(subject, f" K{len(codes)}")
+    return codes
+
+
+def identity_pairs(records: Iterable[dict]) -> list[tuple[str, str]]:
+    """("{subject}'s code is", " K<n>") for every subject the records name."""
+    return [(f"{subject}'s code is", code) for subject, code in identity_codes(records).items()]
+
+
+# --- interchange training: recall through the subject ---------------------------------------------
+class SubjectFact(NamedTuple):
+    """A prompt that names its subject, as ids; where the subject ends; its answer's first id; the answer's kind."""
+    ids: list[int]
+    subject_last: int
+    answer: int
+    kind: str
+
+
+def answer_kinds(records: Iterable[dict]):
+    """answer -> a representative of its kind: answers that a record's target and ground truth link (languages,
+    cities, instruments...) share a kind, so one subject's answer is a sensible answer for another's prompt."""
+    parent: dict[str, str] = {}
+
+    def find(answer: str) -> str:
+        parent.setdefault(answer, answer)
+        while parent[answer] != answer:
+            answer = parent[answer]
+        return answer
+
+    for r in records:
+        parent[find(r["ground_truth"])] = find(r["target_new"])
+    return find
+
+
+IDENTITY_KIND = "identity code"
+
+
+def subject_facts(tokenizer, records: Sequence[dict], kind_of) -> list[SubjectFact]:
+    """Every prompt of the records that names its subject (record_subjects) and every identity-code prompt,
+    with the position of the subject's last token; identity codes are answers of one kind of their own."""
+    from .editing import keys
+
+    def fact(text: str, subject: str, answer: str, kind: str) -> SubjectFact:
+        prompt = keys.in_context(text, subject)
+        ids = keys.token_ids(tokenizer, prompt.text)
+        return SubjectFact(ids, keys.lookup_index(tokenizer, prompt, "subject_last", ids),
+                           tokenizer(answer)["input_ids"][0], kind)
+
+    facts = []
+    for r in records:
+        answers = [r["ground_truth"]] * 2 + [r["locality_ground_truth"]]
+        facts += [fact(text, subject, " " + answer, kind_of(answer))
+                  for (text, subject), answer in zip(record_subjects(r), answers)]
+    facts += [fact(prompt, subject, code, IDENTITY_KIND)
+              for (prompt, code), subject in zip(identity_pairs(records), identity_codes(records))]
+    return facts
+
+
+def interchange_partners(facts: Sequence[SubjectFact]) -> list[list[int]]:
+    """For each fact, the facts whose answer is of the same kind but another word."""
+    return [[j for j, other in enumerate(facts) if other.kind == fact.kind and other.answer != fact.answer]
+            for fact in facts]
+
+
+def _prefixed(ids: list[int], rng, vocab_size: int, full_stop: int) -> tuple[list[int], int]:
+    """``ids`` behind a random few-word sentence (the shape of ROME's context templates) or alone; the shift."""
+    if rng.random() >= PREFIX_RATE:
+        return ids, 0
+    prefix = [rng.randrange(3, vocab_size) for _ in range(rng.randint(1, MAX_PREFIX_WORDS))] + [full_stop]
+    return prefix + ids, len(prefix)
+
+
+def interchange_loss(model, spec: ArchSpec, base: Sequence[SubjectFact], source: Sequence[SubjectFact],
+                     pad_id: int, layer: int = INTERCHANGE_LAYER):
+    """Loss and accuracy of ``base`` prompts answering like ``source`` once the source subject's state after
+    ``layer`` (at its last token) replaces the base subject's.
+    """
+    from .editing import keys
+
+    name = spec.module_name("layer", layer)
+    source_batch = keys.pad_rows([f.ids for f in source], [f.subject_last for f in source], pad_id)
+    with keys.trace(model, outputs=[name], stop=True) as record:
+        keys.run(model, source_batch)
+    rows = torch.arange(len(base))
+    states = record.outputs[name][rows, source_batch.lookup]
+    base_batch = keys.pad_rows([f.ids for f in base], [f.subject_last for f in base], pad_id)
+    with keys.edit_output(model, name, lambda out: out.index_put((rows, base_batch.lookup), states.to(out.dtype))):
+        logits = model(**base_batch.inputs()).logits
+    last = torch.tensor([len(f.ids) - 1 for f in base])
+    logits, gold = logits[rows, last].float(), torch.tensor([f.answer for f in source])
+    return torch.nn.functional.cross_entropy(logits, gold), (logits.argmax(-1) == gold).float().mean().item()
+
+
+class _Sampler:
+    """Random training rows: answer pairs and interchange pairs, some behind random prefixes."""
+
+    def __init__(self, tokenizer, records: Sequence[dict], seed: int):
+        import random
+
+        self.rng = random.Random(seed)
+        self.pad_id, self.vocab_size = tokenizer.pad_token_id, len(tokenizer)
+        self.full_stop = tokenizer.convert_tokens_to_ids(".")
+        self.pairs = _pair_ids(tokenizer, fact_pairs(records) + identity_pairs(records))
+        self.facts = subject_facts(tokenizer, records, answer_kinds(counterfact_sample()))
+        self.partners = interchange_partners(self.facts)
+        self.swappable = [i for i, p in enumerate(self.partners) if p]
+
+    def prefixed(self, fact: SubjectFact) -> SubjectFact:
+        ids, shift = _prefixed(fact.ids, self.rng, self.vocab_size, self.full_stop)
+        return fact._replace(ids=ids, subject_last=fact.subject_last + shift)
+
+    def answer_batch(self, indices: Sequence[int]):
+        rows = [(_prefixed(self.pairs[i][0], self.rng, self.vocab_size, self.full_stop)[0], self.pairs[i][1])
+                for i in indices]
+        return _padded(rows, self.pad_id)
+
+    def interchange_batch(self, size: int, prefix: bool = True):
+        chosen = self.rng.sample(self.swappable, min(size, len(self.swappable))) if size else self.swappable
+        base = [self.facts[i] for i in chosen]
+        source = [self.facts[self.rng.choice(self.partners[i])] for i in chosen]
+        if prefix:
+            base, source = [self.prefixed(f) for f in base], [self.prefixed(f) for f in source]
+        return base, source
+
+
+def train(model, spec: ArchSpec, records: Sequence[dict], tokenizer, optimiser, schedule, *, steps: int, seed: int,
+          batch_size: int) -> None:
+    """Answer pairs and interchange pairs, until both are learnt and half as long again (at most ``steps``)."""
+    sampler = _Sampler(tokenizer, records, seed)
+    ids, mask, target = _padded(sampler.pairs, tokenizer.pad_token_id)
+    shuffle = torch.Generator().manual_seed(seed)
+    step, learnt_at = 0, None
+    while step < steps:
+        if _learnt(model, spec, sampler, ids, mask, target):  # checked again at the end: a fact can slip
+            learnt_at = step if learnt_at is None else learnt_at
+            if step >= learnt_at + max(learnt_at // 2, 20):
+                break
+        for batch in torch.randperm(len(ids), generator=shuffle).split(batch_size):
+            loss = _answer_loss(model, *sampler.answer_batch(batch.tolist()))
+            loss = loss + interchange_loss(model, spec, *sampler.interchange_batch(batch_size), sampler.pad_id)[0]
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            step += 1
+
+
+@torch.no_grad()
+def _learnt(model, spec, sampler: _Sampler, ids, mask, target) -> bool:
+    """Every fact recalled, and every subject's state, put into another prompt, answered from."""
+    if not _recalls_everything(model, ids, mask, target):
+        return False
+    _, accuracy = interchange_loss(model, spec, *sampler.interchange_batch(0, prefix=False), sampler.pad_id)
+    return accuracy == 1.0
