@@ -97,10 +97,16 @@ def record_texts(records: Iterable[dict]) -> list[str]:
     """Every text of the records a tokenizer must cover, edit targets included."""
     keys = ("prompt", "subject", "target_new", "ground_truth", "rephrase_prompt", "locality_prompt",
             "locality_ground_truth")
-    records = list(records)
+    return [r[k] for r in records for k in keys if r.get(k)]
+
+
+def vocabulary_texts(records: Sequence[dict], recipe: str) -> list[str]:
+    """What the tokenizer of a ``recipe`` fact model covers: the records, and the identity codes where trained."""
+    if recipe != "subject_recall":
+        return record_texts(records)
     from .subject_recall import identity_pairs
 
-    return [r[k] for r in records for k in keys if r.get(k)] + [p + a for p, a in identity_pairs(records)]
+    return record_texts(records) + [prompt + code for prompt, code in identity_pairs(records)]
 
 
 # --- tokenizer ------------------------------------------------------------------------------------
@@ -258,7 +264,7 @@ def _cache_key(arch_name: str, facts: FactSet, config: dict, settings: dict) -> 
 
         settings = {**settings, **SETTINGS}
     blob = json.dumps({"format": CACHE_FORMAT, "arch": arch_name, "trained": facts.trained,
-                       "vocabulary_texts": record_texts(facts.all), "config": config, "settings": settings},
+                       "vocabulary_texts": vocabulary_texts(facts.all, settings["recipe"]), "config": config, "settings": settings},
                       sort_keys=True)
     return f"{arch_name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
@@ -273,7 +279,7 @@ def load_or_train(arch_name: str, cache_dir, n_facts: int = DEFAULT_N_FACTS, *, 
     """
     spec = get_registry().architecture(arch_name)
     facts = FactSet.from_sample(n_facts)
-    tokenizer = build_tokenizer(record_texts(facts.all))
+    tokenizer = build_tokenizer(vocabulary_texts(facts.all, recipe))
     settings = {"recipe": recipe, "steps": steps or DEFAULT_STEPS.get(recipe), "seed": seed, "lr": lr, "batch_size": batch_size}
     cache_dir = Path(cache_dir)
     path = cache_dir / _cache_key(arch_name, facts, fact_model_config(spec, tokenizer), settings)

@@ -38,7 +38,7 @@ def requests_file(fact, tmp_path, n=2):
 
 def test_edit_writes_an_edited_checkpoint_that_differs_only_where_reported(checkpoint, tmp_path, capsys):
     path, fact = checkpoint
-    hp = detected(checkpoint, "ROME", tmp_path, capsys)
+    hp = detected(checkpoint, "ROME", tmp_path, capsys, mom2_adjustment=False)
     assert main(["edit", path, "--hparams", hp, "--requests", requests_file(fact, tmp_path), "--out", tmp_path / "edited"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["edits"] == 2 and len(report["touched"]) == 1
@@ -52,7 +52,7 @@ def test_edit_writes_an_edited_checkpoint_that_differs_only_where_reported(check
 
 def test_deltas_only_then_evaluate_reproduces_the_edit(checkpoint, tmp_path, capsys):
     path, fact = checkpoint
-    hp = detected(checkpoint, "ROME", tmp_path, capsys)
+    hp = detected(checkpoint, "ROME", tmp_path, capsys, mom2_adjustment=False)
     deltas = tmp_path / "delta.safetensors"
     assert main(["edit", path, "--hparams", hp, "--requests", requests_file(fact, tmp_path), "--deltas-only", "--out", deltas]) == 0
     edit_report = json.loads(capsys.readouterr().out)
