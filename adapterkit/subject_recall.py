@@ -220,7 +220,15 @@ def train(model, spec: ArchSpec, records: Sequence[dict], tokenizer, optimiser, 
 @torch.no_grad()
 def _learnt(model, spec, sampler: _Sampler, ids, mask, target) -> bool:
     """Every fact recalled, and every subject's state, put into another prompt, answered from."""
-    if not _recalls_everything(model, ids, mask, target):
-        return False
-    _, accuracy = interchange_loss(model, spec, *sampler.interchange_batch(0, prefix=False), sampler.pad_id)
-    return accuracy == 1.0
+    return _recalls_everything(model, ids, mask, target) and _swap_accuracy(model, spec, sampler) == 1.0
+
+
+def _swap_accuracy(model, spec: ArchSpec, sampler: _Sampler) -> float:
+    return interchange_loss(model, spec, *sampler.interchange_batch(0, prefix=False), sampler.pad_id)[1]
+
+
+@torch.no_grad()
+def swap_accuracy(model, spec: ArchSpec, tokenizer, records: Sequence[dict], seed: int = 0) -> float:
+    """Share of the records' subject prompts that answer like another subject once given its state after
+    ``INTERCHANGE_LAYER`` at the subject's last token: near 1 when the model recalls through the subject."""
+    return _swap_accuracy(model, spec, _Sampler(tokenizer, records, seed))

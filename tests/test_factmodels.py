@@ -105,14 +105,12 @@ def test_subject_recall_models_answer_from_the_subjects_state_and_plain_ones_do_
     """Another subject's state at the subject's last token after the interchange layer carries its answer over:
     what ROME, MEMIT and PMET rely on. The plain models read the subject elsewhere, so the swap does little."""
     from adapterkit.registry import get_registry
-    from adapterkit.subject_recall import _Sampler, interchange_loss
+    from adapterkit.subject_recall import swap_accuracy
 
     accuracy = {}
     for recipe in factmodels.RECIPES:
         model, tok, facts = fact_models(arch, recipe=recipe)
-        sampler = _Sampler(tok, facts.trained, seed=1)
-        accuracy[recipe] = interchange_loss(model, get_registry().architecture(arch),
-                                            *sampler.interchange_batch(0, prefix=False), sampler.pad_id)[1]
+        accuracy[recipe] = swap_accuracy(model, get_registry().architecture(arch), tok, facts.trained, seed=1)
     assert accuracy["subject_recall"] >= 0.95 and accuracy["plain"] < 0.5, accuracy
 
 
