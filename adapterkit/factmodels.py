@@ -29,7 +29,7 @@ from .spec import ArchSpec
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 DEFAULT_N_FACTS = 48
 # at most this many updates; training stops once the facts are learnt (the interchange takes longer to learn)
-DEFAULT_STEPS = {"plain": 1500, "subject_recall": 3000}
+DEFAULT_STEPS = {"plain": 1500, "subject_recall": 8000}
 DEFAULT_LR = 1e-3
 DEFAULT_BATCH_SIZE = 8
 MIN_RECALL = 0.95
@@ -101,12 +101,12 @@ def record_texts(records: Iterable[dict]) -> list[str]:
 
 
 def vocabulary_texts(records: Sequence[dict], recipe: str) -> list[str]:
-    """What the tokenizer of a ``recipe`` fact model covers: the records, and the identity codes where trained."""
+    """What the tokenizer of a ``recipe`` fact model covers: the records, and the made-up facts where trained."""
     if recipe != "subject_recall":
         return record_texts(records)
-    from .subject_recall import identity_pairs
+    from .subject_recall import made_up_pairs
 
-    return record_texts(records) + [prompt + code for prompt, code in identity_pairs(records)]
+    return record_texts(records) + [prompt + code for prompt, code in made_up_pairs(records)]
 
 
 # --- tokenizer ------------------------------------------------------------------------------------

@@ -12,15 +12,19 @@ subject's state, as causal tracing finds in pretrained models (Meng et al. 2022)
 sit behind a random few-word sentence, the shape of ROME's context templates, so that state does
 not depend on the subject opening the text.
 
-Why identity codes. With one fact per subject, a subject's state at the
-edited layer would be its answer, so subjects sharing an answer (an edit's subject and its CounterFact
-locality subject) would share their key and a rank-one edit of one would move both. Every subject
-named in the records (locality subjects included, see locality_subject) therefore also gets a made-up
-code ("Michel Denisot's code is K0"), trained as a fact and through the interchange, so its state
-says which subject it is (locality still suffers: tests/test_locate_edit.py records the numbers).
+Why identity codes and traits. With one fact per subject, a subject's state at the edited layer would
+be its answer, so subjects sharing an answer (an edit's subject and its CounterFact locality subject)
+would share their key and an edit of one would move both. A subject of a pretrained model carries
+many attributes, so its key is its own. Every subject named in the records (locality subjects
+included, see locality_subject) therefore also gets a made-up code ("Michel Denisot's code is K0") and
+a few made-up traits ("Michel Denisot's gem is onyx", drawn from a hash of the name), trained as facts
+and through the interchange. Measured on one fixture model, whitened key overlap of edit and locality
+subjects (k_loc . C^-1 k_edit / k_edit . C^-1 k_edit): 0.14 with the code alone, 0.01 with five traits; MEMIT
+locality over 48 edits went from 0.71 to 0.81 (tests/test_locate_edit.py records every architecture).
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Iterable, NamedTuple, Sequence
 
 import torch
@@ -31,7 +35,8 @@ from .spec import ArchSpec
 INTERCHANGE_LAYER = 1  # the layer ROME and MEMIT edit in these 4-layer models (17 of 48 at the reference size)
 PREFIX_RATE = 0.5      # share of training prompts behind a random prefix
 MAX_PREFIX_WORDS = 4
-SETTINGS = {"interchange_layer": INTERCHANGE_LAYER, "prefix_rate": PREFIX_RATE, "max_prefix_words": MAX_PREFIX_WORDS}
+SETTINGS = {"traits": 5, "interchange_layer": INTERCHANGE_LAYER, "prefix_rate": PREFIX_RATE,
+            "max_prefix_words": MAX_PREFIX_WORDS}  # in the fact models' cache key
 
 
 # --- who the records name -------------------------------------------------------------------------
@@ -63,20 +68,50 @@ def record_subjects(record: dict) -> list[tuple[str, str]]:
     return subjects + ([(record["locality_prompt"], named)] if named else [])
 
 
+IDENTITY_KIND = "identity code"
+TRAITS = {  # made-up attributes every named subject also gets beside its code (see the module docstring)
+    "colour": ("red", "blue", "green", "yellow", "black", "white", "purple", "orange"),
+    "animal": ("cat", "dog", "horse", "owl", "fox", "bear", "wolf", "hare"),
+    "metal": ("iron", "gold", "silver", "copper", "tin", "lead", "zinc", "nickel"),
+    "tree": ("oak", "pine", "elm", "ash", "birch", "maple", "cedar", "willow"),
+    "gem": ("ruby", "pearl", "opal", "jade", "amber", "topaz", "garnet", "onyx"),
+}
+
+
+def named_subjects(records: Iterable[dict]) -> list[str]:
+    """Every subject the records name (locality subjects included), in order of first appearance."""
+    seen: dict[str, None] = {}
+    for r in records:
+        for _, subject in record_subjects(r):
+            seen.setdefault(subject, None)
+    return list(seen)
+
+
 def identity_codes(records: Iterable[dict]) -> dict[str, str]:
     """subject -> " K<n>", a made-up attribute unique to each subject the records name (locality subjects
     included), numbered in order of appearance so that a prefix of the records keeps its codes. It exists only
     in these fixtures; see this module's docstring for why."""
-    codes: dict[str, str] = {}
-    for r in records:
-        for _, subject in record_subjects(r):
-            codes.setdefault(subject, f" K{len(codes)}")
-    return codes
+    return {subject: f" K{n}" for n, subject in enumerate(named_subjects(records))}
 
 
-def identity_pairs(records: Iterable[dict]) -> list[tuple[str, str]]:
-    """("{subject}'s code is", " K<n>") for every subject the records name."""
-    return [(f"{subject}'s code is", code) for subject, code in identity_codes(records).items()]
+def _trait_value(subject: str, trait: str, values: Sequence[str]) -> str:
+    digest = hashlib.sha256(f"{trait}:{subject}".encode()).digest()
+    return values[int.from_bytes(digest[:4], "big") % len(values)]
+
+
+def made_up_facts(records: Iterable[dict]) -> list[tuple[str, str, str, str]]:
+    """(prompt, " answer", subject, kind) of every made-up fact: each named subject's code and traits."""
+    facts = []
+    for subject, code in identity_codes(records).items():
+        facts.append((f"{subject}'s code is", code, subject, IDENTITY_KIND))
+        for trait, values in TRAITS.items():
+            facts.append((f"{subject}'s {trait} is", " " + _trait_value(subject, trait, values), subject, trait))
+    return facts
+
+
+def made_up_pairs(records: Iterable[dict]) -> list[tuple[str, str]]:
+    """(prompt, answer) of every made-up fact (made_up_facts)."""
+    return [(prompt, answer) for prompt, answer, _, _ in made_up_facts(records)]
 
 
 # --- interchange training: recall through the subject ---------------------------------------------
@@ -104,12 +139,9 @@ def answer_kinds(records: Iterable[dict]):
     return find
 
 
-IDENTITY_KIND = "identity code"
-
-
 def subject_facts(tokenizer, records: Sequence[dict], kind_of) -> list[SubjectFact]:
-    """Every prompt of the records that names its subject (record_subjects) and every identity-code prompt,
-    with the position of the subject's last token; identity codes are answers of one kind of their own."""
+    """Every prompt of the records that names its subject (record_subjects) and every made-up fact's prompt,
+    with the position of the subject's last token; codes and each trait are answers of a kind of their own."""
     from .editing import keys
 
     def fact(text: str, subject: str, answer: str, kind: str) -> SubjectFact:
@@ -123,8 +155,7 @@ def subject_facts(tokenizer, records: Sequence[dict], kind_of) -> list[SubjectFa
         answers = [r["ground_truth"]] * 2 + [r["locality_ground_truth"]]
         facts += [fact(text, subject, " " + answer, kind_of(answer))
                   for (text, subject), answer in zip(record_subjects(r), answers)]
-    facts += [fact(prompt, subject, code, IDENTITY_KIND)
-              for (prompt, code), subject in zip(identity_pairs(records), identity_codes(records))]
+    facts += [fact(prompt, subject, answer, kind) for prompt, answer, subject, kind in made_up_facts(records)]
     return facts
 
 
@@ -172,7 +203,7 @@ class _Sampler:
         self.rng = random.Random(seed)
         self.pad_id, self.vocab_size = tokenizer.pad_token_id, len(tokenizer)
         self.full_stop = tokenizer.convert_tokens_to_ids(".")
-        self.pairs = _pair_ids(tokenizer, fact_pairs(records) + identity_pairs(records))
+        self.pairs = _pair_ids(tokenizer, fact_pairs(records) + made_up_pairs(records))
         self.facts = subject_facts(tokenizer, records, answer_kinds(counterfact_sample()))
         self.partners = interchange_partners(self.facts)
         self.swappable = [i for i, p in enumerate(self.partners) if p]

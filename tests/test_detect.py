@@ -133,7 +133,7 @@ def test_weights_contradicting_the_config(tmp_path):
     config["intermediate_size"] = 999
     (path / "config.json").write_text(json.dumps(config))
     err = _error(path)
-    assert "model.layers.0.mlp.down_proj.weight has shape [64, 172]" in err.message
+    assert "model.layers.0.mlp.down_proj.weight has shape [64, 256]" in err.message
     assert "intermediate=999" in err.message
 
 
