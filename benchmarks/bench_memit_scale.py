@@ -1,0 +1,87 @@
+"""MEMIT with thousands of edits in one `adapterkit.edit` call, on a GPT-2 XL-shaped model: wall time and peak
+accelerator memory against the model's own footprint.
+
+The weights are random (no hub here), so this measures cost, not quality. Requests are unique
+(subject, relation) pairs: each bundled CounterFact subject put into every other record's prompt.
+Statistics come from a short corpus of the records' sentences, computed in an untimed warm-up call.
+Prints the device, absolute figures and per-request ratios.
+Run: python benchmarks/bench_memit_scale.py [n_requests ...] [--v-batch-size N] [--tiny]
+(--tiny: a 4 x 64 model, to check the script on a CPU)
+"""
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import adapterkit
+from adapterkit.autodetect import method_hparams
+from adapterkit.checkpoint import build_model
+from adapterkit.factmodels import build_tokenizer, counterfact_sample, record_texts
+from adapterkit.registry import get_registry
+
+GPT2_XL = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 48, "n_embd": 1600, "n_head": 25,
+           "n_positions": 1024, "vocab_size": 50257, "n_inner": None, "tie_word_embeddings": True}
+TINY = {**GPT2_XL, "n_layer": 4, "n_embd": 64, "n_head": 4, "vocab_size": 2048}
+
+
+def unique_requests(records, n):
+    """n distinct (subject, relation) requests: record a's subject in record b's prompt, with b's new target."""
+    out = []
+    for b in records:
+        for a in records:
+            if len(out) == n:
+                return out
+            if a is not b and b["subject"] in b["prompt"]:
+                out.append({"prompt": b["prompt"].replace(b["subject"], a["subject"]), "subject": a["subject"],
+                            "target_new": b["target_new"]})
+    raise ValueError(f"only {len(out)} unique requests can be built from {len(records)} records")
+
+
+def peak_gib(device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+
+
+def main(sizes, v_batch_size: int, tiny: bool) -> None:
+    config = TINY if tiny else GPT2_XL
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    spec = get_registry().architecture("gpt2")
+    records = counterfact_sample()
+    tok = build_tokenizer(record_texts(records))
+    torch.manual_seed(0)
+    model = build_model({**config, "vocab_size": max(config["vocab_size"], len(tok))}, spec).to(device).eval()
+    model_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
+    with tempfile.TemporaryDirectory() as scratch:
+        corpus = Path(scratch) / "corpus.txt"
+        corpus.write_text("\n".join(record_texts(records) * 20) + "\n")
+        hp = {**method_hparams(spec, config, get_registry().method("MEMIT"), model_name="gpt2-xl-shaped"),
+              "mom2_corpus": str(corpus), "stats_dir": str(Path(scratch) / "stats"), "mom2_dataset": "bench",
+              "mom2_n_samples": 2000, "v_batch_size": v_batch_size}
+        print(f"device: {name}; {config['n_layer']} x {config['n_embd']} (random weights, {model_gib:.2f} GiB fp32), "
+              f"MEMIT layers {hp['layers']}, {hp['v_num_grad_steps']} value steps, v_batch_size {hp['v_batch_size']}")
+        adapterkit.edit(model, tok, unique_requests(records, 4), hp, evaluate=False).restore()  # statistics, warm-up
+        for n in sizes:
+            requests = unique_requests(records, n)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+            started = time.perf_counter()
+            result = adapterkit.edit(model, tok, requests, hp, evaluate=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - started
+            print(f"{n:6d} edits in one call: {seconds:8.1f} s ({seconds / n * 1e3:.0f} ms/edit), peak memory "
+                  f"{peak_gib(device):.2f} GiB = model + {peak_gib(device) - model_gib:.2f} GiB, "
+                  f"{len(result.touched)} weights changed", flush=True)
+            result.restore()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[256, 1024, 2048])
+    parser.add_argument("--v-batch-size", type=int, default=64, help="requests per value-optimisation batch")
+    parser.add_argument("--tiny", action="store_true")
+    args = parser.parse_args()
+    main(args.sizes, args.v_batch_size, args.tiny)
