@@ -18,12 +18,10 @@ from adapterkit.checkpoint import build_model
 from adapterkit.editing.keys import frozen
 from adapterkit.editing.stats import compute_stats
 from adapterkit.editing.values import LossSettings, context_templates, loss_module, optimise_values
-from adapterkit.factmodels import build_tokenizer, counterfact_sample, record_texts
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
+from common import GPT2_XL, setup
 
-GPT2_XL = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 48, "n_embd": 1600, "n_head": 25,
-           "n_positions": 1024, "vocab_size": 50257, "n_inner": None, "tie_word_embeddings": True}
 
 
 def synchronise(device):
@@ -40,12 +38,7 @@ def timed(fn, device):
 
 
 def main(n_requests: int = 32) -> None:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    spec = get_registry().architecture("gpt2")
-    records = counterfact_sample()
-    tok = build_tokenizer(record_texts(records))
-    torch.manual_seed(0)
+    device, name, spec, records, tok = setup()
     model = build_model(GPT2_XL, spec).to(device).eval()
     hp = method_hparams(spec, GPT2_XL, get_registry().method("MEMIT"), model_name="gpt2-xl-shaped")
     requests = normalise_requests(records[:n_requests])

@@ -18,11 +18,10 @@ import torch
 import adapterkit
 from adapterkit.autodetect import method_hparams
 from adapterkit.checkpoint import build_model
-from adapterkit.factmodels import build_tokenizer, counterfact_sample, record_texts
+from adapterkit.factmodels import record_texts
 from adapterkit.registry import get_registry
+from common import GPT2_XL, setup
 
-GPT2_XL = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 48, "n_embd": 1600, "n_head": 25,
-           "n_positions": 1024, "vocab_size": 50257, "n_inner": None, "tie_word_embeddings": True}
 TINY = {**GPT2_XL, "n_layer": 4, "n_embd": 64, "n_head": 4, "vocab_size": 2048}
 
 
@@ -39,18 +38,16 @@ def unique_requests(records, n):
     raise ValueError(f"only {len(out)} unique requests can be built from {len(records)} records")
 
 
-def peak_gib(device) -> float:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+def peak_memory(device, model_gib: float) -> str:
+    if device.type != "cuda":
+        return "peak memory not measured on CPU"
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    return f"peak memory {peak:.2f} GiB = model + {peak - model_gib:.2f} GiB"
 
 
 def main(sizes, v_batch_size: int, tiny: bool) -> None:
     config = TINY if tiny else GPT2_XL
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    spec = get_registry().architecture("gpt2")
-    records = counterfact_sample()
-    tok = build_tokenizer(record_texts(records))
-    torch.manual_seed(0)
+    device, name, spec, records, tok = setup()
     model = build_model({**config, "vocab_size": max(config["vocab_size"], len(tok))}, spec).to(device).eval()
     model_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
     with tempfile.TemporaryDirectory() as scratch:
@@ -72,9 +69,8 @@ def main(sizes, v_batch_size: int, tiny: bool) -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - started
-            print(f"{n:6d} edits in one call: {seconds:8.1f} s ({seconds / n * 1e3:.0f} ms/edit), peak memory "
-                  f"{peak_gib(device):.2f} GiB = model + {peak_gib(device) - model_gib:.2f} GiB, "
-                  f"{len(result.touched)} weights changed", flush=True)
+            print(f"{n:6d} edits in one call: {seconds:8.1f} s ({seconds / n * 1e3:.0f} ms/edit), "
+                  f"{peak_memory(device, model_gib)}, {len(result.touched)} weights changed", flush=True)
             result.restore()
 
 

@@ -1,0 +1,17 @@
+"""What the GPU benchmarks share: the GPT-2 XL shape and the device, records and tokenizer they run on."""
+import torch
+
+from adapterkit.factmodels import build_tokenizer, counterfact_sample, record_texts
+from adapterkit.registry import get_registry
+
+GPT2_XL = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 48, "n_embd": 1600, "n_head": 25,
+           "n_positions": 1024, "vocab_size": 50257, "n_inner": None, "tie_word_embeddings": True}
+
+
+def setup():
+    """(device, its name, the gpt2 declaration, the bundled CounterFact records, a tokenizer over them); seeds torch."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    records = counterfact_sample()
+    torch.manual_seed(0)
+    return device, name, get_registry().architecture("gpt2"), records, build_tokenizer(record_texts(records))
