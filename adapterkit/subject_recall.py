@@ -35,8 +35,6 @@ from .spec import ArchSpec
 INTERCHANGE_LAYER = 1  # the layer ROME and MEMIT edit in these 4-layer models (17 of 48 at the reference size)
 PREFIX_RATE = 0.5      # share of training prompts behind a random prefix
 MAX_PREFIX_WORDS = 4
-SETTINGS = {"traits": 5, "interchange_layer": INTERCHANGE_LAYER, "prefix_rate": PREFIX_RATE,
-            "max_prefix_words": MAX_PREFIX_WORDS}  # in the fact models' cache key
 
 
 # --- who the records name -------------------------------------------------------------------------
@@ -76,6 +74,8 @@ TRAITS = {  # made-up attributes every named subject also gets beside its code (
     "tree": ("oak", "pine", "elm", "ash", "birch", "maple", "cedar", "willow"),
     "gem": ("ruby", "pearl", "opal", "jade", "amber", "topaz", "garnet", "onyx"),
 }
+SETTINGS = {"traits": TRAITS, "interchange_layer": INTERCHANGE_LAYER, "prefix_rate": PREFIX_RATE,
+            "max_prefix_words": MAX_PREFIX_WORDS}  # in the fact models' cache key
 
 
 def named_subjects(records: Iterable[dict]) -> list[str]:
