@@ -8,10 +8,7 @@ Run: python benchmarks/bench_memit_gpu.py [n_requests]
 """
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import torch
 
 from adapterkit.autodetect import method_hparams
 from adapterkit.checkpoint import build_model
@@ -20,21 +17,7 @@ from adapterkit.editing.stats import compute_stats
 from adapterkit.editing.values import LossSettings, context_templates, loss_module, optimise_values
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
-from common import GPT2_XL, setup
-
-
-
-def synchronise(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device):
-    synchronise(device)
-    started = time.perf_counter()
-    out = fn()
-    synchronise(device)
-    return time.perf_counter() - started, out
+from common import GPT2_XL, setup, timed
 
 
 def main(n_requests: int = 32) -> None:

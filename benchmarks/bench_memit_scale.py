@@ -10,7 +10,6 @@ Run: python benchmarks/bench_memit_scale.py [n_requests ...] [--v-batch-size N] 
 """
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -20,7 +19,7 @@ from adapterkit.autodetect import method_hparams
 from adapterkit.checkpoint import build_model
 from adapterkit.factmodels import record_texts
 from adapterkit.registry import get_registry
-from common import GPT2_XL, setup
+from common import GPT2_XL, setup, timed
 
 TINY = {**GPT2_XL, "n_layer": 4, "n_embd": 64, "n_head": 4, "vocab_size": 2048}
 
@@ -62,13 +61,8 @@ def main(sizes, v_batch_size: int, tiny: bool) -> None:
         for n in sizes:
             requests = unique_requests(records, n)
             if device.type == "cuda":
-                torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
-            started = time.perf_counter()
-            result = adapterkit.edit(model, tok, requests, hp, evaluate=False)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - started
+            seconds, result = timed(lambda: adapterkit.edit(model, tok, requests, hp, evaluate=False), device)
             print(f"{n:6d} edits in one call: {seconds:8.1f} s ({seconds / n * 1e3:.0f} ms/edit), "
                   f"{peak_memory(device, model_gib)}, {len(result.touched)} weights changed", flush=True)
             result.restore()

@@ -1,4 +1,6 @@
-"""What the GPU benchmarks share: the GPT-2 XL shape and the device, records and tokenizer they run on."""
+"""What the GPU benchmarks share: the GPT-2 XL shape, the device, records and tokenizer they run on, and timing."""
+import time
+
 import torch
 
 from adapterkit.factmodels import build_tokenizer, counterfact_sample, record_texts
@@ -15,3 +17,17 @@ def setup():
     records = counterfact_sample()
     torch.manual_seed(0)
     return device, name, get_registry().architecture("gpt2"), records, build_tokenizer(record_texts(records))
+
+
+def synchronise(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device):
+    """(seconds, fn()) with the accelerator's queued work inside the measurement."""
+    synchronise(device)
+    started = time.perf_counter()
+    out = fn()
+    synchronise(device)
+    return time.perf_counter() - started, out
