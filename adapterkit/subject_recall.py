@@ -16,7 +16,7 @@ Why identity codes and traits. With one fact per subject, a subject's state at t
 be its answer, so subjects sharing an answer (an edit's subject and its CounterFact locality subject)
 would share their key and an edit of one would move both. A subject of a pretrained model carries
 many attributes, so its key is its own. Every subject named in the records (locality subjects
-included, see locality_subject) therefore also gets a made-up code ("Michel Denisot's code is K0") and
+included) therefore also gets a made-up code ("Michel Denisot's code is K0") and
 a few made-up traits ("Michel Denisot's gem is onyx", drawn from a hash of the name), trained as facts
 and through the interchange. Measured on one fixture model, whitened key overlap of edit and locality
 subjects (k_loc . C^-1 k_edit / k_edit . C^-1 k_edit): 0.14 with the code alone, 0.01 with five traits; MEMIT
@@ -38,31 +38,13 @@ MAX_PREFIX_WORDS = 4
 
 
 # --- who the records name -------------------------------------------------------------------------
-SENTENCE_OPENERS = ("The", "In", "Which")
-
-
-def locality_subject(prompt: str) -> str | None:
-    """The subject a CounterFact locality prompt names (they carry no subject field): its one run of
-    capitalised words, leaving out a sentence-initial "The"/"In"/"Which" and a trailing "'s". None when there is
-    no such run or more than one ("Alpha and Omega", "Louis XI of France"): too ambiguous to name.
-    """
-    runs, run = [], []
-    for i, word in enumerate(prompt.split(" ")):
-        if (word[:1].isupper() or word[:1].isdigit()) and not (i == 0 and word in SENTENCE_OPENERS):
-            run.append(word.rstrip(",:?"))
-            if word[-1] in ",:?":
-                runs, run = runs + [run], []
-        elif run:
-            runs, run = runs + [run], []
-    runs += [run] if run else []
-    return " ".join(runs[0]).removesuffix("'s") if len(runs) == 1 else None
-
-
 def record_subjects(record: dict) -> list[tuple[str, str]]:
-    """(prompt naming a subject, that subject) of the record's subject prompts and, where its subject can be
-    named, its locality prompt."""
+    """(prompt naming a subject, that subject) of the record's subject prompts and its locality prompt.
+
+    CounterFact's locality prompts carry no subject field; the bundled sample adds one (``locality_subject``,
+    see adapterkit/data/NOTICE.md), since titles such as "Murder, She Wrote" defeat any rule."""
     subjects = [(record["prompt"], record["subject"]), (record["rephrase_prompt"], record["subject"])]
-    named = locality_subject(record["locality_prompt"])
+    named = record.get("locality_subject")
     return subjects + ([(record["locality_prompt"], named)] if named else [])
 
 

@@ -59,3 +59,27 @@ def fact_models(fact_model_cache):
 def fact_model(request, fact_models):
     """The fact model of the architecture given by indirect parametrisation."""
     return fact_models(request.param)
+
+
+# --- edit quality, gathered into one section at the end of the run ---------------------------------
+QUALITY = "edit quality"
+
+
+@pytest.fixture
+def quality(record_property):
+    """quality(label, measured): keeps a quality test's measured efficacy / generalisation / locality for the
+    run's summary (passed and xfailed alike), so a log shows every number the closing tables cite."""
+    def keep(label: str, measured: dict) -> None:
+        text = " / ".join(f"{k} {v:.2f}" if v is not None else f"{k} -" for k, v in measured.items())
+        print(f"{label}: {text}")
+        record_property(QUALITY, f"{label}: {text}")
+    return keep
+
+
+def pytest_terminal_summary(terminalreporter):
+    lines = {value for reports in terminalreporter.stats.values() for report in reports
+             for name, value in getattr(report, "user_properties", ()) if name == QUALITY}
+    if lines:
+        terminalreporter.section("edit quality on the fact models")
+        for line in sorted(lines):
+            terminalreporter.write_line(line)

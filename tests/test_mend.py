@@ -71,7 +71,7 @@ def test_weights_of_one_shape_share_a_network_with_their_own_scale_and_shift():
 # --- edit quality on the fact models ------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
-def test_mend_edits_held_out_facts(arch, trained):
+def test_mend_edits_held_out_facts(arch, trained, quality):
     fact, hp = trained(arch)
     _, _, test = split(fact.facts)
     rows = []
@@ -80,7 +80,7 @@ def test_mend_edits_held_out_facts(arch, trained):
             rows += result.metrics
             assert sorted(result.touched) == sorted(hp["inner_params"])
     measured = summarise(rows)
-    print(f"MEND {arch}: {measured}")
+    quality(f"MEND {arch}", measured)
     assert all(row["pre"]["rewrite_acc"] == 0.0 for row in rows)  # the new targets were not there before
     assert measured["efficacy"] >= 0.75 and measured["generalisation"] >= 0.75, measured  # floors: edits land
     missed = [k for k, target in (("efficacy", 0.9), ("locality", 0.7)) if measured[k] < target]

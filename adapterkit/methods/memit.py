@@ -35,7 +35,8 @@ class MEMIT(LocateThenEditMethod):
         with frozen(model):
             templates = context_templates(model, tok, hp)
             zs = optimise_values(model, tok, requests, [top], templates, hp["fact_token"], LossSettings.from_hparams(hp),
-                                 loss_module=loss_module(hp, num_layers, layers[-1]), batch_size=int(hp["v_batch_size"]))[top]
+                                 loss_module=loss_module(hp, num_layers, layers[-1]), lm_head=hp.get("lm_head_module"),
+                                 batch_size=int(hp["v_batch_size"]))[top]
             for i, layer in enumerate(layers):
                 rewrite = hp["rewrite_module_tmp"].format(layer)
                 keys = context_keys(model, tok, requests, templates, hp["fact_token"], rewrite)

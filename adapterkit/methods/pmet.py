@@ -51,7 +51,8 @@ class PMET(LocateThenEditMethod):
         with frozen(model):
             templates = context_templates(model, tok, hp)
             zs = optimise_values(model, tok, requests, points, templates, hp["fact_token"], LossSettings.from_hparams(hp),
-                                 loss_module=loss_module(hp, num_layers, layers[-1]), batch_size=int(hp["v_batch_size"]))
+                                 loss_module=loss_module(hp, num_layers, layers[-1]), lm_head=hp.get("lm_head_module"),
+                                 batch_size=int(hp["v_batch_size"]))
             for i, layer in enumerate(layers):
                 for template in rewrites:
                     top = template.format(layers[-1])

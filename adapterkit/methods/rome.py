@@ -42,7 +42,8 @@ class ROME(LocateThenEditMethod):
         u = self.left_vector(model, tok, request, hp, layer, templates, spec)
         value_point = hp["mlp_module_tmp"].format(layer)
         v_star = optimise_values(model, tok, [request], [value_point], templates, hp["fact_token"],
-                                 LossSettings.from_hparams(hp), loss_module=loss_module(hp, num_layers, layer))[value_point][0]
+                                 LossSettings.from_hparams(hp), loss_module=loss_module(hp, num_layers, layer),
+                                 lm_head=hp.get("lm_head_module"))[value_point][0]
         k_now, v_now = module_io(model, tok, plain_prompts([request]), hp["fact_token"], rewrite)
         right = (v_star.double() - v_now[0].double().to(v_star.device)) / (k_now[0].double().to(u.device) @ u)
         apply_update(weights, spec, f"{rewrite}.weight", left=right, right=u.to(right.device))
