@@ -181,8 +181,8 @@ def test_the_head_runs_only_where_the_loss_reads_and_gives_the_models_logits(arc
     settings = values.LossSettings(lr=0.5, steps=5, weight_decay=0.0, clamp_norm_factor=50.0, kl_factor=0.5)
     point = spec.module_name("mlp_out", 1)
     with keys.frozen(model):
-        found = [values.optimise_values(model, tok, requests, [point], [["{}"]], "subject_last", settings, lm_head=h)[point]
-                 for h in (head, None)]
+        found = [values.optimise_values(model, tok, requests, [point], [["{}"]], "subject_last", settings,
+                                        lm_head=h)[point] for h in (head, None)]
     torch.testing.assert_close(found[0], found[1], rtol=1e-4, atol=1e-4)
 
 
@@ -303,28 +303,32 @@ def test_bad_layers_and_pmet_templates_are_explained():
 # edits there land. Every named subject (locality subjects included) also has a made-up code and five
 # made-up traits, so its key is its own and not just its answer's (CounterFact's locality prompts name
 # another subject with the same answer). Measured on the models CI trains (eff/gen/loc; ROME on 12 single
-# edits, the others on 48 edits in one call; 2 CPU threads):
+# edits, the others on 48 edits in one call; 2 CPU threads; the run's summary prints every number):
 #   arch      ROME mom2 off  ROME mom2 on   MEMIT          PMET           PMET FFN only
-#   gpt2      .50/.58/.75    .83/.67/1.0    .83/.63/.92    .27/.15/.48    .42/.21/.94
-#   gptj      .42/.25/.17    1.0/.92/1.0    .96/.94/.83    .44/.35/.29    .96/.92/.83
-#   gpt_neox  .83/.67/.50    1.0/.92/1.0    1.0/.96/.75    .77/.58/.27    1.0/.96/.69
-#   llama     .75/.67/.42    1.0/.92/.83    .96/.85/.79    .67/.54/.56    .44/.46/.94
-#   chatglm3  .75/.67/.42    1.0/.92/.75    .96/.85/.83    .54/.46/.58    .31/.38/.96
+#   gpt2      .67/.58/.67    1.0/.75/.92    .75/.48/.85    .62/.52/.58    .19/.08/.98
+#   gptj      .92/.92/.58    1.0/.92/1.0    .94/1.0/.73    .79/.65/.44    .96/.96/.69
+#   gpt_neox  .83/.67/.58    1.0/1.0/1.0    1.0/.98/.77    .85/.79/.52    1.0/.94/.81
+#   llama     .67/.58/.67    1.0/.83/1.0    .92/.92/.83    .58/.60/.85    .42/.38/.92
+#   chatglm3  .50/.75/.67    1.0/1.0/.83    .98/.96/.77    .85/.60/.69    .58/.69/.94
+# One trained model per architecture is one sample: two more trainings of the same fixture (seeds 0 and 1,
+# 3 threads on another CPU) moved single numbers by up to .3 (gpt2 MEMIT efficacy 1.0 and .69). Targets met
+# in how many of the three: ROME gptj, gpt_neox, llama 3, gpt2 2, chatglm3 1; MEMIT gptj, chatglm3 2, the
+# others 1; PMET FFN only gptj, gpt_neox 2, the sequential blocks 0; PMET as the issue states it 0.
 # PMET rewrites the attention and FFN output weights (the issue's form); its attention keys are 64 wide
-# here, and 48 edits in that space interfere (llama: efficacy .88 with 16 edits, .67 with 48). "FFN only"
-# is the paper's and EasyEdit's recipe: it meets the targets on GPT-J and nearly on GPT-NeoX, whose blocks
-# run attention and FFN in parallel, and fails on the sequential blocks, where the attention delta it
-# drops also fed the FFN. (Tried on these models and dropped: v_weight_decay 0.5 or 5, clamp_norm_factor
-# 0.75 or 2, mom2_update_weight 3 or 30, 120 value steps, kl_factor 0; models of width 128 with the
-# same settings did no better.)
+# here, and 48 edits in that space interfere. "FFN only" is the paper's and EasyEdit's recipe: it works
+# where attention and FFN run in parallel (GPT-J, GPT-NeoX) and fails on the sequential blocks, where the
+# attention delta it drops also fed the FFN; folding that delta into the FFN's target lifts their efficacy
+# (.83-.96) but drops locality to .42-.81. (Also tried and dropped: v_weight_decay 0.5 or 5,
+# clamp_norm_factor 0.75 or 2, mom2_update_weight 3 or 30, 120 value steps, kl_factor 0, width-128 models.)
 # The issue's targets (ROME: efficacy 0.95, generalisation 0.6, locality 0.85; MEMIT and PMET with 48
 # edits: efficacy 0.9, locality 0.8) are asserted where met; below them a test xfails with its numbers.
-# The floors asserted always sit under the worst measurement above (runs on other machines train slightly
-# different models), and far above what edits on models that do not recall through the subject reach (0.0).
+# The floors asserted always sit under the worst measurement of the three trainings (runs on other machines
+# train slightly different models), and far above what edits on models that do not recall through the
+# subject reach (0.0).
 ROME_TARGETS = {"efficacy": 0.95, "generalisation": 0.6, "locality": 0.85}
 BATCH_TARGETS = {"efficacy": 0.9, "locality": 0.8}
 FLOORS = {"ROME": {"efficacy": 0.5, "generalisation": 0.3}, "ROME mom2 off": {"efficacy": 0.25, "generalisation": 0.1},
-          "MEMIT": {"efficacy": 0.7, "generalisation": 0.5}, "PMET": {"efficacy": 0.1, "generalisation": 0.05},
+          "MEMIT": {"efficacy": 0.6, "generalisation": 0.25}, "PMET": {"efficacy": 0.1, "generalisation": 0.05},
           "PMET FFN only": {"efficacy": 0.1, "generalisation": 0.05}}
 
 

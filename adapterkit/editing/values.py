@@ -155,8 +155,8 @@ def optimise_values(model, tok, requests, points: Sequence[str], templates: Sequ
     ``batch_size``.
     """
     flat = [c for group in templates for c in group]
-    if loss_module is None and lm_head is not None and not _head_cut_is_exact(model, tok, requests[:1], flat, fact_token, lm_head):
-        lm_head = None
+    if loss_module is None and lm_head is not None:
+        lm_head = lm_head if _head_cut_is_exact(model, tok, requests[:1], flat, fact_token, lm_head) else None
     chunks = [_optimise_chunk(model, tok, requests[lo: lo + batch_size], points, flat, fact_token, settings, loss_module,
                               lm_head) for lo in range(0, len(requests), batch_size)]
     return {p: torch.cat([c[p] for c in chunks]) for p in points}
@@ -205,10 +205,10 @@ def head_logits(model, vb: ValueBatch, loss_module, lm_head: str | None) -> torc
     """[target tokens + requests, vocab]: the logits at ``vb.head_positions()``, float32.
 
     The batch holds every context template of every request, but the loss reads a few positions per row;
-    full-vocabulary logits for all of them would dominate the memory of a large batch (GPT-2 XL: rows x
-    tokens x 50k floats, kept for the backward pass). So the head runs on the wanted positions only: after
-    ``ln_f`` below the top (``loss_module``), or through ``lm_head``'s input where the caller checked that this
-    reproduces the model's logits; otherwise the model's own logits are cut afterwards.
+    full-vocabulary logits for all of them cost rows x tokens x vocabulary floats, kept for the backward
+    pass. So the head runs on the wanted positions only: after ``ln_f`` below the top (``loss_module``), or
+    through ``lm_head``'s input where the caller checked that this reproduces the model's logits; otherwise
+    the model's own logits are cut afterwards.
     """
     rows, positions = vb.head_positions()
     if loss_module is not None:
