@@ -39,13 +39,12 @@ MAX_PREFIX_WORDS = 4
 
 # --- who the records name -------------------------------------------------------------------------
 def record_subjects(record: dict) -> list[tuple[str, str]]:
-    """(prompt naming a subject, that subject) of the record's subject prompts and its locality prompt.
+    """(prompt naming a subject, that subject) of the record's prompt, rephrase and locality prompt.
 
     CounterFact's locality prompts carry no subject field; the bundled sample adds one (``locality_subject``,
     see adapterkit/data/NOTICE.md), since titles such as "Murder, She Wrote" defeat any rule."""
-    subjects = [(record["prompt"], record["subject"]), (record["rephrase_prompt"], record["subject"])]
-    named = record.get("locality_subject")
-    return subjects + ([(record["locality_prompt"], named)] if named else [])
+    return [(record["prompt"], record["subject"]), (record["rephrase_prompt"], record["subject"]),
+            (record["locality_prompt"], record["locality_subject"])]
 
 
 IDENTITY_KIND = "identity code"
