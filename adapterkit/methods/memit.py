@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..editing.keys import context_keys, frozen, module_io, plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update, spread_update
-from ..editing.values import LossSettings, context_templates, loss_module, optimise_values
+from ..editing.values import LossSettings, context_templates, head_reading, optimise_values
 from . import LOCATE_THEN_EDIT_DEFAULTS, LocateThenEditMethod
 
 
@@ -35,8 +35,7 @@ class MEMIT(LocateThenEditMethod):
         with frozen(model):
             templates = context_templates(model, tok, hp)
             zs = optimise_values(model, tok, requests, [top], templates, hp["fact_token"], LossSettings.from_hparams(hp),
-                                 loss_module=loss_module(hp, num_layers, layers[-1]), lm_head=hp.get("lm_head_module"),
-                                 batch_size=int(hp["v_batch_size"]))[top]
+                                 **head_reading(hp, num_layers, layers[-1]), batch_size=int(hp["v_batch_size"]))[top]
             for i, layer in enumerate(layers):
                 rewrite = hp["rewrite_module_tmp"].format(layer)
                 keys = context_keys(model, tok, requests, templates, hp["fact_token"], rewrite)

@@ -16,7 +16,7 @@ import math
 from ..editing.keys import context_keys, frozen, module_io, plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update, spread_update
-from ..editing.values import LossSettings, context_templates, loss_module, optimise_values
+from ..editing.values import LossSettings, context_templates, head_reading, optimise_values
 from ..errors import AdapterkitError
 from . import LOCATE_THEN_EDIT_DEFAULTS, LocateThenEditMethod
 
@@ -51,8 +51,7 @@ class PMET(LocateThenEditMethod):
         with frozen(model):
             templates = context_templates(model, tok, hp)
             zs = optimise_values(model, tok, requests, points, templates, hp["fact_token"], LossSettings.from_hparams(hp),
-                                 loss_module=loss_module(hp, num_layers, layers[-1]), lm_head=hp.get("lm_head_module"),
-                                 batch_size=int(hp["v_batch_size"]))
+                                 **head_reading(hp, num_layers, layers[-1]), batch_size=int(hp["v_batch_size"]))
             for i, layer in enumerate(layers):
                 for template in rewrites:
                     top = template.format(layers[-1])

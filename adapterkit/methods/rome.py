@@ -14,7 +14,7 @@ import torch
 from ..editing.keys import context_keys, frozen, module_io, plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update
-from ..editing.values import LossSettings, context_templates, loss_module, optimise_values
+from ..editing.values import LossSettings, context_templates, head_reading, optimise_values
 from . import LOCATE_THEN_EDIT_DEFAULTS, LocateThenEditMethod
 
 
@@ -42,8 +42,7 @@ class ROME(LocateThenEditMethod):
         u = self.left_vector(model, tok, request, hp, layer, templates, spec)
         value_point = hp["mlp_module_tmp"].format(layer)
         v_star = optimise_values(model, tok, [request], [value_point], templates, hp["fact_token"],
-                                 LossSettings.from_hparams(hp), loss_module=loss_module(hp, num_layers, layer),
-                                 lm_head=hp.get("lm_head_module"))[value_point][0]
+                                 LossSettings.from_hparams(hp), **head_reading(hp, num_layers, layer))[value_point][0]
         k_now, v_now = module_io(model, tok, plain_prompts([request]), hp["fact_token"], rewrite)
         right = (v_star.double() - v_now[0].double().to(v_star.device)) / (k_now[0].double().to(u.device) @ u)
         apply_update(weights, spec, f"{rewrite}.weight", left=right, right=u.to(right.device))
