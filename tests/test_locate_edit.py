@@ -368,7 +368,8 @@ def test_batch_edits_in_one_call(arch, variant, fact_models, corpus_for, tmp_pat
     hp = hparams(fact.model, get_registry().architecture(arch), method, **tiny_hparams(method))
     if variant == "PMET FFN only":
         # the paper's and EasyEdit's recipe: both outputs optimised jointly, only the FFN output weight rewritten
-        hp["rewrite_module_tmps"] = [hp["mlp_module_tmp"]]
+        # at MEMIT's layers, which it shares in the paper
+        hp.update(rewrite_module_tmps=[hp["mlp_module_tmp"]], layers=tiny_hparams("MEMIT")["layers"])
     hp = with_stats(hp, corpus_for(fact.facts), tmp_path)
     with adapterkit.edited(fact.model, fact.tok, list(fact.facts.trained), hp) as result:
         assert len(result.metrics) == len(fact.facts.trained)
