@@ -305,21 +305,28 @@ def test_bad_layers_and_pmet_templates_are_explained():
 # another subject with the same answer). Measured on the models CI trains (eff/gen/loc; ROME on 12 single
 # edits, the others on 48 edits in one call; 2 CPU threads; the run's summary prints every number):
 #   arch      ROME mom2 off  ROME mom2 on   MEMIT          PMET           PMET FFN only
-#   gpt2      .67/.58/.67    1.0/.75/.92    .75/.48/.85    .62/.52/.58    .19/.08/.98
+#   gpt2      .67/.58/.67    1.0/.75/.92    .92/.67/.73    .62/.52/.58    .81/.62/.77
 #   gptj      .92/.92/.58    1.0/.92/1.0    .94/1.0/.73    .79/.65/.44    .96/.96/.69
 #   gpt_neox  .83/.67/.58    1.0/1.0/1.0    1.0/.98/.77    .85/.79/.52    1.0/.94/.81
-#   llama     .67/.58/.67    1.0/.83/1.0    .92/.92/.83    .58/.60/.85    .42/.38/.92
-#   chatglm3  .50/.75/.67    1.0/1.0/.83    .98/.96/.77    .85/.60/.69    .58/.69/.94
-# One trained model per architecture is one sample: two more trainings of the same fixture (seeds 0 and 1,
-# 3 threads on another CPU) moved single numbers by up to .3 (gpt2 MEMIT efficacy 1.0 and .69). Targets met
-# in how many of the three: ROME gptj, gpt_neox, llama 3, gpt2 2, chatglm3 1; MEMIT gptj, chatglm3 2, the
-# others 1; PMET FFN only gptj, gpt_neox 2, the sequential blocks 0; PMET as the issue states it 0.
+#   llama     .67/.58/.67    1.0/.83/1.0    1.0/.96/.90    .58/.60/.85    .98/.90/.90
+#   chatglm3  .50/.75/.67    1.0/1.0/.83    .98/.96/.92    .85/.60/.69    .96/.96/.90
+# MEMIT and PMET FFN only edit layers 0 and 1 (tiny_hparams.yaml says why); PMET in the issue's form keeps the
+# layers `detect` writes. One trained model per architecture is one sample: two more trainings of the same
+# fixture on another CPU (seed 0 and seed 1, 3 threads) gave, MEMIT: gpt2 1.0/.73/.83 and .98/.71/.94, gptj
+# .98/.96/.85 and .98/.92/.92, gpt_neox 1.0/.98/.83 and 1.0/.96/.81, llama .94/.88/.88 and (that training
+# stopped short of full recall), chatglm3 .96/.88/.81 and .98/.96/.92; PMET FFN only: gpt2 .98/.75/.79 and
+# .85/.69/.94, gptj .98/.92/.81 and .96/.90/.92, gpt_neox .98/.88/.88 and .98/.98/.81, llama .98/.83/.88,
+# chatglm3 .98/.92/.79 and .98/.96/.88. Targets met, of the trainings measured: MEMIT chatglm3 3/3, llama 2/2,
+# gpt2, gptj, gpt_neox 2/3 (CI's models are the misses, locality .73-.77: in 9 of gptj's 13 misses the
+# record's own edit alone keeps its neighbour, the other 47 edits together flip it); PMET FFN only gpt_neox
+# 3/3, llama 2/2, gptj and chatglm3 2/3, gpt2 0/3; ROME gpt2, gptj, gpt_neox 3/3, llama 2/2, chatglm3 1/3;
+# PMET as the issue states it 0 (not re-measured on the third training).
 # PMET rewrites the attention and FFN output weights (the issue's form); its attention keys are 64 wide
-# here, and 48 edits in that space interfere. "FFN only" is the paper's and EasyEdit's recipe: it works
-# where attention and FFN run in parallel (GPT-J, GPT-NeoX) and fails on the sequential blocks, where the
-# attention delta it drops also fed the FFN; folding that delta into the FFN's target lifts their efficacy
-# (.83-.96) but drops locality to .42-.81. (Also tried and dropped: v_weight_decay 0.5 or 5,
-# clamp_norm_factor 0.75 or 2, mom2_update_weight 3 or 30, 120 value steps, kl_factor 0, width-128 models.)
+# here, and 48 edits in that space interfere; at layers 0 and 1 it wrecks the sequential blocks (GPT-2 and
+# LLaMA efficacy and locality near 0). "FFN only" is the paper's and EasyEdit's recipe: both outputs are
+# optimised, only the FFN output weight is rewritten, over MEMIT's layers. (Also tried and dropped: folding
+# the attention delta into the FFN's target, v_weight_decay 0.05, 0.5 or 5, clamp_norm_factor 0.75, 2 or 4,
+# mom2_update_weight 3, 10, 30 or 100, kl_factor 0 or 0.5, 120 value steps, width-128 models.)
 # The issue's targets (ROME: efficacy 0.95, generalisation 0.6, locality 0.85; MEMIT and PMET with 48
 # edits: efficacy 0.9, locality 0.8) are asserted where met; below them a test xfails with its numbers.
 # The floors asserted always sit under the worst measurement of the three trainings (runs on other machines
@@ -328,8 +335,8 @@ def test_bad_layers_and_pmet_templates_are_explained():
 ROME_TARGETS = {"efficacy": 0.95, "generalisation": 0.6, "locality": 0.85}
 BATCH_TARGETS = {"efficacy": 0.9, "locality": 0.8}
 FLOORS = {"ROME": {"efficacy": 0.5, "generalisation": 0.3}, "ROME mom2 off": {"efficacy": 0.25, "generalisation": 0.1},
-          "MEMIT": {"efficacy": 0.6, "generalisation": 0.25}, "PMET": {"efficacy": 0.1, "generalisation": 0.05},
-          "PMET FFN only": {"efficacy": 0.1, "generalisation": 0.05}}
+          "MEMIT": {"efficacy": 0.7, "generalisation": 0.45}, "PMET": {"efficacy": 0.1, "generalisation": 0.05},
+          "PMET FFN only": {"efficacy": 0.6, "generalisation": 0.4}}
 
 
 def check(measured: dict, method: str, targets: dict, arch: str, quality) -> None:
