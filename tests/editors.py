@@ -1,5 +1,9 @@
 """Shared by the MEND and SERAC tests: which facts an editor trains on, and training one per architecture."""
+import pytest
+
+import adapterkit
 from adapterkit.autodetect import method_hparams
+from adapterkit.errors import ArchiveError
 from adapterkit.factmodels import tiny_hparams
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
@@ -29,6 +33,14 @@ def train_editor(method, fact, out_dir, **overrides):
     return {**hp, "archive": str(out_dir)}, result
 
 
+def trained_editors_fixture(method):
+    """A module fixture ``trained``: arch -> (fact model, hparams with the archive), each architecture trained once."""
+    @pytest.fixture(scope="module", name="trained")
+    def fixture(fact_models, tmp_path_factory):
+        return trained_editors(method, fact_models, tmp_path_factory)
+    return fixture
+
+
 def trained_editors(method, fact_models, tmp_path_factory):
     """arch -> (fact model, hparams with the archive), each architecture trained once."""
     cache = {}
@@ -39,3 +51,11 @@ def trained_editors(method, fact_models, tmp_path_factory):
             cache[arch] = (fact, train_editor(method, fact, tmp_path_factory.mktemp(f"{method.name}-{arch}"))[0])
         return cache[arch]
     return get
+
+
+def assert_refused_by_another_architecture(trained, fact_models, hparams, other_arch: str) -> None:
+    """An archive trained for gpt2 does not load into ``other_arch``'s model, and the message names both."""
+    _, hp = trained("gpt2")
+    other = fact_models(other_arch)
+    with pytest.raises(ArchiveError, match=f"trained for the 'gpt2' architecture; the model is '{other_arch}'"):
+        adapterkit.edit(other.model, other.tok, other.facts.trained[0], {**hparams(other.model), "archive": hp["archive"]})

@@ -1,5 +1,6 @@
 """MEND on every registered architecture: gradient factors in each weight layout, edit quality on the small
 fact models, archives that load exactly, resume, clear errors; and the training datasets both editors read."""
+import functools
 import json
 
 import pytest
@@ -17,22 +18,14 @@ from adapterkit.methods.mend import MEND, MendEditor, MendTask, edit_factors, st
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 from conftest import fact_model_unavailable
-from editors import editor_hparams, split, train_editor, trained_editors
+from editors import assert_refused_by_another_architecture, editor_hparams, split, train_editor, trained_editors_fixture
 
 ARCHS = get_registry().architecture_names()
 
 
-def mend_hparams(model, **overrides) -> dict:
-    return editor_hparams(model, "MEND", **overrides)
-
-
-def train_mend(fact, out_dir, **overrides):
-    return train_editor(MEND, fact, out_dir, **overrides)
-
-
-@pytest.fixture(scope="module")
-def trained(fact_models, tmp_path_factory):
-    return trained_editors(MEND, fact_models, tmp_path_factory)
+mend_hparams = functools.partial(editor_hparams, method="MEND")
+train_mend = functools.partial(train_editor, MEND)
+trained = trained_editors_fixture(MEND)
 
 
 # --- gradient factors in every layout ---------------------------------------------------------------
@@ -157,10 +150,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(fact_models, tmp
 
 @pytest.mark.slow
 def test_archive_of_another_architecture_is_refused(trained, fact_models):
-    _, hp = trained("gpt2")
-    other = fact_models("gpt_neox")
-    with pytest.raises(ArchiveError, match="trained for the 'gpt2' architecture; the model is 'gpt_neox'"):
-        adapterkit.edit(other.model, other.tok, other.facts.trained[0], {**mend_hparams(other.model), "archive": hp["archive"]})
+    assert_refused_by_another_architecture(trained, fact_models, mend_hparams, "gpt_neox")
 
 
 @pytest.mark.slow

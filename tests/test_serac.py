@@ -1,5 +1,7 @@
 """SERAC on the small fact models of every registered architecture: edit quality on edits it never saw,
 an untouched base model, archives that load exactly, resume, and clear errors."""
+import functools
+
 import pytest
 import torch
 
@@ -10,22 +12,14 @@ from adapterkit.errors import ArchiveError, SchemaError
 from adapterkit.methods.serac import SERAC, SeracAnswerer
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
-from editors import editor_hparams, split, train_editor, trained_editors
+from editors import assert_refused_by_another_architecture, editor_hparams, split, train_editor, trained_editors_fixture
 
 ARCHS = get_registry().architecture_names()
 
 
-def serac_hparams(model, **overrides) -> dict:
-    return editor_hparams(model, "SERAC", **overrides)
-
-
-def train_serac(fact, out_dir, **overrides):
-    return train_editor(SERAC, fact, out_dir, **overrides)
-
-
-@pytest.fixture(scope="module")
-def trained(fact_models, tmp_path_factory):
-    return trained_editors(SERAC, fact_models, tmp_path_factory)
+serac_hparams = functools.partial(editor_hparams, method="SERAC")
+train_serac = functools.partial(train_editor, SERAC)
+trained = trained_editors_fixture(SERAC)
 
 
 def weights_of(model) -> dict:
@@ -112,10 +106,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(fact_models, tmp
 
 @pytest.mark.slow
 def test_archive_of_another_architecture_is_refused(trained, fact_models):
-    _, hp = trained("gpt2")
-    other = fact_models("llama")
-    with pytest.raises(ArchiveError, match="trained for the 'gpt2' architecture; the model is 'llama'"):
-        adapterkit.edit(other.model, other.tok, other.facts.trained[0], {**serac_hparams(other.model), "archive": hp["archive"]})
+    assert_refused_by_another_architecture(trained, fact_models, serac_hparams, "llama")
 
 
 @pytest.mark.slow
