@@ -54,7 +54,7 @@ def demo_hparams(fact, method_name: str, cache_dir: Path, say: Callable[[str], N
     hp = {**method_hparams(spec, fact.model.config.to_dict(), method, model_name=f"demo-{spec.name}"),
           **tiny_hparams(method.name)}
     if hp.get("mom2_adjustment"):
-        corpus = write_stats_corpus(fact.facts, cache_dir / "corpus.txt")
+        corpus = write_stats_corpus(fact, cache_dir / "corpus.txt")
         hp.update(mom2_corpus=str(corpus), mom2_dataset="demo-facts", mom2_n_samples=1000,
                   stats_dir=str(cache_dir / "stats"))
     if method.trainable:

@@ -256,6 +256,7 @@ class FactModel(NamedTuple):
     model: torch.nn.Module
     tok: object  # a PreTrainedTokenizerFast
     facts: FactSet
+    recipe: str = "plain"
 
 
 def _cache_key(arch_name: str, facts: FactSet, config: dict, settings: dict) -> str:
@@ -290,7 +291,7 @@ def load_or_train(arch_name: str, cache_dir, n_facts: int = DEFAULT_N_FACTS, *, 
             print(f"trained the {arch_name} fact model ({recipe}) in {time.perf_counter() - started:.1f}s")
         _save_atomically(model, tokenizer, path)
     model, tokenizer = load_model(path, dtype=torch.float32)
-    return FactModel(model, tokenizer, facts)
+    return FactModel(model, tokenizer, facts, recipe)
 
 
 def _save_atomically(model, tokenizer, path: Path) -> None:
@@ -317,9 +318,23 @@ def tiny_hparams(method: str) -> dict:
     return dict(table.get(method.upper(), {}))
 
 
-def write_stats_corpus(facts: FactSet, path) -> Path:
-    """The fact texts as a one-document-per-line corpus, for second-moment statistics."""
+def stats_texts(facts: FactSet, recipe: str) -> list[str]:
+    """What the fact model was trained on, one document per text: the stand-in for a pretrained model's corpus
+    (as Wikipedia is for the published models) when second-moment statistics are computed.
+
+    For ``subject_recall`` models that includes the made-up codes and traits: a subject's key is mostly those,
+    and a corpus without them under-weights subject keys in C (see tests/test_locate_edit.py for the effect)."""
+    texts = [text.replace(EOS, "") for text in fact_corpus(facts.trained)]
+    if recipe == "subject_recall":
+        from .subject_recall import made_up_pairs
+
+        texts += [prompt + answer for prompt, answer in made_up_pairs(facts.trained)]
+    return texts
+
+
+def write_stats_corpus(fact: FactModel, path) -> Path:
+    """The fact model's stats_texts as a one-document-per-line corpus, for second-moment statistics."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(text.replace(EOS, "") for text in fact_corpus(facts.all)) + "\n", encoding="utf-8")
+    path.write_text("\n".join(stats_texts(fact.facts, fact.recipe)) + "\n", encoding="utf-8")
     return path

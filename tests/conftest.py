@@ -4,7 +4,7 @@ Use ``fact_model`` with indirect parametrisation over ``ARCHS``::
 
     @pytest.mark.parametrize("fact_model", ARCHS, indirect=True)
     def test_something(fact_model):
-        model, tok, facts = fact_model
+        model, tok, facts, recipe = fact_model
 
 or the ``fact_models`` factory (``fact_models("llama")``). Either way each call loads fresh weights from
 the session's cache, so a test may edit its model in place without affecting any other test.

@@ -67,7 +67,7 @@ def test_deltas_only_then_evaluate_reproduces_the_edit(checkpoint, tmp_path, cap
 def test_stats_computes_once_then_reuses(checkpoint, tmp_path, capsys):
     path, fact = checkpoint
     hp = detected(checkpoint, "MEMIT", tmp_path, capsys, mom2_n_samples=200, mom2_dataset="facts")
-    corpus = write_stats_corpus(fact.facts, tmp_path / "corpus.txt")
+    corpus = write_stats_corpus(fact, tmp_path / "corpus.txt")
     args = ["stats", path, "--hparams", hp, "--corpus", corpus, "--stats-dir", tmp_path / "stats"]
     assert main(args) == 0
     first = capsys.readouterr().out.splitlines()

@@ -82,7 +82,7 @@ def test_tokenizer_round_trips_through_save_pretrained_offline(tok, facts, tmp_p
 @pytest.mark.parametrize("recipe", factmodels.RECIPES)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_trained_model_recalls_its_facts(arch, recipe, fact_models):
-    model, tok, facts = fact_models(arch, recipe=recipe)
+    model, tok, facts, _ = fact_models(arch, recipe=recipe)
     recall = factmodels.recall(model, tok, facts.trained)
     assert min(recall.values()) >= 0.95, recall
 
@@ -92,7 +92,7 @@ def test_trained_model_recalls_its_facts(arch, recipe, fact_models):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_trained_model_answers_every_edit_target_somewhere(arch, recipe, fact_models):
     """Editing makes target_new the answer; the model must already produce that word for some prompt."""
-    model, tok, facts = fact_models(arch, recipe=recipe)
+    model, tok, facts, _ = fact_models(arch, recipe=recipe)
     prompts = [r[p] for r in facts.trained for p in ("prompt", "locality_prompt")]
     answers = [" " + r[a] for r in facts.trained for a in ("ground_truth", "locality_ground_truth")]
     recalled = {a.strip() for a, acc in zip(answers, token_accuracy(model, tok, prompts, answers)) if acc == 1.0}
@@ -109,7 +109,7 @@ def test_subject_recall_models_answer_from_the_subjects_state_and_plain_ones_do_
 
     accuracy = {}
     for recipe in factmodels.RECIPES:
-        model, tok, facts = fact_models(arch, recipe=recipe)
+        model, tok, facts, _ = fact_models(arch, recipe=recipe)
         accuracy[recipe] = swap_accuracy(model, get_registry().architecture(arch), tok, facts.trained, seed=1)
     assert accuracy["subject_recall"] >= 0.95 and accuracy["plain"] < 0.5, accuracy
 

@@ -15,7 +15,7 @@ from adapterkit.editing.metrics import summarise
 from adapterkit.editing.result import EditResult
 from adapterkit.editing.update import apply_update, spread_update
 from adapterkit.errors import AdapterkitError
-from adapterkit.factmodels import build_tokenizer, counterfact_sample, fact_corpus, fact_model_config, tiny_hparams
+from adapterkit.factmodels import build_tokenizer, counterfact_sample, fact_model_config, tiny_hparams, write_stats_corpus
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 
@@ -46,12 +46,8 @@ def hparams(model, spec, method: str, **overrides) -> dict:
 
 @pytest.fixture(scope="session")
 def corpus_for(tmp_path_factory):
-    """A stats corpus of the fact texts, one document per line."""
-    def make(facts) -> Path:
-        path = tmp_path_factory.mktemp("corpus") / "facts.txt"
-        path.write_text("\n".join(text.replace("<eos>", "") for text in fact_corpus(facts.all)) + "\n")
-        return path
-    return make
+    """A stats corpus of the fact model's texts (factmodels.stats_texts), one document per line."""
+    return lambda fact: write_stats_corpus(fact, tmp_path_factory.mktemp("corpus") / "facts.txt")
 
 
 def with_stats(hp: dict, corpus: Path, stats_dir: Path) -> dict:
@@ -305,22 +301,24 @@ def test_bad_layers_and_pmet_templates_are_explained():
 # another subject with the same answer). Measured on the models CI trains (eff/gen/loc; ROME on 12 single
 # edits, the others on 48 edits in one call; 2 CPU threads; the run's summary prints every number):
 #   arch      ROME mom2 off  ROME mom2 on   MEMIT          PMET           PMET FFN only
-#   gpt2      .67/.58/.67    1.0/.75/.92    .92/.67/.73    .62/.52/.58    .81/.62/.77
-#   gptj      .92/.92/.58    1.0/.92/1.0    .94/1.0/.73    .79/.65/.44    .96/.96/.69
-#   gpt_neox  .83/.67/.58    1.0/1.0/1.0    1.0/.98/.77    .85/.79/.52    1.0/.94/.81
-#   llama     .67/.58/.67    1.0/.83/1.0    1.0/.96/.90    .58/.60/.85    .98/.90/.90
-#   chatglm3  .50/.75/.67    1.0/1.0/.83    .98/.96/.92    .85/.60/.69    .96/.96/.90
-# MEMIT and PMET FFN only edit layers 0 and 1 (tiny_hparams.yaml says why); PMET in the issue's form keeps the
-# layers `detect` writes. One trained model per architecture is one sample: two more trainings of the same
-# fixture on another CPU (seed 0 and seed 1, 3 threads) gave, MEMIT: gpt2 1.0/.73/.83 and .98/.71/.94, gptj
-# .98/.96/.85 and .98/.92/.92, gpt_neox 1.0/.98/.83 and 1.0/.96/.81, llama .94/.88/.88 and (that training
-# stopped short of full recall), chatglm3 .96/.88/.81 and .98/.96/.92; PMET FFN only: gpt2 .98/.75/.79 and
-# .85/.69/.94, gptj .98/.92/.81 and .96/.90/.92, gpt_neox .98/.88/.88 and .98/.98/.81, llama .98/.83/.88,
-# chatglm3 .98/.92/.79 and .98/.96/.88. Targets met, of the trainings measured: MEMIT chatglm3 3/3, llama 2/2,
-# gpt2, gptj, gpt_neox 2/3 (CI's models are the misses, locality .73-.77: in 9 of gptj's 13 misses the
-# record's own edit alone keeps its neighbour, the other 47 edits together flip it); PMET FFN only gpt_neox
-# 3/3, llama 2/2, gptj and chatglm3 2/3, gpt2 0/3; ROME gpt2, gptj, gpt_neox 3/3, llama 2/2, chatglm3 1/3;
-# PMET as the issue states it 0 (not re-measured on the third training).
+#   gpt2      .67/.58/.67    1.0/.83/1.0    .77/.58/.81    .54/.40/.65    .62/.52/.81
+#   gptj      .92/.92/.58    1.0/.92/1.0    .94/.98/.96    .58/.54/.50    .92/.94/.94
+#   gpt_neox  .83/.67/.58    1.0/.83/1.0    1.0/.98/.92    .77/.73/.54    1.0/.94/.92
+#   llama     .67/.58/.67    1.0/.75/1.0    1.0/.88/.96    .60/.56/.88    .96/.83/.94
+#   chatglm3  .50/.75/.67    1.0/1.0/.92    .98/.92/.94    .79/.50/.73    .94/.90/.94
+# Two choices made these numbers. MEMIT and PMET FFN only edit layers 0 and 1 (tiny_hparams.yaml says why);
+# PMET in the issue's form keeps the layers `detect` writes. And the statistics corpus is what the model was
+# trained on, made-up codes and traits included (factmodels.stats_texts): with the CounterFact sentences
+# alone, subject keys were under-weighted in C and the other 47 edits of a batch flipped neighbours (in 9
+# of GPT-J's 13 locality misses the record's own edit alone kept its neighbour). That change, on these
+# models: MEMIT locality gpt2 .73 -> .81, gptj .73 -> .96, gpt_neox .77 -> .92, llama .90 -> .96, chatglm3
+# .92 -> .94, at the price of gpt2's efficacy (.92 -> .77); ROME chatglm3 locality .83 -> .92.
+# One trained model per architecture is one sample. A second training (seed 0, 3 threads, another CPU):
+# ROME gpt2 1.0/1.0/1.0, gptj 1.0/.92/1.0, gpt_neox 1.0/.83/1.0, llama 1.0/1.0/1.0, chatglm3 .92/.92/1.0;
+# MEMIT gpt2 .90/.65/.85, gptj .98/.94/.98, gpt_neox .98/.90/.94, llama .94/.83/.90, chatglm3 .96/.83/.96;
+# PMET FFN only gpt2 .90/.67/.85, gptj .98/.90/.98, gpt_neox .92/.83/.98, llama .94/.77/.90, chatglm3
+# .96/.88/.92. Targets met in both trainings: ROME on four (chatglm3 in one), MEMIT and PMET FFN only on
+# four (gpt2 in one: its efficacy .77 and .62 here); PMET as the issue states it in neither.
 # PMET rewrites the attention and FFN output weights (the issue's form); its attention keys are 64 wide
 # here, and 48 edits in that space interfere; at layers 0 and 1 it wrecks the sequential blocks (GPT-2 and
 # LLaMA efficacy and locality near 0). "FFN only" is the paper's and EasyEdit's recipe: both outputs are
@@ -329,14 +327,14 @@ def test_bad_layers_and_pmet_templates_are_explained():
 # mom2_update_weight 3, 10, 30 or 100, kl_factor 0 or 0.5, 120 value steps, width-128 models.)
 # The issue's targets (ROME: efficacy 0.95, generalisation 0.6, locality 0.85; MEMIT and PMET with 48
 # edits: efficacy 0.9, locality 0.8) are asserted where met; below them a test xfails with its numbers.
-# The floors asserted always sit under the worst measurement of the three trainings (runs on other machines
+# The floors asserted sit under the worst measurement of the trainings (runs on other machines
 # train slightly different models), and far above what edits on models that do not recall through the
 # subject reach (0.0).
 ROME_TARGETS = {"efficacy": 0.95, "generalisation": 0.6, "locality": 0.85}
 BATCH_TARGETS = {"efficacy": 0.9, "locality": 0.8}
 FLOORS = {"ROME": {"efficacy": 0.5, "generalisation": 0.3}, "ROME mom2 off": {"efficacy": 0.25, "generalisation": 0.1},
-          "MEMIT": {"efficacy": 0.7, "generalisation": 0.45}, "PMET": {"efficacy": 0.1, "generalisation": 0.05},
-          "PMET FFN only": {"efficacy": 0.6, "generalisation": 0.4}}
+          "MEMIT": {"efficacy": 0.6, "generalisation": 0.4}, "PMET": {"efficacy": 0.1, "generalisation": 0.05},
+          "PMET FFN only": {"efficacy": 0.5, "generalisation": 0.35}}
 
 
 def check(measured: dict, method: str, targets: dict, arch: str, quality) -> None:
@@ -357,7 +355,7 @@ def test_rome_single_edits(arch, mom2_adjustment, fact_models, corpus_for, tmp_p
     hp = hparams(fact.model, get_registry().architecture(arch), "ROME",
                  **{**tiny_hparams("ROME"), "mom2_adjustment": mom2_adjustment})
     if mom2_adjustment:
-        hp = with_stats(hp, corpus_for(fact.facts), tmp_path)
+        hp = with_stats(hp, corpus_for(fact), tmp_path)
     rows = []
     for record in fact.facts.trained[:12]:
         with adapterkit.edited(fact.model, fact.tok, record, hp) as result:
@@ -377,7 +375,7 @@ def test_batch_edits_in_one_call(arch, variant, fact_models, corpus_for, tmp_pat
         # the paper's and EasyEdit's recipe: both outputs optimised jointly, only the FFN output weight rewritten
         # at MEMIT's layers, which it shares in the paper
         hp.update(rewrite_module_tmps=[hp["mlp_module_tmp"]], layers=tiny_hparams("MEMIT")["layers"])
-    hp = with_stats(hp, corpus_for(fact.facts), tmp_path)
+    hp = with_stats(hp, corpus_for(fact), tmp_path)
     with adapterkit.edited(fact.model, fact.tok, list(fact.facts.trained), hp) as result:
         assert len(result.metrics) == len(fact.facts.trained)
         check(summarise(result.metrics), variant, BATCH_TARGETS, arch, quality)
