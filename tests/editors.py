@@ -37,20 +37,15 @@ def trained_editors_fixture(method):
     """A module fixture ``trained``: arch -> (fact model, hparams with the archive), each architecture trained once."""
     @pytest.fixture(scope="module", name="trained")
     def fixture(fact_models, tmp_path_factory):
-        return trained_editors(method, fact_models, tmp_path_factory)
+        cache = {}
+
+        def get(arch):
+            if arch not in cache:
+                fact = fact_models(arch)
+                cache[arch] = (fact, train_editor(method, fact, tmp_path_factory.mktemp(f"{method.name}-{arch}"))[0])
+            return cache[arch]
+        return get
     return fixture
-
-
-def trained_editors(method, fact_models, tmp_path_factory):
-    """arch -> (fact model, hparams with the archive), each architecture trained once."""
-    cache = {}
-
-    def get(arch):
-        if arch not in cache:
-            fact = fact_models(arch)
-            cache[arch] = (fact, train_editor(method, fact, tmp_path_factory.mktemp(f"{method.name}-{arch}"))[0])
-        return cache[arch]
-    return get
 
 
 def assert_refused_by_another_architecture(trained, fact_models, hparams, other_arch: str) -> None:

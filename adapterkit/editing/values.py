@@ -267,7 +267,6 @@ def loss_module(hparams: Mapping, num_layers: int, edit_layer: int) -> tuple[str
     return hparams["layer_module_tmp"].format(max(int(layer), edit_layer)), hparams["ln_f_module"], hparams["lm_head_module"]
 
 
-
 def head_reading(hparams: Mapping, num_layers: int, edit_layer: int) -> dict:
     """optimise_values' keywords for where and how the loss reads logits: ``loss_module`` and ``lm_head``."""
     return {"loss_module": loss_module(hparams, num_layers, edit_layer), "lm_head": hparams.get("lm_head_module")}
