@@ -44,9 +44,9 @@ def fact_model_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fact_models(fact_model_cache):
     """fact_models(arch, n_facts=..., recipe=...) -> FactModel(model, tok, facts); trains on the first request only."""
-    from adapterkit.factmodels import DEFAULT_N_FACTS, load_or_train
+    from adapterkit.factmodels import load_or_train
 
-    def load(arch: str, n_facts: int = DEFAULT_N_FACTS, recipe: str = "plain"):
+    def load(arch: str, n_facts: int | None = None, recipe: str = "plain"):
         reason = fact_model_unavailable(arch)
         if reason:
             pytest.skip(reason)

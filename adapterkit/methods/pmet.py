@@ -4,8 +4,9 @@ MEMIT edits the residual stream at the top edit layer; PMET observes that the at
 outputs there (the "transformer component" hidden states) carry different knowledge, so:
   1. z_attn, z_mlp: deltas on the attention output and the FFN output at the top edit layer L,
      optimised jointly for every request (values.py), with MEMIT's loss.
-  2. For each layer l and each rewrite module (``rewrite_module_tmps``: the FFN output projection,
-     and optionally the attention output projection): keys at l on the model as edited so far,
+  2. For each layer l and each rewrite module (``rewrite_module_tmps``: by default the FFN output
+     projection alone, as in the paper and EasyEdit; list ``attn_module_tmp`` too and the attention output
+     projection is rewritten with its own z_attn): keys at l on the model as edited so far,
      residuals R = (z - current component output at L) / sqrt(layers left), and
      Delta = R K^T (lambda C + K K^T)^-1 with the module's own key second moment C.
 """
@@ -35,7 +36,7 @@ class PMET(LocateThenEditMethod):
     }
     template_keys = {
         "rewrite_module_tmp": "mlp_out",
-        "rewrite_module_tmps": ["attn_out", "mlp_out"],
+        "rewrite_module_tmps": ["mlp_out"],
         "layer_module_tmp": "layer",
         "mlp_module_tmp": "mlp_out",
         "attn_module_tmp": "attn_out",
