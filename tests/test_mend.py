@@ -211,6 +211,20 @@ def test_zsre_and_counterfact_records_become_edit_requests(tmp_path):
     assert load_training_records(path)[0].locality_prompts == (counterfact_sample()[0]["locality_prompt"],)
 
 
+def test_loc_unrelated_adds_the_same_other_relation_prompts_at_every_step():
+    requests = normalise_requests(counterfact_sample()[:30])
+    widened = training.with_unrelated_locality(requests, requests, 2)
+    by_prompt = {r.prompt: r for r in requests}
+    for before, after in zip(requests, widened):
+        kept = len(before.locality_prompts)
+        added = after.locality_prompts[kept:]
+        assert after.locality_prompts[:kept] == before.locality_prompts and len(added) == 2
+        assert all(by_prompt[p].template != before.template for p in added)
+        assert after.locality_ground_truths == before.locality_ground_truths + tuple(by_prompt[p].ground_truth for p in added)
+    assert widened == training.with_unrelated_locality(requests, requests, 2)
+    assert training.with_unrelated_locality(requests, requests, 0) == requests
+
+
 def test_malformed_records_name_file_record_field_and_fix(tmp_path):
     records = zsre_sample()[:4]
     records[2] = {**records[2], "alt": ""}

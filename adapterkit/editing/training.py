@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import random
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -129,6 +130,22 @@ def with_random_targets(requests: Sequence[EditRequest], answers: Sequence[str])
     """The edits with new targets drawn (torch's RNG, checkpointed) from ``answers``."""
     picks = torch.randint(len(answers), (len(requests),)).tolist()
     return [dataclasses.replace(r, target_new=answers[i]) for r, i in zip(requests, picks)]
+
+
+def with_unrelated_locality(requests: Sequence[EditRequest], pool: Sequence[EditRequest], count: int) -> list[EditRequest]:
+    """Each edit with ``count`` records of ``pool`` from other relations (another prompt template) added to its
+    locality inputs, prompt and true answer: the unrelated inputs MEND's paper trains locality on. Chosen by the
+    edit's prompt, so an edit meets the same ones at every step and in validation."""
+    if not count:
+        return list(requests)
+    widened = []
+    for request in requests:
+        others = [o for o in pool if o.ground_truth and o.template != request.template]
+        picks = random.Random(zlib.crc32(request.prompt.encode())).sample(others, min(count, len(others)))
+        truths = request.locality_ground_truths or ("",) * len(request.locality_prompts)
+        widened.append(dataclasses.replace(request, locality_prompts=request.locality_prompts + tuple(o.prompt for o in picks),
+                                           locality_ground_truths=truths + tuple(o.ground_truth for o in picks)))
+    return widened
 
 
 def load_sets(hp, train_path, val_path, train_requests=None, val_requests=None):

@@ -258,6 +258,9 @@ class MEND(TrainedEditMethod):
         "archive": None,
         "lr": 1e-6, "edit_lr": 1e-4, "lr_lr": 1e-4, "seed": 42,
         "cedit": 0.1, "cloc": 1.0,
+        # other records' prompts joining each edit's locality inputs in training (the paper's unrelated x_loc);
+        # 0 keeps EasyEdit's CounterFact setting, the record's own locality prompt alone
+        "loc_unrelated": 0,
         "rank": 1920, "n_hidden": 1, "init": "id", "norm": True, "combine": True,
         "x_only": False, "delta_only": False, "one_sided": False, "shared": True,
         "act": "relu", "mlp_class": "IDMLP",
@@ -323,6 +326,7 @@ class MendTask:
         self.shapes = inner_shapes(model, hp)
         self.editor = MendEditor(self.shapes, spec, hp).to(device)
         self.answers = training.answer_pool(train_set)
+        self.unrelated_pool = list(train_set)
         self.warm_up_normalisation(train_set)
 
     def warm_up_normalisation(self, requests) -> None:
@@ -372,7 +376,11 @@ class MendTask:
         total = float(self.hp["cedit"]) * l_edit + float(self.hp["cloc"]) * l_loc
         return total, l_edit, l_loc, updates
 
+    def with_unrelated_locality(self, requests):
+        return training.with_unrelated_locality(requests, self.unrelated_pool, int(self.hp.get("loc_unrelated", 0)))
+
     def train_step(self, requests):
+        requests = self.with_unrelated_locality(requests)
         if self.hp.get("random_targets", True):
             # an editor that could recall each training edit's target would learn nothing for new edits
             requests = training.with_random_targets(requests, self.answers)
@@ -380,6 +388,7 @@ class MendTask:
         return total, {"loss/edit": l_edit.item(), "loss/loc": l_loc.item()}
 
     def validate(self, requests):
+        requests = self.with_unrelated_locality(requests)
         with torch.no_grad():
             total, l_edit, l_loc, updates = self.losses(requests)
             quality = training.edit_quality(self.base_logits, lambda i, m: self.edited_logits(updates, i, m),
