@@ -237,7 +237,8 @@ def test_hidden_states_and_tuple_output():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_incremental_decoding_equals_full_forward():
+@pytest.mark.parametrize("cache_name", ["past_key_values", "cache"])  # transformers 5.2x's generate passes `cache`
+def test_incremental_decoding_equals_full_forward(cache_name):
     model = tiny_model()
     ids = torch.tensor([[5, 17, 99, 3, 64, 120, 7, 31, 2, 11], [9, 8, 77, 1, 2, 50, 60, 70, 80, 90]])
     with torch.no_grad():
@@ -246,7 +247,7 @@ def test_incremental_decoding_equals_full_forward():
         steps = [out.logits]
         past = out.past_key_values
         for t in range(6, 10):
-            out = model(ids[:, t : t + 1], past_key_values=past, use_cache=True)
+            out = model(ids[:, t : t + 1], **{cache_name: past}, use_cache=True)
             past = out.past_key_values
             steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
@@ -259,7 +260,7 @@ def test_incremental_decoding_equals_full_forward():
         out = model(ids[:, :6], attention_mask=mask[:, :6], use_cache=True)
         steps, past = [out.logits], out.past_key_values
         for t in range(6, 10):
-            out = model(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], past_key_values=past, use_cache=True)
+            out = model(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], **{cache_name: past}, use_cache=True)
             steps.append(out.logits)
             past = out.past_key_values
     got = torch.cat(steps, dim=1)
@@ -276,6 +277,16 @@ def test_greedy_generate_matches_uncached_argmax():
             nxt = model(seq, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
             seq = torch.cat([seq, nxt], dim=1)
     assert torch.equal(generated, seq)
+
+
+def test_left_padded_greedy_generate_matches_unpadded_rows():
+    model = tiny_model()
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    prompt = torch.tensor([[5, 17, 99, 3], [0, 0, 77, 1]])
+    with torch.no_grad():
+        batched = model.generate(prompt, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=0)
+        alone = model.generate(prompt[1:, 2:], max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert torch.equal(batched[1, 2:], alone[0])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

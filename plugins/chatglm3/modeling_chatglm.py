@@ -492,6 +492,14 @@ class ChatGLMPreTrainedModel(PreTrainedModel):
                     module.inv_freq.copy_(value)
 
 
+def _cache_argument(past_key_values: Any, kwargs: dict) -> Any:
+    """The cache, whichever name the caller used: transformers 5.2x's ``generate`` passes it as ``cache``."""
+    cache = kwargs.pop("cache", None)
+    if past_key_values is not None and cache is not None and cache is not past_key_values:
+        raise ValueError("pass the key/value cache once, as `cache` or as `past_key_values`")
+    return past_key_values if past_key_values is not None else cache
+
+
 def _to_cache(past_key_values: Any):
     """Accept a ``Cache`` or a legacy tuple of per-layer (key, value) in ``[batch, groups, seq, dim]`` layout."""
     if past_key_values is None or (Cache is not None and isinstance(past_key_values, Cache)):
@@ -593,6 +601,7 @@ class ChatGLMModel(ChatGLMPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else bool(self.config.output_hidden_states)
         )
+        past_key_values = _cache_argument(past_key_values, kwargs)
         use_cache = use_cache if use_cache is not None else self.config.use_cache
         return_dict = return_dict if return_dict is not None else getattr(self.config, "return_dict", True)
         if self.gradient_checkpointing_enabled and self.training and use_cache:
@@ -695,6 +704,7 @@ class ChatGLMForConditionalGeneration(ChatGLMPreTrainedModel, GenerationMixin):
         **kwargs: Any,
     ):
         return_dict = return_dict if return_dict is not None else getattr(self.config, "return_dict", True)
+        past_key_values = _cache_argument(past_key_values, kwargs)
         outputs = self.transformer(
             input_ids=input_ids,
             position_ids=position_ids,
