@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from .editing.metrics import summarise
-from .editing.training import EDITOR_FILE
+from .editing.archive import EDITOR_FILE
 from .errors import AdapterkitError
 
 

@@ -22,6 +22,7 @@ import torch
 
 from .checkpoint import build_model, load_model
 from .editing.metrics import token_accuracy
+from .editing.tokens import padded
 from .errors import AdapterkitError
 from .registry import get_registry
 from .spec import ArchSpec
@@ -153,14 +154,10 @@ def fact_model_config(spec: ArchSpec, tokenizer) -> dict:
 
 def _padded(rows: Sequence[tuple[list[int], list[int]]], pad_id: int):
     """Right-padded ids, attention mask, and labels (-100 except on the answer tokens) of (prompt, answer) ids."""
-    width = max(len(p) + len(a) for p, a in rows)
-    ids = torch.full((len(rows), width), pad_id)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    target = torch.full((len(rows), width), -100)
+    ids, mask, _ = padded([prompt + answer for prompt, answer in rows], pad_id)
+    target = torch.full(ids.shape, -100)
     for i, (prompt, answer) in enumerate(rows):
-        n = len(prompt) + len(answer)
-        ids[i, :n], mask[i, :n] = torch.tensor(prompt + answer), 1
-        target[i, len(prompt): n] = torch.tensor(answer)
+        target[i, len(prompt): len(prompt) + len(answer)] = torch.tensor(answer)
     return ids, mask, target
 
 

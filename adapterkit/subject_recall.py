@@ -123,12 +123,12 @@ def answer_kinds(records: Iterable[dict]):
 def subject_facts(tokenizer, records: Sequence[dict], kind_of) -> list[SubjectFact]:
     """Every prompt of the records that names its subject (record_subjects) and every made-up fact's prompt,
     with the position of the subject's last token; codes and each trait are answers of a kind of their own."""
-    from .editing import keys
+    from .editing import tokens
 
     def fact(text: str, subject: str, answer: str, kind: str) -> SubjectFact:
-        prompt = keys.in_context(text, subject)
-        ids = keys.token_ids(tokenizer, prompt.text)
-        return SubjectFact(ids, keys.lookup_index(tokenizer, prompt, "subject_last", ids),
+        prompt = tokens.in_context(text, subject)
+        ids = tokens.token_ids(tokenizer, prompt.text)
+        return SubjectFact(ids, tokens.lookup_index(tokenizer, prompt, "subject_last", ids),
                            tokenizer(answer)["input_ids"][0], kind)
 
     facts = []
@@ -159,16 +159,16 @@ def interchange_loss(model, spec: ArchSpec, base: Sequence[SubjectFact], source:
     """Loss and accuracy of ``base`` prompts answering like ``source`` once the source subject's state after
     ``layer`` (at its last token) replaces the base subject's.
     """
-    from .editing import keys
+    from .editing import hooks, tokens
 
     name = spec.module_name("layer", layer)
-    source_batch = keys.pad_rows([f.ids for f in source], [f.subject_last for f in source], pad_id)
-    with keys.trace(model, outputs=[name], stop=True) as record:
-        keys.run(model, source_batch)
+    source_batch = tokens.pad_rows([f.ids for f in source], [f.subject_last for f in source], pad_id)
+    with hooks.trace(model, outputs=[name], stop=True) as record:
+        hooks.run(model, source_batch)
     rows = torch.arange(len(base))
     states = record.outputs[name][rows, source_batch.lookup]
-    base_batch = keys.pad_rows([f.ids for f in base], [f.subject_last for f in base], pad_id)
-    with keys.edit_output(model, name, lambda out: out.index_put((rows, base_batch.lookup), states.to(out.dtype))):
+    base_batch = tokens.pad_rows([f.ids for f in base], [f.subject_last for f in base], pad_id)
+    with hooks.edit_output(model, name, lambda out: out.index_put((rows, base_batch.lookup), states.to(out.dtype))):
         logits = model(**base_batch.inputs()).logits
     last = torch.tensor([len(f.ids) - 1 for f in base])
     logits, gold = logits[rows, last].float(), torch.tensor([f.answer for f in source])

@@ -22,7 +22,8 @@ import torch
 
 from ..errors import StatsError
 from ..fileio import atomic_path
-from .keys import frozen, model_device, pad_id, pad_rows, run, trace
+from .hooks import frozen, run, trace
+from .tokens import model_device, pad_id, pad_rows
 
 FORMAT = "adapterkit-stats/1"
 DEFAULT_STATS_DIR = "stats"
