@@ -44,7 +44,7 @@ def fact_model_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fact_models(fact_model_cache):
     """fact_models(arch, n_facts=..., recipe=...) -> FactModel(model, tok, facts); trains on the first request only."""
-    from adapterkit.factmodels import load_or_train
+    from adapterkit.demo.factmodels import load_or_train
 
     def load(arch: str, n_facts: int | None = None, recipe: str = "plain"):
         reason = fact_model_unavailable(arch)

@@ -15,7 +15,8 @@ from adapterkit.editing.metrics import summarise
 from adapterkit.editing.result import EditResult
 from adapterkit.editing.update import apply_update, spread_update
 from adapterkit.errors import AdapterkitError
-from adapterkit.factmodels import build_tokenizer, counterfact_sample, fact_model_config, tiny_hparams, write_stats_corpus
+from adapterkit.demo.facts import counterfact_sample
+from adapterkit.demo.factmodels import build_tokenizer, fact_model_config, tiny_hparams, write_stats_corpus
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 
@@ -27,7 +28,7 @@ FAST = {"context_template_length_params": [[5, 5]], "v_num_grad_steps": 8}  # fo
 # --- models -------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def word_tokenizer():
-    from adapterkit.factmodels import record_texts
+    from adapterkit.demo.facts import record_texts
 
     return build_tokenizer(record_texts(RECORDS))
 
@@ -296,7 +297,7 @@ def test_bad_layers_and_pmet_templates_are_explained():
 
 
 # --- edit quality on the fact models -----------------------------------------------------------
-# The fact models of the subject_recall recipe (adapterkit/subject_recall.py) are trained with interchange
+# The fact models of the subject_recall recipe (adapterkit/demo/subject_recall.py) are trained with interchange
 # interventions at the subject's last token after layer 1, so they recall through the subject's state and
 # edits there land. Every named subject (locality subjects included) also has a made-up code and five
 # made-up traits, so its key is its own and not just its answer's (CounterFact's locality prompts name

@@ -14,7 +14,8 @@ from adapterkit.editing.archive import EDITOR_FILE, read_archive, read_safetenso
 from adapterkit.editing.datasets import load_training_records
 from adapterkit.editing.metrics import summarise
 from adapterkit.errors import ArchiveError, RequestError
-from adapterkit.factmodels import build_tokenizer, counterfact_sample, fact_model_config, record_texts, zsre_sample
+from adapterkit.demo.facts import counterfact_sample, record_texts, zsre_sample
+from adapterkit.demo.factmodels import build_tokenizer, fact_model_config
 from adapterkit.methods.mend import MEND, MendEditor, MendTask, edit_factors, stored
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
