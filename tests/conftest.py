@@ -21,6 +21,9 @@ from adapterkit.errors import AdapterkitError
 from adapterkit.registry import get_registry
 
 ARCHS = get_registry().architecture_names()
+# What adapterkit ships; tests/test_sync.py keeps these in step with pyproject.toml, plugins/, the registry and CI.
+BUILTIN_ARCHS = ("gpt2", "gptj", "gpt_neox", "llama", "chatglm3")
+BUILTIN_METHODS = ("ROME", "MEMIT", "PMET", "MEND", "SERAC")
 
 
 def fact_model_unavailable(arch: str) -> str | None:

@@ -194,7 +194,7 @@ def test_a_head_that_mixes_positions_keeps_the_full_logits():
 def test_an_update_changes_the_module_like_a_plain_matmul(arch):
     model, spec = random_model(arch)
     module = spec.module(model, "mlp_out", 1)
-    x = torch.randn(5, module.weight.shape[0 if spec.weight_layout == "conv1d" else 1])
+    x = torch.randn(5, spec.out_in_shape(module.weight.shape)[1])
     before = module(x).detach()
     delta = torch.randn(before.shape[1], x.shape[1]) * 0.1  # [out, in]
     result = EditResult(model=model, hparams={})

@@ -16,7 +16,7 @@ from adapterkit.editing.metrics import summarise
 from adapterkit.errors import ArchiveError, RequestError
 from adapterkit.demo.facts import counterfact_sample, record_texts, zsre_sample
 from adapterkit.demo.factmodels import build_tokenizer, fact_model_config
-from adapterkit.methods.mend import MEND, MendEditor, MendTask, edit_factors, stored
+from adapterkit.methods.mend import MEND, MendEditor, MendTask, edit_factors
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 from conftest import fact_model_unavailable
@@ -50,8 +50,8 @@ def test_identity_editor_reproduces_the_true_gradient(arch):
     ids, mask, labels = losses.target_labels(tok, [r.prompt for r in requests], [r.target_new for r in requests], "cpu")
     true = torch.autograd.grad(losses.mean_nll(model(input_ids=ids, attention_mask=mask).logits, labels), weights)
     for name, weight, grad in zip(task.editor.names, weights, true):
-        assert stored(spec, pseudo[name]).shape == weight.shape
-        torch.testing.assert_close(stored(spec, pseudo[name]), grad, rtol=1e-4, atol=1e-6, msg=name)
+        assert spec.as_stored(pseudo[name]).shape == weight.shape
+        torch.testing.assert_close(spec.as_stored(pseudo[name]), grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_weights_of_one_shape_share_a_network_with_their_own_scale_and_shift():

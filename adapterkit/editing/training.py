@@ -96,19 +96,11 @@ def seed_everything(seed: int) -> None:
 # --- the trainer ------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
+    """Where a run stands (while it trains) or ended: its step, the best validation so far, early stopping."""
     out_dir: Path
-    step: int
-    best_step: int
-    best_value: float | None
-    stopped_early: bool
-    history: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class _Progress:
     step: int = 0
-    best_value: float | None = None
     best_step: int = 0
+    best_value: float | None = None
     stopped_early: bool = False
     history: list[dict] = field(default_factory=list)
 
@@ -125,7 +117,7 @@ def train(task, train_requests: Sequence[EditRequest], val_requests: Sequence[Ed
     out_dir = Path(out_dir)
     state_path = out_dir / STATE_FILE
     optimizer = torch.optim.Adam(task.param_groups())
-    done = _Progress()
+    done = TrainResult(out_dir)
     if state_path.exists() and not resume:
         raise AdapterkitError(f"{out_dir} already holds a training run ({STATE_FILE})",
                               fix="pass resume=True (`adapterkit train --resume`) to continue it, or choose another output directory")
@@ -135,7 +127,7 @@ def train(task, train_requests: Sequence[EditRequest], val_requests: Sequence[Ed
         out_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out_dir / HPARAMS_FILE, yaml.safe_dump(_plain(hparams), sort_keys=False))
     if done.stopped_early or done.step >= settings.max_iters:
-        return TrainResult(out_dir, done.step, done.best_step, done.best_value, done.stopped_early, done.history)
+        return done
 
     bar = _progress_bar(settings, done.step, progress)
     info: dict = {}
@@ -157,7 +149,7 @@ def train(task, train_requests: Sequence[EditRequest], val_requests: Sequence[Ed
                     break
     finally:
         bar.close()
-    return TrainResult(out_dir, done.step, done.best_step, done.best_value, done.stopped_early, done.history)
+    return done
 
 
 def _optimise(task, optimizer, episodes, settings: TrainSettings) -> dict:
@@ -189,7 +181,7 @@ def validate(task, val_requests, settings: TrainSettings) -> dict:
     return {f"{key}_val": sums[key] / counts[key] for key in sums}
 
 
-def _validate_and_checkpoint(task, optimizer, val_requests, settings, hparams, out_dir: Path, done: _Progress) -> None:
+def _validate_and_checkpoint(task, optimizer, val_requests, settings, hparams, out_dir: Path, done: TrainResult) -> None:
     metrics = validate(task, val_requests, settings)
     if settings.early_stop_key not in metrics:
         raise AdapterkitError(f"early_stop_key {settings.early_stop_key!r} is not a validation metric; "
@@ -208,7 +200,7 @@ def _validate_and_checkpoint(task, optimizer, val_requests, settings, hparams, o
 
 
 # --- trainer state ----------------------------------------------------------------------------------
-def _save_state(path: Path, task, optimizer, hparams, done: _Progress) -> None:
+def _save_state(path: Path, task, optimizer, hparams, done: TrainResult) -> None:
     tensors, aliases = module_tensors(task.editor, prefix="editor.")
     opt_state = optimizer.state_dict()
     opt_scalars = {}
@@ -232,7 +224,7 @@ def _save_state(path: Path, task, optimizer, hparams, done: _Progress) -> None:
     })
 
 
-def _load_state(path: Path, task, optimizer, hparams) -> _Progress:
+def _load_state(path: Path, task, optimizer, hparams) -> TrainResult:
     tensors, meta = read_safetensors(path)
     if meta.get("format") != STATE_FORMAT:
         raise ArchiveError(f"{path}: not an adapterkit trainer state", fix="remove it, or pass another output directory")
@@ -260,8 +252,8 @@ def _load_state(path: Path, task, optimizer, hparams) -> _Progress:
         torch.cuda.set_rng_state_all(cuda_states)
     version, internal, gauss = meta["rng_python"]
     random.setstate((version, tuple(internal), gauss))
-    return _Progress(step=meta["step"], best_value=meta["best_value"], best_step=meta["best_step"],
-                     stopped_early=meta["stopped_early"], history=meta["history"])
+    return TrainResult(path.parent, step=meta["step"], best_value=meta["best_value"], best_step=meta["best_step"],
+                       stopped_early=meta["stopped_early"], history=meta["history"])
 
 
 # --- small helpers ----------------------------------------------------------------------------------

@@ -150,7 +150,8 @@ class GradientTransform(nn.Module):
 
 def factor_dims(spec, shape: Sequence[int]) -> tuple[int, int]:
     """(input dim, output dim) of a weight stored in the declared layout."""
-    return (shape[0], shape[1]) if spec.weight_layout == "conv1d" else (shape[1], shape[0])
+    out, in_ = spec.out_in_shape(shape)
+    return in_, out
 
 
 class MendEditor(nn.Module):
@@ -243,11 +244,6 @@ def edit_factors(model, tok, requests, names: Sequence[str], dims: Mapping[str, 
                 fix="check weight_layout in the architecture declaration ('linear' = [out, in], 'conv1d' = [in, out])")
         factors[name] = (x, delta.detach())
     return factors
-
-
-def stored(spec, update: torch.Tensor) -> torch.Tensor:
-    """An [out, in] update in the weight's stored layout."""
-    return update.T if spec.weight_layout == "conv1d" else update
 
 
 # --- the method -------------------------------------------------------------------------------------
@@ -355,7 +351,7 @@ class MendTask:
 
     # edited forward: the base model with W + update for the inner weights, differentiable in the update
     def edited_logits(self, updates, ids, mask):
-        params = {name: self.model.get_parameter(name) + stored(self.spec, u).to(self.model.get_parameter(name).dtype)
+        params = {name: self.model.get_parameter(name) + self.spec.as_stored(u).to(self.model.get_parameter(name).dtype)
                   for name, u in updates.items()}
         return torch.func.functional_call(self.model, params, args=(), kwargs={"input_ids": ids, "attention_mask": mask}).logits
 

@@ -48,8 +48,7 @@ class BaseModelFeatures:
                 self.model(input_ids=ids, attention_mask=mask)
         finally:
             handle.remove()
-        hidden = captured["h"].float()
-        return hidden.transpose(0, 1) if hidden.shape[:2] != ids.shape else hidden  # some layers keep [seq, batch]
+        return captured["h"].float()
 
     def pooled(self, ids, mask, weights) -> torch.Tensor:
         # unit length per token: a token counts by its direction, not by how far training grew its norm
