@@ -47,13 +47,13 @@ class TrainedEditMethod(EditMethod):
     def train(cls, model, tok, hparams, train_path, val_path, out_dir, *, resume=False, device=None,
               progress=True, on_step=None, train_requests=None, val_requests=None):
         """Train an editor for ``model`` on the records of ``train_path`` (validated on ``val_path``) into ``out_dir``."""
-        from ..editing import training
-        from ..editing.keys import frozen
+        from ..editing import batches, training
+        from ..editing.hooks import frozen
         from ..registry import get_registry
 
         method = cls()
         hp = {**method.defaults, **hparams}
-        train_set, val_set = training.load_sets(hp, train_path, val_path, train_requests, val_requests)
+        train_set, val_set = batches.load_sets(hp, train_path, val_path, train_requests, val_requests)
         spec = get_registry().for_model(model)
         dev = training.resolve_device(device if device is not None else hp.get("device"), model)
         model.to(dev)
