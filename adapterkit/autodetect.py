@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from .checkpoint import TensorIndex, checkpoint_dir, meta_tensor_index, read_config, read_tensor_index
 from .errors import CheckpointError
+from .inputs import check_weights_cover_model
 from .registry import get_registry
 from .schema import validate
 from .spec import GLOBAL_ROLES, LAYER_ROLES, ArchSpec
@@ -18,15 +19,17 @@ from .spec import GLOBAL_ROLES, LAYER_ROLES, ArchSpec
 CONTAINER_ROLES = ("layer", "attn", "mlp")
 
 
-def detect(path, method: str = "ROME", *, registry=None) -> dict:
+def detect(path, method: str = "ROME", *, registry=None, allow_partial: bool = False) -> dict:
     """Hyperparameters for ``method`` on the checkpoint at ``path`` (what `adapterkit detect` writes)."""
     registry = registry or get_registry()
     path = checkpoint_dir(path)
     config = read_config(path)
     spec = registry.for_config(config, source=str(path / "config.json"))
-    index = read_tensor_index(path) or meta_tensor_index(config, spec)
+    stored = read_tensor_index(path)
+    index = stored or meta_tensor_index(config, spec)
     index = TensorIndex({spec.model_tensor_name(n): s for n, s in index.shapes.items()}, index.source)
     check_checkpoint(spec, config, index, where=str(path))
+    check_weights_cover_model(stored, config, spec, path, allow_partial=allow_partial)
     edit_method = registry.method(method)
     hparams = method_hparams(spec, config, edit_method, model_name=str(path))
     validate(hparams, edit_method.schema, f"hparams detected for {path}")

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import CheckpointError
+from .inputs import check_config_types, check_loading_info, check_safetensors_header, check_weights_cover_model
+from .safe_load import CONFIG_LIMIT, load_json
 from .registry import get_registry
 from .spec import ArchSpec
 
@@ -42,13 +44,12 @@ def read_config(path) -> dict:
     config_path = checkpoint_dir(path) / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{config_path}: missing", fix="a checkpoint directory needs the config.json written by save_pretrained")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}",
-                              fix="repair the file, or write it again with config.save_pretrained") from None
+    config = load_json(config_path, error=CheckpointError, what="config.json", limit=CONFIG_LIMIT,
+                       fix="repair the file, or write it again with config.save_pretrained")
     if not isinstance(config, dict):
-        raise CheckpointError(f"{config_path}: expected a JSON object, found {type(config).__name__}")
+        raise CheckpointError(f"{config_path}: expected a JSON object, found {type(config).__name__}",
+                              fix="config.json is the object config.save_pretrained writes")
+    check_config_types(config, config_path)
     if "model_type" not in config and "architectures" not in config:
         raise CheckpointError(f"{config_path}: has neither model_type nor architectures",
                               fix="add \"model_type\" as save_pretrained writes it, so the matching plugin can be found")
@@ -63,11 +64,10 @@ def safetensors_header(file: Path) -> dict[str, Any]:
             if length > 100_000_000:
                 raise ValueError("header length is implausible")
             header = json.loads(handle.read(length))
-    except (OSError, struct.error, ValueError) as exc:
+    except (OSError, struct.error, ValueError, RecursionError) as exc:
         raise CheckpointError(f"{file}: not a readable safetensors file ({exc})",
                               fix="re-download or re-save the file; a partial copy is the usual cause") from None
-    header.pop("__metadata__", None)
-    return header
+    return check_safetensors_header(header, file, file.stat().st_size - 8 - length, SAFETENSORS_DTYPE_BYTES)
 
 
 def read_tensor_index(path) -> TensorIndex | None:
@@ -80,10 +80,11 @@ def read_tensor_index(path) -> TensorIndex | None:
             shapes.update({name: tuple(info["shape"]) for name, info in safetensors_header(shard).items()})
         return TensorIndex(shapes, source=", ".join(s.name for s in shards))
     for index_file in sorted(path.glob("*.index.json")):
-        try:
-            weight_map = json.loads(index_file.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{index_file}: not a valid index ({exc})", fix="it needs a \"weight_map\" object of tensor name -> file") from None
+        index = load_json(index_file, error=CheckpointError, what="weight index", limit=CONFIG_LIMIT)
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index_file}: not a valid index (no \"weight_map\" object)",
+                                  fix="it needs a \"weight_map\" object of tensor name -> file")
         return TensorIndex({name: None for name in weight_map}, source=index_file.name)
     return None
 
@@ -122,30 +123,51 @@ def build_model(config: Mapping[str, Any], spec: ArchSpec | None = None, *, dtyp
     return cls.from_config(config_obj, **kwargs) if hasattr(cls, "from_config") else cls._from_config(config_obj, **kwargs)
 
 
-def meta_tensor_index(config: Mapping[str, Any], spec: ArchSpec) -> TensorIndex:
-    """Names and shapes from a model built on the meta device (no memory, no weights read)."""
+def meta_model(config: Mapping[str, Any], spec: ArchSpec, source: str = "config.json"):
+    """The model ``config`` builds, on the meta device (no memory, no weights read)."""
     import torch
 
-    with torch.device("meta"):
-        model = build_model(config, spec)
+    try:
+        with torch.device("meta"):
+            return build_model(config, spec)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # transformers rejects a malformed config in many ways
+        raise CheckpointError(f"{source}: transformers cannot build a {spec.name} model from it "
+                              f"({type(exc).__name__}: {exc})",
+                              fix="repair config.json (write it again with config.save_pretrained)") from None
+
+
+def meta_tensor_index(config: Mapping[str, Any], spec: ArchSpec) -> TensorIndex:
+    """Names and shapes from a model built on the meta device (no memory, no weights read)."""
+    model = meta_model(config, spec)
     shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     return TensorIndex(shapes, source="meta-device build from config.json")
 
 
-def load_model(path, *, dtype="auto", device=None, tokenizer: bool = True):
-    """Model and tokenizer from a local checkpoint directory (tokenizer is None where the dir has none)."""
+def load_model(path, *, dtype="auto", device=None, tokenizer: bool = True, allow_partial: bool = False):
+    """Model and tokenizer from a local checkpoint directory (tokenizer is None where the dir has none).
+
+    Weights that do not cover the model (missing, unexpected or reshaped tensors) are refused unless
+    ``allow_partial``; then what they lack stays randomly initialised.
+    """
     path = checkpoint_dir(path)
     config = read_config(path)
     spec = get_registry().for_config(config, source=str(path / "config.json"))
+    check_weights_cover_model(read_tensor_index(path), config, spec, path, allow_partial=allow_partial)
     cls = model_class(spec)
-    kwargs = {"dtype": dtype}
+    kwargs = {"dtype": dtype, "output_loading_info": True, "ignore_mismatched_sizes": True}
     if spec.config_class() is not None:
         kwargs["config"] = config_object(config, spec)
     try:
-        model = cls.from_pretrained(str(path), local_files_only=True, **kwargs)
+        model, loading = cls.from_pretrained(str(path), local_files_only=True, **kwargs)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot load the weights ({exc})",
                               fix="check that the weight files listed in the index are all present") from None
+    except Exception as exc:  # a damaged checkpoint surfaces as many types from transformers and safetensors
+        raise CheckpointError(f"{path}: cannot load the weights ({type(exc).__name__}: {exc})",
+                              fix="re-download or re-save the checkpoint; a partial copy is the usual cause") from None
+    check_loading_info(loading, path, allow_partial=allow_partial)
     if device is not None:
         model.to(device)
     model.eval()
@@ -160,7 +182,7 @@ def load_tokenizer(path):
 
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # a damaged tokenizer file surfaces as many exception types
         import warnings
 
         warnings.warn(f"{path}: the tokenizer could not be loaded ({exc}); returning tok=None")

@@ -31,8 +31,11 @@ def cmd_plugins(args) -> int:
 
 def cmd_detect(args) -> int:
     from .autodetect import detect, write_yaml
+    from .inputs import check_writable
 
-    hparams = detect(args.model_path, method=args.method)
+    if args.output:
+        check_writable(args.output, what="hyperparameter file", directory=False)
+    hparams = detect(args.model_path, method=args.method, allow_partial=args.allow_partial_weights)
     text = write_yaml(hparams, args.output)
     if args.output:
         print(f"wrote {args.output} ({hparams['alg_name']}, architecture {hparams.get('architecture')}, layers {hparams.get('layers', '-')})",
@@ -45,7 +48,7 @@ def cmd_detect(args) -> int:
 def cmd_validate(args) -> int:
     from .validate import validate_file
 
-    problems = validate_file(args.file, model_path=args.model)
+    problems = validate_file(args.file, model_path=args.model, allow_partial=args.allow_partial_weights)
     if problems:
         print(problems, file=sys.stderr)
         return 2
@@ -57,12 +60,15 @@ def cmd_stats(args) -> int:
     from .checkpoint import load_model
     from .editing.stats import compute_stats
     from .hparams import load_hparams
+    from .inputs import check_writable
 
     hparams = load_hparams(args.hparams)
-    model, tok = load_model(args.model_path, device=args.device)
+    stats_dir = args.stats_dir or hparams.get("stats_dir", "stats")
+    check_writable(stats_dir, what="statistics directory", directory=True)
+    model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
     spec = _registry().for_model(model)
-    paths = compute_stats(model, tok, hparams, spec, args.corpus, args.stats_dir or hparams.get("stats_dir", "stats"),
+    paths = compute_stats(model, tok, hparams, spec, args.corpus, stats_dir,
                           n_samples=args.n_samples, batch_size=args.batch_size, device=args.device)
     for layer, path in paths.items():
         print(f"layer {layer}: {path}")
@@ -74,6 +80,7 @@ def cmd_edit(args) -> int:
     from .checkpoint import load_model
     from .editing.metrics import summarise
     from .hparams import load_hparams
+    from .inputs import check_writable
     from .requests import load_requests
 
     hparams = load_hparams(args.hparams)
@@ -82,9 +89,12 @@ def cmd_edit(args) -> int:
     if args.stats_dir:
         hparams["stats_dir"] = args.stats_dir
     requests = load_requests(args.requests)
-    model, tok = load_model(args.model_path, device=args.device)
+    if args.out is not None:
+        check_writable(args.out, what="deltas file" if args.deltas_only else "edited checkpoint",
+                       directory=not args.deltas_only, overwrite=args.overwrite or args.deltas_only)
+    model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
-    result = api.edit(model, tok, requests, hparams)
+    result = api.edit(model, tok, requests, hparams, hparams_source=str(args.hparams), requests_source=str(args.requests))
     print(json.dumps({"edits": len(requests), "touched": result.touched, **summarise(result.metrics)}, indent=2))
     if args.out is None:
         return 0
@@ -102,12 +112,14 @@ def cmd_edit(args) -> int:
 def cmd_train(args) -> int:
     from .checkpoint import load_model
     from .hparams import load_hparams
+    from .inputs import check_writable
 
     hparams = load_hparams(args.hparams)
     method = _registry().method(hparams["alg_name"])
     if not getattr(method, "trainable", False):
         raise AdapterkitError(f"{method.name} needs no training", fix="`adapterkit train` is for MEND and SERAC; use `adapterkit edit` directly")
-    model, tok = load_model(args.model_path, device=args.device)
+    check_writable(args.out, what="trained editor", directory=True)
+    model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
     method.train(model, tok, hparams, args.train, args.val, args.out, resume=args.resume, device=args.device)
     print(f"wrote the {method.name} editor to {args.out}", file=sys.stderr)
@@ -118,11 +130,13 @@ def cmd_evaluate(args) -> int:
     from .checkpoint import load_model
     from .editing.metrics import evaluate
     from .editing.result import apply_deltas
+    from .inputs import check_requests_fit
     from .requests import load_requests
 
     requests = load_requests(args.requests)
-    model, tok = load_model(args.model_path, device=args.device)
+    model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
+    check_requests_fit(requests, tok, model, _registry().for_model(model), source=str(args.requests))
     if args.deltas:
         apply_deltas(model, args.deltas)
     rows = evaluate(model, tok, requests)
@@ -163,11 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_path")
     p.add_argument("--method", default="ROME", help="ROME, MEMIT, PMET, MEND, SERAC or a plugin's method (default ROME)")
     p.add_argument("-o", "--output", help="YAML file to write (default: print)")
+    _partial_arg(p)
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("validate", help="check an architecture declaration or a hyperparameter file")
     p.add_argument("file")
     p.add_argument("--model", help="a checkpoint directory to check the templates against")
+    _partial_arg(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("stats", help="compute (and cache) second-moment statistics of the rewrite layers")
@@ -201,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", required=True)
     p.add_argument("--deltas")
     p.add_argument("--device")
+    _partial_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="train a tiny model on bundled CounterFact facts, edit it, and show the effect")
@@ -216,6 +233,12 @@ def _model_args(p) -> None:
     p.add_argument("model_path")
     p.add_argument("--hparams", required=True, help="YAML written by `adapterkit detect` (EasyEdit files work too)")
     p.add_argument("--device")
+    _partial_arg(p)
+
+
+def _partial_arg(p) -> None:
+    p.add_argument("--allow-partial-weights", action="store_true",
+                   help="load weights that do not cover the model (missing tensors stay randomly initialised)")
 
 
 def main(argv=None) -> int:

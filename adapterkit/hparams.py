@@ -4,9 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from .errors import SchemaError
+from .safe_load import load_yaml
 from .schema import schema_problems, format_problems
 
 
@@ -16,12 +15,10 @@ def read_hparams(source: str | Path | Mapping[str, Any]) -> tuple[dict, str]:
     path = Path(source)
     if not path.is_file():
         raise SchemaError(f"{path}: no such hyperparameter file", fix="run `adapterkit detect MODEL --method NAME -o FILE` to write one")
-    try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SchemaError(f"{path}: not valid YAML: {exc}") from None
+    document = load_yaml(path, error=SchemaError, what="hyperparameter file")
     if not isinstance(document, dict):
-        raise SchemaError(f"{path}: a hyperparameter file is a mapping of keys to values")
+        raise SchemaError(f"{path}: a hyperparameter file is a mapping of keys to values",
+                          fix="run `adapterkit detect MODEL --method NAME -o FILE` to write one")
     return document, str(path)
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pluggy
-import yaml
 
 from . import hookspecs
 from .errors import AdapterkitError, PluginError, SchemaError, UnknownArchitectureError
+from .inputs import check_config_values
+from .safe_load import load_yaml
 from .schema import validate
 from .spec import ArchSpec
 
@@ -41,14 +42,10 @@ def load_declaration(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dic
     if isinstance(source, Mapping):
         return dict(source), "<dict>"
     path = Path(source)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SchemaError(f"{path}: cannot read the declaration ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise SchemaError(f"{path}: not valid YAML: {exc}") from None
+    document = load_yaml(path, error=SchemaError, what="plugin declaration")
     if not isinstance(document, dict):
-        raise SchemaError(f"{path}: a declaration is a YAML mapping, found {type(document).__name__}")
+        raise SchemaError(f"{path}: a declaration is a YAML mapping, found {type(document).__name__}",
+                          fix="start from a built-in declaration (plugins/*.yaml); CONTRIBUTING.md explains each field")
     return document, str(path)
 
 
@@ -139,6 +136,7 @@ class Registry:
             raise PluginError(
                 f"{source}: model_type={config.get('model_type')!r} is claimed by several plugins: {names}",
                 fix="uninstall one of them, or give one declaration a higher `priority`")
+        check_config_values(config, winners[0], source)
         return winners[0]
 
     def for_model(self, model) -> ArchSpec:

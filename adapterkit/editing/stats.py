@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -22,6 +23,7 @@ import torch
 
 from ..errors import StatsError
 from ..fileio import atomic_path
+from ..safe_load import load_json, parse_json
 from .hooks import frozen, run, trace
 from .tokens import model_device, pad_id, pad_rows
 
@@ -123,22 +125,42 @@ def read_corpus(corpus) -> Iterator[str]:
             yield from _saved_dataset(path)
         else:
             for file in sorted(path.glob("*.txt")):
-                yield file.read_text(errors="replace")
+                yield "\n".join(_text_lines(file))
         return
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(_text_lines(path), 1):
             if line.strip():
-                yield _text_field(json.loads(line), f"{path}:{number}")
+                yield _text_field(parse_json(line, f"{path}:{number}", error=StatsError, what="corpus"), f"{path}:{number}")
     elif suffix == ".json":
-        for i, item in enumerate(json.loads(path.read_text())):
+        items = load_json(path, error=StatsError, what="corpus")
+        if not isinstance(items, list):
+            raise StatsError(f"{path}: a .json corpus is a list of strings or {{\"text\": ...}} objects, found {type(items).__name__}",
+                             fix="write a JSON list, or one {\"text\": ...} object per line in a .jsonl file")
+        for i, item in enumerate(items):
             yield item if isinstance(item, str) else _text_field(item, f"{path}[{i}]")
     elif suffix == ".parquet":
         yield from _parquet(path)
     else:
-        for line in path.read_text(errors="replace").splitlines():
+        for line in _text_lines(path):
             if line.strip():
                 yield line
+
+
+def _text_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 text file, read as they are needed; a binary file (undecodable or with NUL bytes) is refused."""
+    fix = "give the corpus as UTF-8 text (.txt one document per line, or .jsonl with a \"text\" field)"
+    number = 0
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if "\x00" in line:
+                    raise StatsError(f"{path}:{number}: holds NUL bytes; is it a binary file?", fix=fix)
+                yield line.rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise StatsError(f"{path}: not UTF-8 text near line {number + 1} ({exc.reason}); is it a binary file?", fix=fix) from None
+    except OSError as exc:
+        raise StatsError(f"{path}: cannot read the corpus ({exc.strerror or exc})", fix=fix) from None
 
 
 def _text_field(record, where: str) -> str:
@@ -298,9 +320,18 @@ def read_npz(path) -> Stats:
                 raise StatsError(f"{path}: not a second-moment statistics file (no mom2.mom2 / mom2.count; keys: {sorted(data.keys())})",
                                  fix="point at a file written by `adapterkit stats`, ROME or EasyEdit's layer_stats")
             meta = json.loads(str(data["adapterkit.meta"])) if "adapterkit.meta" in data else None
-            return Stats(data["mom2.mom2"], int(data["mom2.count"]), meta, path)
-    except (OSError, ValueError) as exc:
-        raise StatsError(f"{path}: cannot read statistics ({exc})", fix="delete the file and compute it again") from None
+            stats = Stats(data["mom2.mom2"], int(data["mom2.count"]), meta, path)
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:  # truncated or damaged archives
+        raise StatsError(f"{path}: cannot read statistics ({type(exc).__name__}: {exc})",
+                         fix="delete the file and compute it again") from None
+    mom2 = stats.mom2
+    if mom2.ndim != 2 or mom2.shape[0] != mom2.shape[1] or not np.issubdtype(mom2.dtype, np.floating) or stats.count < 0:
+        raise StatsError(f"{path}: mom2.mom2 is {mom2.dtype} of shape {list(mom2.shape)} with count {stats.count}; "
+                         "statistics are a square float matrix with a non-negative count",
+                         fix="delete the file and compute it again")
+    if stats.meta is not None and not isinstance(stats.meta, dict):
+        raise StatsError(f"{path}: adapterkit.meta is not a JSON object", fix="delete the file and compute it again")
+    return stats
 
 
 def verify(stats: Stats, wanted: StatsRequest) -> None:
