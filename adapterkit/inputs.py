@@ -117,8 +117,9 @@ class Coverage:
 def weight_coverage(index, config: Mapping[str, Any], spec, source: str = "config.json") -> Coverage:
     """Compare a checkpoint's tensor index with a meta-device build of the model (no weights read).
 
-    Tied aliases (an lm-head tied to the embedding), the declaration's ``checkpoint_prefixes`` and the
-    model class's own ignore lists are honoured as transformers honours them on load.
+    Tied aliases (an lm-head tied to the embedding), the declaration's ``checkpoint_prefixes``, weights saved
+    without the base model's prefix and the model class's own ignore lists are honoured as transformers
+    honours them on load.
     """
     from .checkpoint import meta_model
 
@@ -129,6 +130,10 @@ def weight_coverage(index, config: Mapping[str, Any], spec, source: str = "confi
     ignore_missing = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_missing", None) or ()]
     ignore_unexpected = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ()]
     stored = {spec.model_tensor_name(name): shape for name, shape in index.shapes.items()}
+    prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    if prefix != "." and not any(n.startswith(prefix) for n in stored):
+        # saved from the base model (as the original GPT-2 weights are): transformers adds the prefix on load
+        stored = {prefix + n if prefix + n in expected or n not in expected else n: s for n, s in stored.items()}
     coverage = Coverage()
     for name, shape in expected.items():
         if name not in stored:

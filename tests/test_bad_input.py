@@ -142,6 +142,13 @@ def test_complete_checkpoints_pass_tied_heads_and_renamed_heads_included(arch, t
     load_model(path, tokenizer=False)
 
 
+def test_weights_saved_without_the_base_model_prefix_load_as_transformers_loads_them(copy):
+    rewrite_weights(copy, lambda t: t.update({n.removeprefix("transformer."): t.pop(n) for n in list(t)}))
+    assert not any(n.startswith("transformer.") for n in load_file(copy / "model.safetensors"))
+    model, _ = load_model(copy)
+    assert model.get_parameter(MLP_OUT).abs().sum() > 0
+
+
 # --- documents too large or expanding without bound ---------------------------------------------
 def billion_laughs() -> str:
     lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
