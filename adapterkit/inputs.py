@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import AdapterkitError, CheckpointError, OutputError, RequestError, SchemaError
+from .errors import CheckpointError, OutputError, RequestError, SchemaError
 
 SHOWN = 5  # names listed in a message before "and N more"
 MAX_LAYERS = 4096  # far above any published model; a larger depth is a corrupt config that would take hours to build
