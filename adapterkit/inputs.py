@@ -132,7 +132,7 @@ def weight_coverage(index, config: Mapping[str, Any], spec, source: str = "confi
     stored = {spec.model_tensor_name(name): shape for name, shape in index.shapes.items()}
     prefix = f"{getattr(model, 'base_model_prefix', '')}."
     if prefix != "." and not any(n.startswith(prefix) for n in stored):
-        # saved from the base model (as the original GPT-2 weights are): transformers adds the prefix on load
+        # saved from the base model (as some original releases are): transformers adds the prefix on load
         stored = {prefix + n if prefix + n in expected or n not in expected else n: s for n, s in stored.items()}
     coverage = Coverage()
     for name, shape in expected.items():
@@ -182,10 +182,10 @@ def check_hparams_against_model(hparams: Mapping[str, Any], model, spec, where: 
     """Every layer, module template and inner parameter of ``hparams`` exists in ``model``."""
     num_layers = spec.num_layers(model.config)
     layers = hparams.get("layers") or []
-    for i, layer in enumerate(layers):
-        if not _is_count(layer) or not 0 <= layer < num_layers:
-            raise SchemaError(f"{where}#/layers/{i}: layer {layer!r} does not exist in this {num_layers}-layer model",
-                              fix=f"use layers 0..{num_layers - 1} (`adapterkit detect MODEL` writes fitting ones)")
+    outside = [layer for layer in layers if not (_is_count(layer) and 0 <= layer < num_layers)]
+    if outside:
+        raise SchemaError(f"{where}#/layers: layers {outside} do not fit a model of {num_layers} layers",
+                          fix=f"use layers 0..{num_layers - 1} (`adapterkit detect MODEL` writes fitting ones)")
     modules = dict(model.named_modules())
     detect_hint = "these hparams were written for another architecture? `adapterkit detect MODEL` writes this model's"
     for key, values in module_keys(hparams).items():
