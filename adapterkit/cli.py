@@ -32,7 +32,7 @@ def cmd_plugins(args) -> int:
 def cmd_detect(args) -> int:
     from .autodetect import detect, write_yaml
 
-    hparams = detect(args.model_path, method=args.method)
+    hparams = detect(args.model_path, method=args.method, layers=args.layers)
     text = write_yaml(hparams, args.output)
     if args.output:
         print(f"wrote {args.output} ({hparams['alg_name']}, architecture {hparams.get('architecture')}, layers {hparams.get('layers', '-')})",
@@ -56,13 +56,17 @@ def cmd_validate(args) -> int:
 def cmd_stats(args) -> int:
     from .checkpoint import load_model
     from .editing.stats import compute_stats
-    from .hparams import load_hparams
+    from .hparams import load_settings
+    from .methods import LocateThenEditSettings
 
-    hparams = load_hparams(args.hparams)
+    settings = load_settings(args.hparams)
+    if not isinstance(settings, LocateThenEditSettings):
+        raise AdapterkitError(f"{args.hparams}: {settings.alg_name} reads no second-moment statistics",
+                              fix="give the hyperparameter file of a locate-then-edit method (ROME, MEMIT, PMET)")
     model, tok = load_model(args.model_path, device=args.device)
     _need_tokenizer(tok, args.model_path)
     spec = _registry().for_model(model)
-    paths = compute_stats(model, tok, hparams, spec, args.corpus, args.stats_dir or hparams.get("stats_dir", "stats"),
+    paths = compute_stats(model, tok, settings, spec, args.corpus, args.stats_dir or settings.stats_dir,
                           n_samples=args.n_samples, batch_size=args.batch_size, device=args.device)
     for layer, path in paths.items():
         print(f"layer {layer}: {path}")
@@ -77,14 +81,12 @@ def cmd_edit(args) -> int:
     from .requests import load_requests
 
     hparams = load_hparams(args.hparams)
-    if args.archive:
-        hparams["archive"] = args.archive
     if args.stats_dir:
         hparams["stats_dir"] = args.stats_dir
     requests = load_requests(args.requests)
     model, tok = load_model(args.model_path, device=args.device)
     _need_tokenizer(tok, args.model_path)
-    result = api.edit(model, tok, requests, hparams)
+    result = api.edit(model, tok, requests, hparams, archive=args.archive)
     print(json.dumps({"edits": len(requests), "touched": result.touched, **summarise(result.metrics)}, indent=2))
     if args.out is None:
         return 0
@@ -100,16 +102,17 @@ def cmd_edit(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from . import api
     from .checkpoint import load_model
-    from .hparams import load_hparams
+    from .hparams import load_settings
 
-    hparams = load_hparams(args.hparams)
-    method = _registry().method(hparams["alg_name"])
-    if not getattr(method, "trainable", False):
+    settings = load_settings(args.hparams)
+    method = _registry().method(settings.alg_name)
+    if not method.trainable:
         raise AdapterkitError(f"{method.name} needs no training", fix="`adapterkit train` is for MEND and SERAC; use `adapterkit edit` directly")
     model, tok = load_model(args.model_path, device=args.device)
     _need_tokenizer(tok, args.model_path)
-    method.train(model, tok, hparams, args.train, args.val, args.out, resume=args.resume, device=args.device)
+    api.train(model, tok, settings, args.train, args.out, val=args.val, resume=args.resume, device=args.device)
     print(f"wrote the {method.name} editor to {args.out}", file=sys.stderr)
     return 0
 
@@ -163,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_path")
     p.add_argument("--method", default="ROME", help="ROME, MEMIT, PMET, MEND, SERAC or a plugin's method (default ROME)")
     p.add_argument("-o", "--output", help="YAML file to write (default: print)")
+    p.add_argument("--layers", type=int, nargs="+", help="edit these layers instead of those the architecture's rule picks")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("validate", help="check an architecture declaration or a hyperparameter file")

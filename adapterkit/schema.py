@@ -83,6 +83,34 @@ def _references() -> Registry:
     return Registry().with_resources(documents)
 
 
+def schema_properties(schema: SchemaSource) -> tuple[dict[str, dict], list[str]]:
+    """The properties and required keys of a schema, those it takes through ``$ref`` included, each property's
+    own ``$ref`` resolved: what a hyperparameter file may and must hold."""
+    document = load_schema(schema)
+    properties: dict[str, dict] = {}
+    required: list[str] = []
+
+    def resolved(node, resolver):
+        while isinstance(node, dict) and "$ref" in node and len(node) == 1:
+            found = resolver.lookup(node["$ref"])
+            node, resolver = found.contents, found.resolver
+        return node, resolver
+
+    def collect(node, resolver):
+        if "$ref" in node:
+            found = resolver.lookup(node["$ref"])
+            collect(found.contents, found.resolver)
+        for key, value in node.get("properties", {}).items():
+            value, inner = resolved(value, resolver)
+            if isinstance(value, dict) and value.get("type") == "array" and isinstance(value.get("items"), dict):
+                value = {**value, "items": resolved(value["items"], inner)[0]}
+            properties[key] = value
+        required.extend(k for k in node.get("required", []) if k not in required)
+
+    collect(document, _references().resolver(base_uri=document.get("$id", "")))
+    return properties, required
+
+
 def json_pointer(path) -> str:
     parts = [str(p).replace("~", "~0").replace("/", "~1") for p in path]
     return "/" + "/".join(parts) if parts else "/"

@@ -16,6 +16,7 @@ from adapterkit.editing.result import EditResult
 from adapterkit.editing.update import apply_update, spread_update
 from adapterkit.errors import AdapterkitError
 from adapterkit.factmodels import build_tokenizer, counterfact_sample, fact_model_config, tiny_hparams, write_stats_corpus
+from adapterkit.hparams import load_settings
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 
@@ -114,15 +115,16 @@ def test_trace_reads_inputs_and_outputs_and_stops_after_the_last_wanted_module(a
 def test_context_templates_are_sampled_once_with_a_seed_or_given():
     model, spec = random_model("gpt2")
     tok = word_tokenizer()
-    hp = {"context_template_length_params": [[5, 10], [10, 10]]}
-    first = values.context_templates(model, tok, hp)
+    settings = load_settings(hparams(model, spec, "ROME", context_template_length_params=[[5, 10], [10, 10]]))
+    first = values.context_templates(model, tok, settings)
     assert first[0] == ["{}"] and [len(g) for g in first] == [1, 10, 10]
     assert all(t.endswith(". {}") for g in first[1:] for t in g)
-    assert values.context_templates(model, tok, hp) is first
+    assert values.context_templates(model, tok, settings) is first
     fresh, _ = random_model("gpt2")
-    assert values.context_templates(fresh, tok, hp) == first  # same weights, same seed: same texts
-    assert values.context_templates(fresh, tok, {**hp, "context_template_seed": 1}) != first
-    assert values.context_templates(model, tok, {"context_templates": ["{}", "A fact. {}"]}) == [["{}"], ["A fact. {}"]]
+    assert values.context_templates(fresh, tok, settings) == first  # same weights, same seed: same texts
+    assert values.context_templates(fresh, tok, settings.replace(context_template_seed=1)) != first
+    fixed = settings.replace(context_templates=["{}", "A fact. {}"])
+    assert values.context_templates(model, tok, fixed) == [["{}"], ["A fact. {}"]]
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -130,11 +132,11 @@ def test_requests_optimised_together_match_one_at_a_time(arch):
     model, spec = random_model(arch)
     tok = word_tokenizer()
     requests = normalise_requests(RECORDS[:3])
-    hp = hparams(model, spec, "MEMIT", **FAST)
-    point = hp["layer_module_tmp"].format(1)
-    settings = values.LossSettings.from_hparams(hp)
+    memit = load_settings(hparams(model, spec, "MEMIT", **FAST))
+    point = memit.layer_module_tmp.format(1)
+    settings = values.LossSettings.from_settings(memit)
     with keys.frozen(model):
-        templates = values.context_templates(model, tok, hp)
+        templates = values.context_templates(model, tok, memit)
         together = values.optimise_values(model, tok, requests, [point], templates, "subject_last", settings)[point]
         alone = torch.cat([values.optimise_values(model, tok, [r], [point], templates, "subject_last", settings)[point]
                            for r in requests])

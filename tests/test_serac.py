@@ -9,6 +9,7 @@ import adapterkit
 from adapterkit.editing import training
 from adapterkit.editing.metrics import encode_pairs, summarise
 from adapterkit.errors import ArchiveError, SchemaError
+from adapterkit.hparams import load_settings
 from adapterkit.methods.serac import SERAC, SeracAnswerer
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
@@ -64,7 +65,7 @@ def test_archive_round_trip_gives_the_same_answers(trained, tmp_path):
     fact, hp = trained("llama")
     _, _, test = split(fact.facts)
     tensors, metadata, _ = training.read_archive(hp["archive"], "SERAC")
-    editor, _ = SERAC().load(hp["archive"], fact.model, get_registry().for_model(fact.model), hp)
+    editor = SERAC().load_editor(hp["archive"], fact.model, get_registry().for_model(fact.model), load_settings(hp))
     copy_path = tmp_path / "copy" / training.EDITOR_FILE
     training.save_archive(copy_path, editor, {k: v for k, v in metadata.items() if k not in ("format", "aliases")})
     copied, _, _ = training.read_archive(copy_path, "SERAC")
@@ -89,13 +90,12 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(fact_models, tmp
     train_set, val_set, _ = split(fact.facts)
     hp = serac_hparams(fact.model, **short)
     with pytest.raises(KeyboardInterrupt):
-        SERAC.train(fact.model, fact.tok, hp, None, None, tmp_path / "split", progress=False, on_step=interrupt,
-                    train_requests=train_set, val_requests=val_set)
+        adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, progress=False,
+                         on_step=interrupt)
     with pytest.raises(adapterkit.errors.AdapterkitError, match="already holds a training run"):
-        SERAC.train(fact.model, fact.tok, hp, None, None, tmp_path / "split", progress=False,
-                    train_requests=train_set, val_requests=val_set)
-    result = SERAC.train(fact.model, fact.tok, hp, None, None, tmp_path / "split", resume=True, progress=False,
-                         train_requests=train_set, val_requests=val_set)
+        adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, progress=False)
+    result = adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, resume=True,
+                              progress=False)
     assert result.step == 12
     for name in (training.EDITOR_FILE, training.STATE_FILE):
         whole, _ = training.read_safetensors(tmp_path / "whole" / name)

@@ -24,9 +24,10 @@ from torch import nn
 from ..editing import training
 from ..editing.keys import in_context, subject_span
 from ..editing.metrics import encode_pairs
-from ..errors import AdapterkitError, ArchiveError
+from ..errors import AdapterkitError
 from ..requests import EditRequest
-from . import TrainedEditMethod
+from .base import TrainedEditMethod
+from .settings import SERACSettings
 
 # hparams that decide the editor's shape: an archive only loads where they are the same
 STRUCTURAL_KEYS = ("cls_encoder", "cls_layer", "cls_pooling", "cls_dim", "cf_num_layers", "small_name", "freeze_cntr")
@@ -379,39 +380,22 @@ class SeracAnswerer(nn.Module):
 class SERAC(TrainedEditMethod):
     name = "SERAC"
     schema = "serac"
-    defaults = {
-        # EasyEdit's SERAC training hparams where they apply, and this implementation's own keys
-        "archive": None, "lr": 1e-5, "seed": 0, "cedit": 0.1, "cloc": 1.0,
-        "max_iters": 100000, "batch_size": 10, "val_batch_size": 10, "val_every": 1000,
-        "early_stop_patience": 40000, "early_stop_key": "loss/total_edit_val", "grad_clip": 100.0,
-        "freeze_cntr": False, "small_name": None, "cf_num_layers": None, "cf_random_targets": True,
-        "cls_encoder": "base", "cls_layer": 0, "cls_pooling": "subject", "cls_dim": None, "cls_lr": None,
-        "cls_train_projection": True, "cls_threshold": 0.5, "device": None,
-    }
+    settings_class = SERACSettings
+    structural_keys = STRUCTURAL_KEYS
 
-    def apply(self, model, tok, requests, hparams, *, spec, weights, archive=None):
-        hp = {**self.defaults, **hparams}
+    def apply(self, model, tok, requests, settings: SERACSettings, *, spec, ledger, archive=None):
         device = next(model.parameters()).device
-        editor, hp = self.load(archive or hp.get("archive"), model, spec, hp)
+        editor = self.load_editor(archive or settings.archive, model, spec, settings)
         editor.to(device).eval()
-        features = frozen_features(hp, model, spec, tok, device)
-        return SeracAnswerer(model, editor, features, tok, requests, float(hp["cls_threshold"])).eval()
+        features = frozen_features(settings.to_dict(), model, spec, tok, device)
+        return SeracAnswerer(model, editor, features, tok, requests, settings.cls_threshold).eval()
 
-    def load(self, archive, model, spec, hp) -> tuple[SeracEditor, dict]:
-        if not archive:
-            raise ArchiveError("SERAC needs a trained editor, and neither hparams['archive'] nor archive= names one",
-                               fix="train one with `adapterkit train MODEL --hparams serac.yaml --train DATA --out DIR`, "
-                                   "then set `archive: DIR` (or pass --archive DIR)")
-        tensors, metadata, path = training.read_archive(archive, self.name)
-        training.check_archive_fits(path, metadata, architecture=spec.name, shapes=None, hparams=hp,
-                                    structural_keys=STRUCTURAL_KEYS)
-        hp = {**hp, **{k: metadata["hparams"][k] for k in STRUCTURAL_KEYS if k in metadata["hparams"]}}
-        editor = build_editor(model, spec, hp, feature_dim=int(metadata["feature_dim"]), vocab_size=int(metadata["vocab_size"]))
-        training.load_module_tensors(editor, tensors, metadata.get("aliases") or {}, "", str(path))
-        return editor, hp
+    def build_editor(self, model, spec, settings: SERACSettings, metadata) -> SeracEditor:
+        return build_editor(model, spec, settings.to_dict(), feature_dim=int(metadata["feature_dim"]),
+                            vocab_size=int(metadata["vocab_size"]))
 
-    def make_task(self, model, tok, spec, hp, device, train_set):
-        return SeracTask(model, tok, spec, hp, device, train_set)
+    def make_task(self, model, tok, spec, settings: SERACSettings, device, train_set):
+        return SeracTask(model, tok, spec, settings.to_dict(), device, train_set)
 
 
 def build_editor(model, spec, hp, feature_dim: int, vocab_size: int) -> SeracEditor:
@@ -456,7 +440,7 @@ class SeracTask:
 
     def archive_metadata(self) -> dict:
         return {"method": "SERAC", "architecture": self.spec.name, "feature_dim": self.features.dim, "vocab_size": self.vocab_size,
-                "hparams": {k: self.hp.get(k) for k in STRUCTURAL_KEYS}}
+                "hparams": self.hp}
 
     # --- losses -----------------------------------------------------------------------------------------
     def scope_queries(self, requests):
