@@ -59,7 +59,7 @@ def train(model, tok, hparams, data, out_dir, *, val=None, resume: bool = False,
     ``out_dir`` and ends with the same editor as an uninterrupted one. ``on_step(step, info)`` is called after
     each optimiser step. Returns the trainer's TrainResult.
     """
-    from .editing import training
+    from .editing.batches import load_sets
 
     registry = get_registry()
     settings = load_settings(hparams, registry)
@@ -69,6 +69,6 @@ def train(model, tok, hparams, data, out_dir, *, val=None, resume: bool = False,
                               fix="training is for trainable methods such as MEND and SERAC; edit with adapterkit.edit directly")
     train_path, train_records = (data, None) if isinstance(data, (str, PathLike)) else (None, normalise_requests(data))
     val_path, val_records = (val, None) if val is None or isinstance(val, (str, PathLike)) else (None, normalise_requests(val))
-    train_set, val_set = training.load_sets(settings.to_dict(), train_path, val_path, train_records, val_records)
+    train_set, val_set = load_sets(settings, train_path, val_path, train_records, val_records)
     return method.train(model, tok, settings, train_set, val_set, out_dir, resume=resume, device=device,
                         progress=progress, on_step=on_step)

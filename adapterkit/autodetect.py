@@ -132,10 +132,9 @@ def _expected_shapes(spec: ArchSpec, config) -> dict[str, tuple[int | None, int 
         "mlp_gate": (inter, hidden),
         "attn_out": (hidden, None),
     }
-    if spec.weight_layout == "conv1d":
-        out_in = {role: (i, o) for role, (o, i) in out_in.items()}
-    out_in["embed"] = (vocab, hidden)
-    return out_in
+    expected = {role: spec.stored_shape(dims) for role, dims in out_in.items()}
+    expected["embed"] = (vocab, hidden)
+    return expected
 
 
 def _check_shapes(spec: ArchSpec, config, index: TensorIndex, where: str) -> None:

@@ -138,7 +138,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo.run import run_demo
 
     run_demo(method=args.method, arch=args.arch, n_edits=args.edits, cache_dir=args.cache_dir)
     return 0

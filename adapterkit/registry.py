@@ -205,8 +205,3 @@ def get_registry() -> Registry:
     if _registry is None:
         _registry = Registry().load_entry_points()
     return _registry
-
-
-def reset_registry() -> None:
-    global _registry
-    _registry = None

@@ -34,10 +34,6 @@ class ArchSpec:
         return self.declaration["name"]
 
     @property
-    def description(self) -> str:
-        return self.declaration.get("description", "")
-
-    @property
     def priority(self) -> int:
         return int(self.declaration.get("priority", 0))
 
@@ -59,6 +55,24 @@ class ArchSpec:
     def weight_layout(self) -> str:
         """'linear' ([out, in]) or 'conv1d' ([in, out])."""
         return self.declaration["weight_layout"]
+
+    @property
+    def _stores_in_out(self) -> bool:
+        return self.weight_layout == "conv1d"
+
+    def out_in_shape(self, stored_shape) -> tuple:
+        """(out, in) of a 2-D weight stored with ``stored_shape`` in the declared layout."""
+        first, second = stored_shape
+        return (second, first) if self._stores_in_out else (first, second)
+
+    def stored_shape(self, out_in) -> tuple:
+        """The shape a weight of (out, in) has in the declared layout (a dimension may be None: any)."""
+        out, in_ = out_in
+        return (in_, out) if self._stores_in_out else (out, in_)
+
+    def as_stored(self, out_in):
+        """An [out, in] weight or update in the declared layout, ready to add to the stored weight."""
+        return out_in.T if self._stores_in_out else out_in
 
     @property
     def norm(self) -> str:
@@ -146,6 +160,18 @@ class ArchSpec:
 
     def vocab_size(self, config) -> int:
         return self.config_value(config, "vocab_size")
+
+    def max_positions(self, config) -> int | None:
+        """The longest sequence the model takes (``config.max_positions``); None when undeclared or absent."""
+        rule = self.declaration["config"].get("max_positions")
+        if rule is None:
+            return None
+        getter = config.get if isinstance(config, Mapping) else (lambda k: getattr(config, k, None))
+        for key in _config_rule(rule)[0]:
+            value = getter(key)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
 
     def v_loss_layer(self, config) -> int:
         rule = int(self.declaration.get("v_loss_layer", -1))

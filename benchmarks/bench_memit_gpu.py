@@ -12,7 +12,7 @@ from pathlib import Path
 
 from adapterkit.autodetect import method_hparams
 from adapterkit.checkpoint import build_model
-from adapterkit.editing.keys import frozen
+from adapterkit.editing.hooks import frozen
 from adapterkit.editing.stats import compute_stats
 from adapterkit.editing.values import LossSettings, context_templates, head_reading, optimise_values
 from adapterkit.hparams import load_settings

@@ -11,7 +11,7 @@ import torch
 
 from adapterkit.autodetect import method_hparams
 from adapterkit.checkpoint import build_model
-from adapterkit.editing.keys import frozen
+from adapterkit.editing.hooks import frozen
 from adapterkit.editing.values import LossSettings, context_templates, loss_module, optimise_values
 from adapterkit.hparams import load_settings
 from adapterkit.registry import get_registry

@@ -21,6 +21,9 @@ from adapterkit.errors import AdapterkitError
 from adapterkit.registry import get_registry
 
 ARCHS = get_registry().architecture_names()
+# What adapterkit ships; tests/test_sync.py keeps these in step with pyproject.toml, plugins/, the registry and CI.
+BUILTIN_ARCHS = ("gpt2", "gptj", "gpt_neox", "llama", "chatglm3")
+BUILTIN_METHODS = ("ROME", "MEMIT", "PMET", "MEND", "SERAC")
 
 
 def fact_model_unavailable(arch: str) -> str | None:
@@ -44,7 +47,7 @@ def fact_model_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fact_models(fact_model_cache):
     """fact_models(arch, n_facts=..., recipe=...) -> FactModel(model, tok, facts); trains on the first request only."""
-    from adapterkit.factmodels import load_or_train
+    from adapterkit.demo.factmodels import load_or_train
 
     def load(arch: str, n_facts: int | None = None, recipe: str = "plain"):
         reason = fact_model_unavailable(arch)

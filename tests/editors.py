@@ -4,7 +4,7 @@ import pytest
 import adapterkit
 from adapterkit.autodetect import method_hparams
 from adapterkit.errors import ArchiveError
-from adapterkit.factmodels import tiny_hparams
+from adapterkit.demo.factmodels import tiny_hparams
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 

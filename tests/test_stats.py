@@ -11,9 +11,9 @@ from adapterkit.checkpoint import build_model
 from adapterkit.autodetect import method_hparams
 from adapterkit.hparams import load_settings
 from adapterkit.editing import stats
-from adapterkit.editing.keys import trace
+from adapterkit.editing.hooks import trace
 from adapterkit.errors import StatsError
-from adapterkit.factmodels import build_tokenizer, fact_model_config
+from adapterkit.demo.factmodels import build_tokenizer, fact_model_config
 from adapterkit.registry import get_registry
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*second moments are singular")  # the toy corpus is tiny on purpose

@@ -23,12 +23,14 @@ import torch
 from ..errors import StatsError
 from ..fileio import atomic_path
 from ..methods.settings import LocateThenEditSettings
-from .keys import frozen, model_device, pad_id, pad_rows, run, trace
+from .hooks import frozen, run, trace
+from .tokens import model_device, pad_id, pad_rows
 
 FORMAT = "adapterkit-stats/1"
 HOW_TO_SUPPLY = ("compute them once with `adapterkit stats MODEL --hparams FILE --corpus FILE` (a local .txt, .jsonl, "
                  ".parquet or saved `datasets` directory), set `mom2_corpus: FILE` in the hparams to compute them on "
                  "first use, or set `mom2_adjustment: false` (ROME), which needs no statistics")
+DEFAULT_MAX_LENGTH = 1024  # tokens per document where the declaration names no config.max_positions key
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
 _moment_cache: dict = {}
@@ -173,24 +175,15 @@ def _saved_dataset(path: Path) -> Iterator[str]:
 
 
 # --- computing ----------------------------------------------------------------------------------
-def _max_length(model, default: int = 1024) -> int:
-    for key in ("n_positions", "max_position_embeddings", "seq_length"):
-        value = getattr(model.config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return default
-
-
 @torch.no_grad()
 def _accumulate(model, tok, modules: Sequence[str], documents: Sequence[str], batch_size: int, dtype: torch.dtype,
-                device, progress: bool) -> tuple[dict, int]:
+                device, progress: bool, max_length: int) -> tuple[dict, int]:
     """Sum of k k^T and token count per module, every module read in one forward that stops after the last one."""
     from tqdm.auto import tqdm
 
     device = torch.device(device) if device is not None else model_device(model)
     sums = {m: None for m in modules}
     count, started = 0, time.perf_counter()
-    max_length = _max_length(model)
     bar = tqdm(total=len(documents), unit="doc", desc="second moments", disable=not progress)
     with frozen(model), trace(model, inputs=modules, stop=True) as record:
         for lo in range(0, len(documents), batch_size):
@@ -246,7 +239,8 @@ def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, st
     if missing:
         documents = _documents(corpus, missing[0].n_samples)
         sums, count = _accumulate(model, tok, [w.module for w in missing], documents, batch_size,
-                                  DTYPES[missing[0].dtype], device, progress)
+                                  DTYPES[missing[0].dtype], device, progress,
+                                  spec.max_positions(model.config) or DEFAULT_MAX_LENGTH)
         _warn_if_singular(sums, count, corpus)
         for w in missing:
             meta = {"format": FORMAT, "module": w.module, "layer": w.layer, **w.identity, "corpus": str(corpus),
@@ -337,14 +331,15 @@ def import_npz(source, model, spec, settings: LocateThenEditSettings, layer: int
     return wanted.path
 
 
-def _input_width(model, module_name: str) -> int | None:
-    module = model.get_submodule(module_name)
-    width = getattr(module, "in_features", None) or getattr(module, "nx", None)
-    return int(width) if width is not None else None
+def _input_width(model, spec, module_name: str) -> int | None:
+    weight = getattr(model.get_submodule(module_name), "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        return None
+    return int(spec.out_in_shape(tuple(weight.shape))[1])
 
 
 def _check_width(stats: Stats, model, spec, module: str) -> None:
-    width = _input_width(model, module)
+    width = _input_width(model, spec, module)
     if width is not None and tuple(stats.mom2.shape) != (width, width):
         raise StatsError(f"{stats.path}: statistics of shape {list(stats.mom2.shape)}, but {module} takes {width} inputs",
                          fix="these statistics belong to another model or module")

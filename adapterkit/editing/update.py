@@ -1,7 +1,7 @@
 """Apply a weight update in the layout the architecture declares.
 
-Methods think in ``[out, in]`` (``W k = v``); the ``conv1d`` layout (Conv1D modules) stores ``[in, out]``,
-so the update is transposed there. The update goes through the edit's ledger (``ledger.add``), which keeps the original.
+Methods think in ``[out, in]`` (``W k = v``); the architecture's spec turns that into the layout its weights are
+stored in (``ArchSpec.as_stored``). The update goes through the edit's ledger (``ledger.add``), which keeps the original.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def apply_update(ledger, spec, name: str, delta: torch.Tensor | None = None, *,
         if left is None or right is None:
             raise ValueError("apply_update needs delta, or left and right")
         delta = low_rank(left, right)
-    stored = delta.T if spec.weight_layout == "conv1d" else delta
+    stored = spec.as_stored(delta)
     shape = tuple(ledger.parameter(name).shape)
     if tuple(stored.shape) != shape:
         raise AdapterkitError(

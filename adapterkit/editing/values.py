@@ -21,8 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from ..methods.settings import LocateThenEditSettings
-from .keys import (Batch, at_positions, common_prefix, edit_output, in_context, lookup_index, model_device, pad_id,
-                   pad_rows, run, token_ids, trace)
+from .hooks import edit_output, run, trace
+from .keys import at_positions
+from .tokens import (Batch, in_context, lookup_index, model_device, pad_id, pad_rows, target_start,
+                     token_ids)
 
 STOP_LOSS = 5e-2
 KL_PROMPT = "{} is a"
@@ -75,9 +77,8 @@ def sample_texts(model, tok, length: int, count: int, generator: torch.Generator
 # --- the batch ----------------------------------------------------------------------------------
 def target_ids(tok, prompt: str, target: str) -> list[int]:
     """Tokens of ``target`` as they follow ``prompt`` (tokenised together, as the metrics do)."""
-    prompt_ids, full = token_ids(tok, prompt), token_ids(tok, prompt + target)
-    start = len(prompt_ids) if full[: len(prompt_ids)] == prompt_ids else common_prefix(prompt_ids, full)
-    return full[min(start, len(full) - 1):]
+    full = token_ids(tok, prompt + target)
+    return full[target_start(token_ids(tok, prompt), full):]
 
 
 @dataclass

@@ -132,17 +132,17 @@ class TrainedEditMethod(EditMethod):
 
     def load_editor(self, archive, model, spec: ArchSpec, settings: MethodSettings) -> torch.nn.Module:
         """The trained editor in ``archive``, after checking that it fits this model and these settings."""
-        from ..editing import training
+        from ..editing.archive import check_archive_fits, load_module_tensors, read_archive
 
         if not archive:
             raise ArchiveError(f"{self.name} needs a trained editor, and neither hparams['archive'] nor archive= names one",
                                fix=f"train one with `adapterkit train MODEL --hparams {self.name.lower()}.yaml --train DATA "
                                    "--out DIR`, then set `archive: DIR` (or pass --archive DIR)")
-        tensors, metadata, path = training.read_archive(archive, self.name)
-        training.check_archive_fits(path, metadata, architecture=spec.name, shapes=self.archive_shapes(model, settings),
-                                    hparams=settings.to_dict(), structural_keys=self.structural_keys)
+        tensors, metadata, path = read_archive(archive, self.name)
+        check_archive_fits(path, metadata, architecture=spec.name, shapes=self.archive_shapes(model, settings),
+                           hparams=settings.to_dict(), structural_keys=self.structural_keys)
         editor = self.build_editor(model, spec, settings, metadata)
-        training.load_module_tensors(editor, tensors, metadata.get("aliases") or {}, "", str(path))
+        load_module_tensors(editor, tensors, metadata.get("aliases") or {}, "", str(path))
         return editor
 
     def train(self, model, tok, settings: MethodSettings, train_set: Sequence[EditRequest],
@@ -150,7 +150,7 @@ class TrainedEditMethod(EditMethod):
               on_step=None):
         """Train an editor for ``model`` into ``out_dir`` (``adapterkit.train`` reads the records and calls this)."""
         from ..editing import training
-        from ..editing.keys import frozen
+        from ..editing.hooks import frozen
         from ..registry import get_registry
 
         spec = get_registry().for_model(model)
@@ -159,5 +159,5 @@ class TrainedEditMethod(EditMethod):
         training.seed_everything(settings.seed)
         with frozen(model):
             task = self.make_task(model, tok, spec, settings, dev, train_set)
-            return training.train(task, train_set, val_set, settings.to_dict(), out_dir, resume=resume, progress=progress,
+            return training.train(task, train_set, val_set, settings, out_dir, resume=resume, progress=progress,
                                   on_step=on_step)

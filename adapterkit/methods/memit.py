@@ -10,7 +10,9 @@ For a batch of requests and a range of MLP layers l_1 < ... < L:
 """
 from __future__ import annotations
 
-from ..editing.keys import context_keys, frozen, module_io, plain_prompts
+from ..editing.hooks import frozen
+from ..editing.keys import context_keys, module_io
+from ..editing.tokens import plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update, spread_update
 from ..editing.values import LossSettings, context_templates, head_reading, optimise_values

@@ -21,8 +21,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..editing import training
-from ..editing.keys import frozen
+from ..editing import batches, losses
+from ..editing.hooks import frozen
 from ..editing.update import apply_update
 from ..errors import AdapterkitError
 from .base import TrainedEditMethod
@@ -146,7 +146,8 @@ class GradientTransform(nn.Module):
 
 def factor_dims(spec, shape: Sequence[int]) -> tuple[int, int]:
     """(input dim, output dim) of a weight stored in the declared layout."""
-    return (shape[0], shape[1]) if spec.weight_layout == "conv1d" else (shape[1], shape[0])
+    out, in_ = spec.out_in_shape(shape)
+    return in_, out
 
 
 class MendEditor(nn.Module):
@@ -215,7 +216,7 @@ def capture_inputs(model, names: Sequence[str]):
 
 def edit_factors(model, tok, requests, names: Sequence[str], dims: Mapping[str, tuple[int, int]], device):
     """(u, delta) per inner weight for the NLL of each request's new target after its prompt."""
-    ids, mask, labels = training.target_labels(tok, [r.prompt for r in requests], [r.target_new for r in requests], device)
+    ids, mask, labels = losses.target_labels(tok, [r.prompt for r in requests], [r.target_new for r in requests], device)
     weights = [model.get_parameter(n) for n in names]
     flags = [w.requires_grad for w in weights]
     for w in weights:  # the hooked outputs need a graph to differentiate; the weights' own grads are not kept
@@ -223,7 +224,7 @@ def edit_factors(model, tok, requests, names: Sequence[str], dims: Mapping[str, 
     try:
         with torch.enable_grad(), capture_inputs(model, names) as seen:
             logits = model(input_ids=ids, attention_mask=mask).logits
-            loss = training.mean_nll(logits, labels)
+            loss = losses.mean_nll(logits, labels)
             outputs = [seen[n][1] for n in names]
             deltas = torch.autograd.grad(loss, outputs)
     finally:
@@ -239,11 +240,6 @@ def edit_factors(model, tok, requests, names: Sequence[str], dims: Mapping[str, 
                 fix="check weight_layout in the architecture declaration ('linear' = [out, in], 'conv1d' = [in, out])")
         factors[name] = (x, delta.detach())
     return factors
-
-
-def stored(spec, update: torch.Tensor) -> torch.Tensor:
-    """An [out, in] update in the weight's stored layout."""
-    return update.T if spec.weight_layout == "conv1d" else update
 
 
 # --- the method -------------------------------------------------------------------------------------
@@ -303,7 +299,7 @@ class MendTask:
         self.model, self.tok, self.spec, self.settings, self.device = model, tok, spec, settings, device
         self.shapes = inner_shapes(model, settings)
         self.editor = MendEditor(self.shapes, spec, settings).to(device)
-        self.answers = training.answer_pool(train_set)
+        self.answers = batches.answer_pool(train_set)
         self.unrelated_pool = list(train_set)
         self.warm_up_normalisation(train_set)
 
@@ -332,7 +328,7 @@ class MendTask:
 
     # edited forward: the base model with W + update for the inner weights, differentiable in the update
     def edited_logits(self, updates, ids, mask):
-        params = {name: self.model.get_parameter(name) + stored(self.spec, u).to(self.model.get_parameter(name).dtype)
+        params = {name: self.model.get_parameter(name) + self.spec.as_stored(u).to(self.model.get_parameter(name).dtype)
                   for name, u in updates.items()}
         return torch.func.functional_call(self.model, params, args=(), kwargs={"input_ids": ids, "attention_mask": mask}).logits
 
@@ -344,24 +340,24 @@ class MendTask:
         updates = self.editor.updates(factors)
         prompts = [(r.prompt, r.target_new) for r in requests] + \
                   [(p, r.target_new) for r in requests for p in r.rephrase_prompts]
-        ids, mask, labels = training.target_labels(self.tok, *zip(*prompts), self.device)
-        l_edit = training.mean_nll(self.edited_logits(updates, ids, mask), labels)
+        ids, mask, labels = losses.target_labels(self.tok, *zip(*prompts), self.device)
+        l_edit = losses.mean_nll(self.edited_logits(updates, ids, mask), labels)
         local = [(p, a) for r in requests for p, a in zip(r.locality_prompts, r.locality_ground_truths or [""] * len(r.locality_prompts))]
-        ids, mask, _ = training.target_labels(self.tok, *zip(*local), self.device)
+        ids, mask, _ = losses.target_labels(self.tok, *zip(*local), self.device)
         with torch.no_grad():
             base = self.base_logits(ids, mask)
-        l_loc = training.kl_locality(base, self.edited_logits(updates, ids, mask), mask)
+        l_loc = losses.kl_locality(base, self.edited_logits(updates, ids, mask), mask)
         total = self.settings.cedit * l_edit + self.settings.cloc * l_loc
         return total, l_edit, l_loc, updates
 
     def with_unrelated_locality(self, requests):
-        return training.with_unrelated_locality(requests, self.unrelated_pool, self.settings.loc_unrelated)
+        return batches.with_unrelated_locality(requests, self.unrelated_pool, self.settings.loc_unrelated)
 
     def train_step(self, requests):
         requests = self.with_unrelated_locality(requests)
         if self.settings.random_targets:
             # an editor that could recall each training edit's target would learn nothing for new edits
-            requests = training.with_random_targets(requests, self.answers)
+            requests = batches.with_random_targets(requests, self.answers)
         total, l_edit, l_loc, _ = self.losses(requests)
         return total, {"loss/edit": l_edit.item(), "loss/loc": l_loc.item()}
 
@@ -369,6 +365,6 @@ class MendTask:
         requests = self.with_unrelated_locality(requests)
         with torch.no_grad():
             total, l_edit, l_loc, updates = self.losses(requests)
-            quality = training.edit_quality(self.base_logits, lambda i, m: self.edited_logits(updates, i, m),
+            quality = losses.edit_quality(self.base_logits, lambda i, m: self.edited_logits(updates, i, m),
                                             self.tok, requests, self.device)
         return {"loss/total_edit": total.item(), "loss/edit": l_edit.item(), "loss/loc": l_loc.item(), **quality}
