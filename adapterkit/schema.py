@@ -64,13 +64,6 @@ def load_schema(source: SchemaSource) -> dict:
     return _schema_file(os.fspath(source))
 
 
-def schema_name(source: SchemaSource) -> str:
-    """A short name for messages."""
-    if isinstance(source, Mapping):
-        return str(source.get("title") or source.get("$id") or "<schema>")
-    return str(source)
-
-
 @lru_cache(maxsize=None)
 def _references() -> Registry:
     """Every shipped schema under its ``$id``, so ``$ref`` between them (and from plugins' schemas) resolves."""

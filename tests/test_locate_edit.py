@@ -266,8 +266,9 @@ def test_restore_is_bit_exact_and_saved_deltas_replay_exactly(arch, method, tmp_
     result.restore()
     assert all(torch.equal(v, original[n]) for n, v in model.state_dict().items())
     fresh, _ = random_model(arch)
-    adapterkit.apply_deltas(fresh, tmp_path / "deltas.safetensors")
+    replayed = adapterkit.apply_deltas(fresh, tmp_path / "deltas.safetensors")
     assert all(torch.equal(v, edited[n]) for n, v in fresh.state_dict().items())
+    assert replayed.hparams == load_settings(hp).to_dict()  # the settings that ran, defaults filled in
 
 
 def test_sequential_edits_stack_and_undo_newest_first():

@@ -103,3 +103,21 @@ def minimal_hparams(settings_class, schema) -> dict:
                 "inner_params": ["model.layers.1.mlp.down_proj.weight"], "rewrite_module_tmps": ["model.layers.{}.mlp"]}
     properties, required = schema_properties(schema)
     return {k: examples.get(k, "model.layers.{}.mlp") for k in required}
+
+
+# --- building settings once ---------------------------------------------------------------------
+def test_settings_are_built_once_and_checked_when_given_built():
+    from adapterkit.errors import SchemaError
+    from adapterkit.hparams import load_settings
+    from adapterkit.methods.settings import MENDSettings, PMETSettings
+
+    settings = load_settings(locate_then_edit_hparams(val_interval=5))
+    assert isinstance(settings, PMETSettings) and settings.extra == {"val_interval": 5}
+    assert settings.clamp_norm_factor == 1.0 and isinstance(settings.clamp_norm_factor, float)
+    assert load_settings(settings) is settings
+    with pytest.raises(SchemaError, match="#/v_lr"):
+        load_settings(settings.replace(v_lr=-1.0))
+    with pytest.raises(SchemaError, match="takes PMETSettings"):
+        load_settings(MENDSettings(alg_name="PMET", inner_params=["a.weight"]))
+    mend = load_settings({"alg_name": "MEND", "inner_params": ["a.weight"], "val_interval": 7})
+    assert mend.val_every == 7 and "val_interval" not in mend.to_dict()  # EasyEdit's name for val_every
