@@ -3,12 +3,12 @@ from .hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["hookimpl", "load_model", "detect", "edit", "edited", "apply_deltas", "EditResult", "__version__"]
+__all__ = ["hookimpl", "load_model", "detect", "edit", "edited", "train", "apply_deltas", "EditResult", "__version__"]
 
 
 def __getattr__(name):
     # The API pulls in torch; keep `import adapterkit` (and plugin imports of hookimpl) light.
-    if name in ("edit", "edited", "apply_deltas", "EditResult"):
+    if name in ("edit", "edited", "train", "apply_deltas", "EditResult"):
         from . import api
         return getattr(api, name)
     if name == "load_model":

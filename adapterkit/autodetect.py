@@ -9,8 +9,10 @@ import difflib
 from pathlib import Path
 from typing import Any, Mapping
 
+from typing import Sequence
+
 from .checkpoint import TensorIndex, checkpoint_dir, meta_tensor_index, read_config, read_tensor_index
-from .errors import CheckpointError
+from .errors import CheckpointError, SchemaError
 from .inputs import check_weights_cover_model
 from .registry import get_registry
 from .schema import validate
@@ -19,8 +21,12 @@ from .spec import GLOBAL_ROLES, LAYER_ROLES, ArchSpec
 CONTAINER_ROLES = ("layer", "attn", "mlp")
 
 
-def detect(path, method: str = "ROME", *, registry=None, allow_partial: bool = False) -> dict:
-    """Hyperparameters for ``method`` on the checkpoint at ``path`` (what `adapterkit detect` writes)."""
+def detect(path, method: str = "ROME", *, layers: Sequence[int] | None = None, registry=None,
+           allow_partial: bool = False) -> dict:
+    """Hyperparameters for ``method`` on the checkpoint at ``path`` (what `adapterkit detect` writes).
+
+    ``layers``: edit these layers instead of those the architecture's rule picks (needed where it has none).
+    ``allow_partial``: accept weights that do not cover the model."""
     registry = registry or get_registry()
     path = checkpoint_dir(path)
     config = read_config(path)
@@ -31,27 +37,53 @@ def detect(path, method: str = "ROME", *, registry=None, allow_partial: bool = F
     check_checkpoint(spec, config, index, where=str(path))
     check_weights_cover_model(stored, config, spec, path, allow_partial=allow_partial)
     edit_method = registry.method(method)
-    hparams = method_hparams(spec, config, edit_method, model_name=str(path))
+    hparams = method_hparams(spec, config, edit_method, model_name=str(path), layers=layers)
     validate(hparams, edit_method.schema, f"hparams detected for {path}")
     return hparams
 
 
-def method_hparams(spec: ArchSpec, config: Mapping[str, Any], method, model_name: str) -> dict:
-    """Method defaults, then the declaration's per-architecture defaults, then its templates."""
+def method_hparams(spec: ArchSpec, config: Mapping[str, Any], method, model_name: str,
+                   layers: Sequence[int] | None = None) -> dict:
+    """The method's published defaults, then the declaration's per-architecture defaults (layer rules
+    resolved at this depth), then its templates."""
     num_layers = spec.num_layers(config)
     hparams: dict[str, Any] = {"alg_name": method.name, "model_name": model_name, "architecture": spec.name}
-    hparams.update(method.defaults)
-    for key, value in spec.method_defaults(method.name).items():
+    hparams.update(method.settings_class.published_defaults())
+    for key, value in spec.method_defaults(method.name, method.layer_rules_from).items():
         if key == "layers":
             value = spec.resolve_layers(value, num_layers)
         elif key == "inner_params":
             value = spec.inner_params(value, num_layers)
         hparams[key] = value
+    if layers is not None:
+        hparams["layers"] = [int(layer) for layer in layers]
     for key, roles in method.template_keys.items():
         hparams[key] = [spec.template(r) for r in roles] if isinstance(roles, list) else spec.template(roles)
     if "v_loss_layer" in method.arch_keys:
         hparams["v_loss_layer"] = spec.v_loss_layer(config)
+    _check_complete(hparams, spec, method, num_layers)
     return hparams
+
+
+def _check_complete(hparams: Mapping[str, Any], spec: ArchSpec, method, num_layers: int) -> None:
+    """Say what to give when the declaration has no rule for a setting the method needs (rather than writing
+    hparams its schema then rejects)."""
+    missing = [key for key in method.settings_class.required() if key not in hparams]
+    if not missing:
+        return
+    block = f"defaults: {{{method.name.lower()}: ...}}"
+    if "layers" in missing:
+        example = max(num_layers // 2 - 1, 0)
+        raise SchemaError(
+            f"the {spec.name} declaration ({spec.source}) has no layer rule for {method.name}, so detect cannot "
+            f"choose its layers; give `layers`",
+            fix=f"give `layers` (`adapterkit detect MODEL --method {method.name} --layers {example}`, or "
+                f"adapterkit.detect(..., layers=[{example}])), or add {{layers: {{at: N, of: DEPTH}}}} to the "
+                f"declaration's {block}")
+    raise SchemaError(
+        f"the {spec.name} declaration ({spec.source}) gives no {', '.join(missing)} for {method.name}",
+        fix=f"add a rule for {', '.join(missing)} to the declaration's {block}, or write "
+            f"{', '.join(missing)} into the hyperparameter file yourself")
 
 
 # --- checks against the checkpoint --------------------------------------------------------------

@@ -35,7 +35,7 @@ def cmd_detect(args) -> int:
 
     if args.output:
         check_writable(args.output, what="hyperparameter file", directory=False)
-    hparams = detect(args.model_path, method=args.method, allow_partial=args.allow_partial_weights)
+    hparams = detect(args.model_path, method=args.method, layers=args.layers, allow_partial=args.allow_partial_weights)
     text = write_yaml(hparams, args.output)
     if args.output:
         print(f"wrote {args.output} ({hparams['alg_name']}, architecture {hparams.get('architecture')}, layers {hparams.get('layers', '-')})",
@@ -59,16 +59,20 @@ def cmd_validate(args) -> int:
 def cmd_stats(args) -> int:
     from .checkpoint import load_model
     from .editing.stats import compute_stats
-    from .hparams import load_hparams
+    from .hparams import load_settings
     from .inputs import check_writable
+    from .methods import LocateThenEditSettings
 
-    hparams = load_hparams(args.hparams)
-    stats_dir = args.stats_dir or hparams.get("stats_dir", "stats")
+    settings = load_settings(args.hparams)
+    if not isinstance(settings, LocateThenEditSettings):
+        raise AdapterkitError(f"{args.hparams}: {settings.alg_name} reads no second-moment statistics",
+                              fix="give the hyperparameter file of a locate-then-edit method (ROME, MEMIT, PMET)")
+    stats_dir = args.stats_dir or settings.stats_dir
     check_writable(stats_dir, what="statistics directory", directory=True)
     model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
     spec = _registry().for_model(model)
-    paths = compute_stats(model, tok, hparams, spec, args.corpus, stats_dir,
+    paths = compute_stats(model, tok, settings, spec, args.corpus, stats_dir,
                           n_samples=args.n_samples, batch_size=args.batch_size, device=args.device)
     for layer, path in paths.items():
         print(f"layer {layer}: {path}")
@@ -84,8 +88,6 @@ def cmd_edit(args) -> int:
     from .requests import load_requests
 
     hparams = load_hparams(args.hparams)
-    if args.archive:
-        hparams["archive"] = args.archive
     if args.stats_dir:
         hparams["stats_dir"] = args.stats_dir
     requests = load_requests(args.requests)
@@ -94,7 +96,8 @@ def cmd_edit(args) -> int:
                        directory=not args.deltas_only, overwrite=args.overwrite or args.deltas_only)
     model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
-    result = api.edit(model, tok, requests, hparams, hparams_source=str(args.hparams), requests_source=str(args.requests))
+    result = api.edit(model, tok, requests, hparams, archive=args.archive, hparams_source=str(args.hparams),
+                      requests_source=str(args.requests))
     print(json.dumps({"edits": len(requests), "touched": result.touched, **summarise(result.metrics)}, indent=2))
     if args.out is None:
         return 0
@@ -110,18 +113,19 @@ def cmd_edit(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from . import api
     from .checkpoint import load_model
-    from .hparams import load_hparams
+    from .hparams import load_settings
     from .inputs import check_writable
 
-    hparams = load_hparams(args.hparams)
-    method = _registry().method(hparams["alg_name"])
-    if not getattr(method, "trainable", False):
+    settings = load_settings(args.hparams)
+    method = _registry().method(settings.alg_name)
+    if not method.trainable:
         raise AdapterkitError(f"{method.name} needs no training", fix="`adapterkit train` is for MEND and SERAC; use `adapterkit edit` directly")
     check_writable(args.out, what="trained editor", directory=True)
     model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
-    method.train(model, tok, hparams, args.train, args.val, args.out, resume=args.resume, device=args.device)
+    api.train(model, tok, settings, args.train, args.out, val=args.val, resume=args.resume, device=args.device)
     print(f"wrote the {method.name} editor to {args.out}", file=sys.stderr)
     return 0
 
@@ -177,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_path")
     p.add_argument("--method", default="ROME", help="ROME, MEMIT, PMET, MEND, SERAC or a plugin's method (default ROME)")
     p.add_argument("-o", "--output", help="YAML file to write (default: print)")
+    p.add_argument("--layers", type=int, nargs="+", help="edit these layers instead of those the architecture's rule picks")
     _partial_arg(p)
     p.set_defaults(func=cmd_detect)
 

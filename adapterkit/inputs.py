@@ -285,18 +285,18 @@ def check_writable(out, *, what: str, directory: bool, overwrite: bool = True) -
 
 
 # --- statistics the edit will read --------------------------------------------------------------
-def check_stats_inputs(model, spec, hparams: Mapping[str, Any]) -> None:
-    """Statistics files the hparams point at, and the corpus they name, are readable (cheaply: a zip's
+def check_stats_inputs(model, spec, settings) -> None:
+    """Statistics files the settings point at, and the corpus they name, are readable (cheaply: a zip's
     directory and a corpus's first document), so a damaged one stops the edit before it starts."""
     import zipfile
 
     from .editing import stats
     from .errors import StatsError
+    from .methods.settings import LocateThenEditSettings
 
-    if not (hparams.get("rewrite_module_tmp") or hparams.get("rewrite_module_tmps")) or not hparams.get("layers"):
+    if not isinstance(settings, LocateThenEditSettings):
         return
-    stats_dir = hparams.get("stats_dir") or stats.DEFAULT_STATS_DIR
-    for wanted in stats.stats_requests(model, spec, hparams, stats_dir):
+    for wanted in stats.stats_requests(model, spec, settings, settings.stats_dir):
         if not wanted.path.exists():
             continue
         try:
@@ -308,6 +308,5 @@ def check_stats_inputs(model, spec, hparams: Mapping[str, Any]) -> None:
         if not {"mom2.mom2.npy", "mom2.count.npy"} <= names:
             raise StatsError(f"{wanted.path}: not a second-moment statistics file (no mom2.mom2 / mom2.count)",
                              fix="point at a file written by `adapterkit stats`, ROME or EasyEdit's layer_stats")
-    corpus = hparams.get("mom2_corpus")
-    if corpus is not None:
-        next(iter(stats.read_corpus(corpus)), None)
+    if settings.mom2_corpus is not None:
+        next(iter(stats.read_corpus(settings.mom2_corpus)), None)

@@ -13,7 +13,7 @@ from . import hookspecs
 from .errors import AdapterkitError, PluginError, SchemaError, UnknownArchitectureError
 from .inputs import check_config_values
 from .safe_load import load_yaml
-from .schema import validate
+from .schema import load_schema, validate
 from .spec import ArchSpec
 
 ENTRY_POINT_GROUP = "adapterkit"
@@ -55,12 +55,31 @@ def make_spec(source, *, plugin="?", distribution="?", version="?") -> ArchSpec:
     return ArchSpec(declaration, source=where, plugin=plugin, distribution=distribution, version=version)
 
 
+def check_method(method) -> None:
+    """Refuse (PluginError) a registered method that does not fulfil the contract of adapterkit.methods.EditMethod."""
+    from .methods import EditMethod, MethodSettings
+
+    what = f"method {getattr(method, 'name', type(method).__name__)!r}"
+    if not isinstance(method, EditMethod):
+        raise PluginError(f"{what} is a {type(method).__name__}, not an adapterkit.methods.EditMethod",
+                          fix="subclass adapterkit.methods.EditMethod (or LocateThenEditMethod / TrainedEditMethod) "
+                              "and register an instance")
+    if not isinstance(getattr(method, "name", None), str) or not method.name:
+        raise PluginError(f"{what} has no name", fix="set the class attribute `name` to the alg_name it answers to")
+    settings_class = getattr(method, "settings_class", None)
+    if not (isinstance(settings_class, type) and issubclass(settings_class, MethodSettings)):
+        raise PluginError(f"{what} has no settings_class", fix="set `settings_class` to a subclass of adapterkit.methods.MethodSettings")
+    load_schema(method.schema)  # a schema that cannot be read is the plugin's fault, found now rather than at the first edit
+
+
 class Registry:
     def __init__(self):
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.architectures: list[ArchSpec] = []
         self.methods: dict[str, Any] = {}
+        self.method_origins: dict[str, str] = {}     # NAME -> "distribution version (plugin name)"
+        self.method_clashes: dict[str, list[str]] = {}
         self.plugins: list[PluginInfo] = []
         self.faults: list[PluginFault] = []
 
@@ -92,6 +111,8 @@ class Registry:
                 if impl.plugin is plugin:
                     impl.function(register=methods.append)
             built = [make_spec(s, plugin=name, distribution=distribution, version=version) for s in specs]
+            for method in methods:
+                check_method(method)
         except Exception as exc:
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
@@ -101,9 +122,17 @@ class Registry:
         for spec in built:
             self.architectures.append(spec)
             info.architectures.append(spec.name)
+        origin = f"{distribution} {version} (plugin {name})"
         for method in methods:
+            key = method.name.upper()
+            if key in self.methods:
+                self.method_clashes.setdefault(key, [self.method_origins[key]]).append(origin)
+                self.faults.append(PluginFault(name, distribution, f"method {method.name!r} is registered by "
+                                               + " and by ".join(self.method_clashes[key])))
+                continue
             method.distribution = distribution
-            self.methods[method.name.upper()] = method
+            self.methods[key] = method
+            self.method_origins[key] = origin
             info.methods.append(method.name)
         self.plugins.append(info)
 
@@ -148,6 +177,10 @@ class Registry:
                                source=f"{type(model).__name__}.config")
 
     def method(self, name: str):
+        clash = self.method_clashes.get(name.upper())
+        if clash:
+            raise PluginError(f"the editing method {name!r} is registered by several plugins: {' and '.join(clash)}",
+                              fix="uninstall one of them (`adapterkit plugins` lists what is loaded)")
         try:
             return self.methods[name.upper()]
         except KeyError:

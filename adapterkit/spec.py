@@ -15,6 +15,8 @@ from .errors import CheckpointError, AdapterkitError
 LAYER_ROLES = ("attn", "attn_out", "mlp", "mlp_in", "mlp_gate", "mlp_out")
 GLOBAL_ROLES = ("embed", "ln_f", "lm_head")
 WEIGHT_ROLES = ("attn_out", "mlp_in", "mlp_gate", "mlp_out", "embed", "lm_head")
+# keys of a declaration's per-method defaults that choose where a method edits (rules resolved at the model's depth)
+LAYER_RULE_KEYS = ("layers", "inner_params")
 
 
 @dataclass(frozen=True)
@@ -176,8 +178,14 @@ class ArchSpec:
         return rule % self.num_layers(config) if rule < 0 else rule
 
     # --- method defaults ----------------------------------------------------------------------
-    def method_defaults(self, method: str) -> dict:
-        return dict(self.declaration.get("defaults", {}).get(method.lower(), {}))
+    def method_defaults(self, method: str, layer_rules_from: str | None = None) -> dict:
+        """The declaration's defaults for ``method``; with ``layer_rules_from``, the layer rules of that other
+        method where ``method`` has none of its own (PMET edits MEMIT's layers)."""
+        blocks = self.declaration.get("defaults", {})
+        own = dict(blocks.get(method.lower(), {}))
+        donor = blocks.get(layer_rules_from.lower(), {}) if layer_rules_from else {}
+        taken = {key: donor[key] for key in LAYER_RULE_KEYS if key in donor and key not in own}
+        return {**taken, **own}
 
     def resolve_layers(self, rule: Mapping[str, int], num_layers: int) -> list[int]:
         return resolve_layer_rule(rule, num_layers)

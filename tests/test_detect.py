@@ -8,9 +8,9 @@ import yaml
 import adapterkit
 from adapterkit.checkpoint import build_model, load_model
 from adapterkit.autodetect import detect
-from adapterkit.errors import CheckpointError, UnknownArchitectureError
+from adapterkit.errors import CheckpointError, SchemaError, UnknownArchitectureError
 from adapterkit.hparams import load_hparams
-from adapterkit.registry import get_registry
+from adapterkit.registry import Registry, get_registry
 
 from checkpoints import write_index_only_checkpoint, write_tiny_checkpoint
 from conftest import BUILTIN_METHODS
@@ -144,3 +144,37 @@ def test_depth_contradicting_the_config(tmp_path):
     path = write_index_only_checkpoint(tmp_path / "ckpt", {**spec.tiny_config, "n_layer": 6}, names)
     err = _error(path)
     assert "says 6 layers" in err.message and "hold 4" in err.message
+
+
+class _WithoutRomeRule:
+    """GPT-2's declaration without its ROME layer rule, as a plugin."""
+
+    @adapterkit.hookimpl
+    def register_architectures(self, register):
+        declaration = get_registry().architecture("gpt2").declaration
+        register({**declaration, "defaults": {k: v for k, v in declaration["defaults"].items() if k != "rome"}})
+
+    @adapterkit.hookimpl
+    def register_methods(self, register):
+        from adapterkit.methods import builtin_methods
+
+        for method in builtin_methods():
+            register(method)
+
+
+def test_an_architecture_without_a_layer_rule_asks_for_layers(tmp_path):
+    registry = Registry()
+    registry.add_plugin(_WithoutRomeRule(), "without-rome-rule")
+    path = write_tiny_checkpoint("gpt2", tmp_path / "ckpt")
+    with pytest.raises(SchemaError, match="no layer rule for ROME.*give `layers`") as raised:
+        detect(path, method="ROME", registry=registry)
+    assert "--layers" in raised.value.fix and "defaults" in raised.value.fix
+    assert detect(path, method="ROME", layers=[2], registry=registry)["layers"] == [2]
+    assert detect(path, method="MEMIT", registry=registry)["layers"]  # the other rules still apply
+
+
+def test_layers_given_to_detect_replace_the_rule(tiny_checkpoints, capsys):
+    from adapterkit.cli import main
+
+    assert main(["detect", tiny_checkpoints["llama"], "--method", "MEMIT", "--layers", "0", "2"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["layers"] == [0, 2]

@@ -17,6 +17,7 @@ from adapterkit.editing.update import apply_update, spread_update
 from adapterkit.errors import AdapterkitError
 from adapterkit.demo.facts import counterfact_sample
 from adapterkit.demo.factmodels import build_tokenizer, fact_model_config, tiny_hparams, write_stats_corpus
+from adapterkit.hparams import load_settings
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 
@@ -115,15 +116,16 @@ def test_trace_reads_inputs_and_outputs_and_stops_after_the_last_wanted_module(a
 def test_context_templates_are_sampled_once_with_a_seed_or_given():
     model, spec = random_model("gpt2")
     tok = word_tokenizer()
-    hp = {"context_template_length_params": [[5, 10], [10, 10]]}
-    first = values.context_templates(model, tok, hp)
+    settings = load_settings(hparams(model, spec, "ROME", context_template_length_params=[[5, 10], [10, 10]]))
+    first = values.context_templates(model, tok, settings)
     assert first[0] == ["{}"] and [len(g) for g in first] == [1, 10, 10]
     assert all(t.endswith(". {}") for g in first[1:] for t in g)
-    assert values.context_templates(model, tok, hp) is first
+    assert values.context_templates(model, tok, settings) is first
     fresh, _ = random_model("gpt2")
-    assert values.context_templates(fresh, tok, hp) == first  # same weights, same seed: same texts
-    assert values.context_templates(fresh, tok, {**hp, "context_template_seed": 1}) != first
-    assert values.context_templates(model, tok, {"context_templates": ["{}", "A fact. {}"]}) == [["{}"], ["A fact. {}"]]
+    assert values.context_templates(fresh, tok, settings) == first  # same weights, same seed: same texts
+    assert values.context_templates(fresh, tok, settings.replace(context_template_seed=1)) != first
+    fixed = settings.replace(context_templates=["{}", "A fact. {}"])
+    assert values.context_templates(model, tok, fixed) == [["{}"], ["A fact. {}"]]
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -131,11 +133,11 @@ def test_requests_optimised_together_match_one_at_a_time(arch):
     model, spec = random_model(arch)
     tok = word_tokenizer()
     requests = normalise_requests(RECORDS[:3])
-    hp = hparams(model, spec, "MEMIT", **FAST)
-    point = hp["layer_module_tmp"].format(1)
-    settings = values.LossSettings.from_hparams(hp)
+    memit = load_settings(hparams(model, spec, "MEMIT", **FAST))
+    point = memit.layer_module_tmp.format(1)
+    settings = values.LossSettings.from_settings(memit)
     with hooks.frozen(model):
-        templates = values.context_templates(model, tok, hp)
+        templates = values.context_templates(model, tok, memit)
         together = values.optimise_values(model, tok, requests, [point], templates, "subject_last", settings)[point]
         alone = torch.cat([values.optimise_values(model, tok, [r], [point], templates, "subject_last", settings)[point]
                            for r in requests])
@@ -264,8 +266,9 @@ def test_restore_is_bit_exact_and_saved_deltas_replay_exactly(arch, method, tmp_
     result.restore()
     assert all(torch.equal(v, original[n]) for n, v in model.state_dict().items())
     fresh, _ = random_model(arch)
-    adapterkit.apply_deltas(fresh, tmp_path / "deltas.safetensors")
+    replayed = adapterkit.apply_deltas(fresh, tmp_path / "deltas.safetensors")
     assert all(torch.equal(v, edited[n]) for n, v in fresh.state_dict().items())
+    assert replayed.hparams == load_settings(hp).to_dict()  # the settings that ran, defaults filled in
 
 
 def test_sequential_edits_stack_and_undo_newest_first():

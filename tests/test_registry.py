@@ -159,3 +159,60 @@ def test_the_core_never_names_an_architecture():
                 if token.type in (tokenize.STRING, tokenize.NAME, tokenize.COMMENT) and ARCH_WORDS.search(token.string):
                     offenders.append(f"{source.relative_to(core)}:{token.start[0]}: {token.string[:60]}")
     assert not offenders, "the editing core names architectures:\n" + "\n".join(offenders)
+
+
+# --- methods from plugins ---------------------------------------------------------------------------
+class _MethodPlugin:
+    def __init__(self, method):
+        self.method = method
+
+    @adapterkit.hookimpl
+    def register_methods(self, register):
+        register(self.method)
+
+
+def _twin():
+    from adapterkit.methods import EditMethod, MethodSettings
+
+    class Twin(EditMethod):
+        name, schema, settings_class = "TWIN", {"type": "object"}, MethodSettings
+
+        def apply(self, model, tok, requests, settings, *, spec, ledger, archive=None):
+            return None
+    return Twin()
+
+
+def test_two_plugins_registering_one_method_name_conflict_naming_both_distributions():
+    registry = Registry()
+    registry.add_plugin(_MethodPlugin(_twin()), "one", "dist-one", "1.0")
+    registry.add_plugin(_MethodPlugin(_twin()), "two", "dist-two", "2.0")
+    with pytest.raises(PluginError) as err:
+        registry.method("twin")
+    assert "dist-one 1.0" in err.value.message and "dist-two 2.0" in err.value.message
+    assert "uninstall one" in err.value.fix
+    assert [(f.name, f.distribution) for f in registry.faults] == [("two", "dist-two")]
+    assert "dist-one 1.0" in registry.faults[0].error
+
+
+def test_a_method_that_breaks_the_contract_is_a_fault():
+    class NotAMethod:
+        name = "LOOSE"
+
+        def apply(self, *args, **kwargs):
+            return None
+    registry = Registry()
+    registry.add_plugin(_MethodPlugin(NotAMethod()), "loose", "loose-dist", "0.1")
+    assert "not an adapterkit.methods.EditMethod" in registry.faults[0].error
+    unreadable = _twin()
+    unreadable.schema = Path("/nowhere/twin.schema.json")
+    registry.add_plugin(_MethodPlugin(unreadable), "unreadable", "unreadable-dist", "0.1")
+    assert "cannot read the schema" in registry.faults[1].error
+    assert "LOOSE" not in registry.methods and "TWIN" not in registry.methods
+
+
+@pytest.mark.parametrize("arch", sorted(BUILTINS))
+def test_pmet_takes_memits_layer_rules_and_no_declaration_repeats_them(arch):
+    spec = get_registry().architecture(arch)
+    pmet = get_registry().method("PMET")
+    assert "pmet" not in spec.declaration["defaults"]
+    assert spec.method_defaults("pmet", pmet.layer_rules_from) == {"layers": spec.method_defaults("memit")["layers"]}

@@ -10,8 +10,10 @@ from adapterkit.editing import training
 from adapterkit.editing.archive import EDITOR_FILE, read_archive, read_safetensors, save_archive
 from adapterkit.editing.metrics import encode_pairs, summarise
 from adapterkit.errors import ArchiveError, SchemaError
+from adapterkit.hparams import load_settings
 from adapterkit.methods.serac import SERAC
 from adapterkit.methods.serac.answerer import SeracAnswerer
+from adapterkit.methods.settings import SERACSettings
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 from editors import assert_refused_by_another_architecture, editor_hparams, split, train_editor, trained_editors_fixture
@@ -66,7 +68,7 @@ def test_archive_round_trip_gives_the_same_answers(trained, tmp_path):
     fact, hp = trained("llama")
     _, _, test = split(fact.facts)
     tensors, metadata, _ = read_archive(hp["archive"], "SERAC")
-    editor, _ = SERAC().load(hp["archive"], fact.model, get_registry().for_model(fact.model), hp)
+    editor = SERAC().load_editor(hp["archive"], fact.model, get_registry().for_model(fact.model), load_settings(hp))
     copy_path = tmp_path / "copy" / EDITOR_FILE
     save_archive(copy_path, editor, {k: v for k, v in metadata.items() if k not in ("format", "aliases")})
     copied, _, _ = read_archive(copy_path, "SERAC")
@@ -91,13 +93,12 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(fact_models, tmp
     train_set, val_set, _ = split(fact.facts)
     hp = serac_hparams(fact.model, **short)
     with pytest.raises(KeyboardInterrupt):
-        SERAC.train(fact.model, fact.tok, hp, None, None, tmp_path / "split", progress=False, on_step=interrupt,
-                    train_requests=train_set, val_requests=val_set)
+        adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, progress=False,
+                         on_step=interrupt)
     with pytest.raises(adapterkit.errors.AdapterkitError, match="already holds a training run"):
-        SERAC.train(fact.model, fact.tok, hp, None, None, tmp_path / "split", progress=False,
-                    train_requests=train_set, val_requests=val_set)
-    result = SERAC.train(fact.model, fact.tok, hp, None, None, tmp_path / "split", resume=True, progress=False,
-                         train_requests=train_set, val_requests=val_set)
+        adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, progress=False)
+    result = adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, resume=True,
+                              progress=False)
     assert result.step == 12
     for name in (EDITOR_FILE, training.STATE_FILE):
         whole, _ = read_safetensors(tmp_path / "whole" / name)
@@ -155,11 +156,11 @@ def test_small_counterfactual_model_keeps_the_first_layers(arch):
     spec = get_registry().architecture(arch)
     torch.manual_seed(0)
     base = build_model(spec.tiny_config, spec).eval()
-    small = counterfactual_model(base, spec, {"cf_num_layers": 2})
+    small = counterfactual_model(base, spec, SERACSettings(alg_name="SERAC", cf_num_layers=2))
     ids = torch.randint(3, 100, (2, 6))
     logits = small(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     assert logits.shape == (2, 6, spec.vocab_size(base.config))
     assert len(small.get_submodule(spec.layers_path)) == 2 == spec.num_layers(small.config)
     assert len(base.get_submodule(spec.layers_path)) == spec.num_layers(base.config) == 4
     with pytest.raises(adapterkit.errors.AdapterkitError, match="cf_num_layers=9 is outside 1..4"):
-        counterfactual_model(base, spec, {"cf_num_layers": 9})
+        counterfactual_model(base, spec, SERACSettings(alg_name="SERAC", cf_num_layers=9))

@@ -65,11 +65,11 @@ def demo_hparams(fact, method_name: str, cache_dir: Path, say: Callable[[str], N
             say(f"using the {method.name} editor trained before ({archive})")
             return hp
         say(f"training a {method.name} editor on {len(fact.facts.held_out)} facts the edits do not use ...")
+        from ..api import train
         from ..requests import normalise_requests
 
         held_out = normalise_requests(list(fact.facts.held_out))
-        method.train(fact.model, fact.tok, hp, None, None, archive, progress=True, resume=archive.exists(),
-                     train_requests=held_out[8:], val_requests=held_out[:8])
+        train(fact.model, fact.tok, hp, held_out[8:], archive, val=held_out[:8], progress=True, resume=archive.exists())
     return hp
 
 

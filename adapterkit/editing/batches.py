@@ -12,7 +12,7 @@ import torch
 from ..requests import EditRequest
 
 if TYPE_CHECKING:
-    from .training import TrainSettings
+    from ..methods.settings import TrainedEditorSettings
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -24,7 +24,7 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     return order[slot * batch_size: (slot + 1) * batch_size].tolist()
 
 
-def validation_batches(requests: Sequence[EditRequest], settings: TrainSettings) -> list[list[EditRequest]]:
+def validation_batches(requests: Sequence[EditRequest], settings: TrainedEditorSettings) -> list[list[EditRequest]]:
     size = max(1, settings.val_batch_size)
     batches = [list(requests[i: i + size]) for i in range(0, len(requests), size)]
     return batches[: settings.val_steps] if settings.val_steps else batches
@@ -65,12 +65,12 @@ def with_unrelated_locality(requests: Sequence[EditRequest], pool: Sequence[Edit
     return widened
 
 
-def load_sets(hp, train_path, val_path, train_requests=None, val_requests=None):
+def load_sets(settings: TrainedEditorSettings, train_path, val_path, train_requests=None, val_requests=None):
     """Training and validation EditRequests: given, or read from files (the last tenth of the training
     records when there is no validation file)."""
     from .datasets import load_training_records
 
-    skip = bool(hp.get("skip_malformed", False))
+    skip = settings.skip_malformed
     train_set = list(train_requests) if train_requests is not None else load_training_records(train_path, skip_malformed=skip)
     if val_requests is not None:
         return train_set, list(val_requests)

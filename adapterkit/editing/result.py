@@ -26,7 +26,7 @@ def fingerprint(tensor: torch.Tensor) -> str:
 @dataclass
 class EditResult:
     model: Any
-    hparams: dict
+    hparams: dict          # the settings that ran (settings.to_dict(): every default filled in), as a hyperparameter dict
     requests: list = field(default_factory=list)
     originals: dict[str, torch.Tensor] = field(default_factory=dict)
     deltas: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -74,7 +74,7 @@ class EditResult:
         self.restored = True
 
     def save(self, path) -> None:
-        """Write the deltas (safetensors, atomically) with the hparams and original fingerprints as metadata."""
+        """Write the deltas (safetensors, atomically) with the settings that ran and the originals' fingerprints as metadata."""
         metadata = {
             "format": "adapterkit-deltas/1",
             "hparams": json.dumps(self.hparams, default=str),

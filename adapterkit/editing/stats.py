@@ -23,12 +23,12 @@ import torch
 
 from ..errors import StatsError
 from ..fileio import atomic_path
+from ..methods.settings import LocateThenEditSettings
 from ..safe_load import load_json, parse_json
 from .hooks import frozen, run, trace
 from .tokens import model_device, pad_id, pad_rows
 
 FORMAT = "adapterkit-stats/1"
-DEFAULT_STATS_DIR = "stats"
 HOW_TO_SUPPLY = ("compute them once with `adapterkit stats MODEL --hparams FILE --corpus FILE` (a local .txt, .jsonl, "
                  ".parquet or saved `datasets` directory), set `mom2_corpus: FILE` in the hparams to compute them on "
                  "first use, or set `mom2_adjustment: false` (ROME), which needs no statistics")
@@ -76,8 +76,8 @@ def corpus_identity(corpus: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_name(model, spec, hparams: Mapping) -> str:
-    named = str(hparams.get("model_name") or getattr(model.config, "_name_or_path", "") or "").rstrip("/")
+def model_name(model, spec, settings: LocateThenEditSettings) -> str:
+    named = str(settings.model_name or getattr(model.config, "_name_or_path", "") or "").rstrip("/")
     return Path(named).name or f"{spec.name}-{config_hash(model, spec)[:8]}"
 
 
@@ -88,7 +88,7 @@ def stats_path(stats_dir, name: str, dataset: str, module: str, dtype: str, n_sa
 
 @dataclass(frozen=True)
 class StatsRequest:
-    """One file's worth: a module at a layer with the hparams' corpus name, sample count and dtype."""
+    """One file's worth: a module at a layer with the settings' corpus name, sample count and dtype."""
     module: str
     layer: int
     path: Path
@@ -97,20 +97,16 @@ class StatsRequest:
     dtype: str
 
 
-def stats_requests(model, spec, hparams: Mapping, stats_dir, layers=None, templates=None, n_samples=None) -> list[StatsRequest]:
-    templates = templates or rewrite_templates(hparams)
-    layers = hparams["layers"] if layers is None else layers
-    n = int(n_samples or hparams.get("mom2_n_samples", 100000))
-    dtype = hparams.get("mom2_dtype", "float32")
-    name, dataset = model_name(model, spec, hparams), hparams.get("mom2_dataset", "wikipedia")
+def stats_requests(model, spec, settings: LocateThenEditSettings, stats_dir, layers=None, templates=None,
+                   n_samples=None) -> list[StatsRequest]:
+    templates = templates or settings.rewrite_templates
+    layers = settings.layers if layers is None else layers
+    n = int(n_samples or settings.mom2_n_samples)
+    dtype = settings.mom2_dtype
+    name, dataset = model_name(model, spec, settings), settings.mom2_dataset
     return [StatsRequest(t.format(layer), layer, stats_path(stats_dir, name, dataset, t.format(layer), dtype, n),
                          model_identity(model, spec, layer), n, dtype)
             for layer in layers for t in templates]
-
-
-def rewrite_templates(hparams: Mapping) -> list[str]:
-    templates = hparams.get("rewrite_module_tmps") or [hparams["rewrite_module_tmp"]]
-    return list(templates)
 
 
 # --- corpora ------------------------------------------------------------------------------------
@@ -249,17 +245,17 @@ def _documents(corpus, n_samples: int) -> list[str]:
     return documents
 
 
-def compute_stats(model, tok, hparams: Mapping, spec, corpus, stats_dir=None, *, n_samples: int | None = None,
+def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, stats_dir=None, *, n_samples: int | None = None,
                   batch_size: int = 8, device=None, progress: bool = True, force: bool = False,
                   layers=None, templates=None) -> dict[str, Path]:
-    """Compute (or find cached) statistics for every rewrite module at every hparams layer.
+    """Compute (or find cached) statistics for every rewrite module at every edit layer.
 
     Returns ``{module name: file}``. One pass over the corpus serves every module still missing.
     """
     if corpus is None:
         raise StatsError("no corpus given for the second-moment statistics", fix=HOW_TO_SUPPLY)
-    stats_dir = stats_dir or hparams.get("stats_dir") or DEFAULT_STATS_DIR
-    wanted = stats_requests(model, spec, hparams, stats_dir, layers, templates, n_samples)
+    stats_dir = stats_dir or settings.stats_dir
+    wanted = stats_requests(model, spec, settings, stats_dir, layers, templates, n_samples)
     corpus_id = corpus_identity(corpus)
     missing = [w for w in wanted if force or not _usable(w, corpus_id)]
     if missing:
@@ -352,12 +348,12 @@ def verify(stats: Stats, wanted: StatsRequest) -> None:
                     f"(`adapterkit stats MODEL --hparams FILE --corpus FILE`)")
 
 
-def import_npz(source, model, spec, hparams: Mapping, layer: int, stats_dir=None, template: str | None = None) -> Path:
+def import_npz(source, model, spec, settings: LocateThenEditSettings, layer: int, stats_dir=None,
+               template: str | None = None) -> Path:
     """Adopt a ROME / EasyEdit statistics file for this model's ``layer``: written into the stats dir with metadata."""
     stats = read_npz(source)
-    template = template or rewrite_templates(hparams)[0]
-    wanted = stats_requests(model, spec, hparams, stats_dir or hparams.get("stats_dir") or DEFAULT_STATS_DIR,
-                            [layer], [template])[0]
+    template = template or settings.rewrite_templates[0]
+    wanted = stats_requests(model, spec, settings, stats_dir or settings.stats_dir, [layer], [template])[0]
     _check_width(stats, model, spec, wanted.module)
     warnings.warn(f"importing {source}: its provenance (model, corpus) cannot be verified; it is used as given", stacklevel=2)
     meta = {"format": FORMAT, "module": wanted.module, "layer": layer, **wanted.identity, "corpus": f"imported from {source}",
@@ -381,24 +377,24 @@ def _check_width(stats: Stats, model, spec, module: str) -> None:
 
 
 # --- used by the methods ------------------------------------------------------------------------
-def get_mom2(model, spec, hparams: Mapping, layer: int, stats_dir=None, corpus=None, *, tok=None,
+def get_mom2(model, spec, settings: LocateThenEditSettings, layer: int, stats_dir=None, corpus=None, *, tok=None,
              template: str | None = None) -> torch.Tensor:
     """E[k k^T] ([d_in, d_in], float32, CPU) of ``template`` (default: the rewrite module) at ``layer``.
 
-    Found in the stats dir, or computed for every hparams layer at once from ``corpus`` / ``mom2_corpus``.
+    Found in the stats dir, or computed for every edit layer at once from ``corpus`` / ``mom2_corpus``.
     """
-    stats_dir = stats_dir or hparams.get("stats_dir") or DEFAULT_STATS_DIR
-    template = template or rewrite_templates(hparams)[0]
-    wanted = stats_requests(model, spec, hparams, stats_dir, [layer], [template])[0]
-    corpus = corpus or hparams.get("mom2_corpus")
+    stats_dir = stats_dir or settings.stats_dir
+    template = template or settings.rewrite_templates[0]
+    wanted = stats_requests(model, spec, settings, stats_dir, [layer], [template])[0]
+    corpus = corpus or settings.mom2_corpus
     if not wanted.path.exists() or (corpus is not None and not _usable(wanted, corpus_identity(corpus))):
         if corpus is None:
             raise StatsError(f"no second-moment statistics for {wanted.module} (looked for {wanted.path})" + _nearby(wanted),
                              fix=HOW_TO_SUPPLY)
         if tok is None:
             raise StatsError(f"statistics for {wanted.module} must be computed, and no tokenizer was given")
-        layers = sorted(set(hparams["layers"]) | {layer})
-        compute_stats(model, tok, hparams, spec, corpus, stats_dir, layers=layers, templates=[template])
+        layers = sorted(set(settings.layers) | {layer})
+        compute_stats(model, tok, settings, spec, corpus, stats_dir, layers=layers, templates=[template])
     key = (str(wanted.path), wanted.path.stat().st_mtime_ns, json.dumps(wanted.identity, sort_keys=True))
     if key not in _moment_cache:
         stats = read_npz(wanted.path)

@@ -2,18 +2,13 @@
 
 The batches come from batches.py, the losses the tasks use from losses.py, the archive format from archive.py.
 
-A method hands the trainer a *task*: an object with
-
-    editor                     the torch module being trained (its state is the archive)
-    param_groups()             Adam parameter groups
-    train_step(requests)       -> (loss tensor, {name: float})
-    validate(requests)         -> {name: float} for one validation batch of edits
-    archive_metadata()         -> dict saved beside the weights (architecture, shapes, hparams)
+A method hands the trainer a task (``adapterkit.methods.EditorTask``: the editor, its parameter groups, one
+training step, validation, the archive's metadata) and its settings (``TrainedEditorSettings``).
 
 Files in ``out_dir`` (every write atomic, through :func:`adapterkit.fileio.atomic_path`):
 
     editor.safetensors         the best editor so far (what ``archive:`` points at), with its metadata
-    hparams.yaml               the hyperparameters it was trained with
+    hparams.yaml               the settings it was trained with (``settings.to_dict()``: defaults filled in)
     trainer_state.safetensors  the last checkpoint: editor, optimizer state, RNG states, step, best metric
     validation.json            every validation's metrics
 
@@ -26,7 +21,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 import yaml
@@ -37,42 +32,19 @@ from ..requests import EditRequest
 from .archive import EDITOR_FILE, load_module_tensors, module_tensors, read_safetensors, save_archive, write_safetensors
 from .batches import batch_indices, validation_batches
 
+if TYPE_CHECKING:
+    from ..methods.base import EditorTask
+    from ..methods.settings import TrainedEditorSettings
+
 STATE_FILE = "trainer_state.safetensors"
 HPARAMS_FILE = "hparams.yaml"
 HISTORY_FILE = "validation.json"
 STATE_FORMAT = "adapterkit-trainer-state/1"
-# hparams that may change between an interrupted run and its resumption without changing its results
+# settings that may change between an interrupted run and its resumption without changing its results
 RESUMABLE_CHANGES = ("max_iters", "early_stop_patience", "device", "archive", "model_name")
 
 
-# --- settings -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainSettings:
-    max_iters: int = 1000
-    batch_size: int = 8
-    accumulate_bs: int = 1                # edit episodes (of batch_size edits each) per optimiser step
-    val_batch_size: int = 8
-    val_every: int = 100
-    val_steps: int | None = None          # validation batches per validation; None: the whole val set
-    early_stop_key: str = "loss/total_edit_val"
-    early_stop_patience: int = 1000
-    grad_clip: float = 100.0
-    seed: int = 0
-
-    @classmethod
-    def from_hparams(cls, hp: Mapping[str, Any]) -> "TrainSettings":
-        fields_ = {f: hp[f] for f in cls.__dataclass_fields__ if hp.get(f) is not None}
-        if "val_every" not in fields_ and hp.get("val_interval") is not None:  # EasyEdit's name
-            fields_["val_every"] = hp["val_interval"]
-        fields_.setdefault("val_batch_size", fields_.get("batch_size", cls.batch_size))
-        return cls(**fields_)
-
-    @property
-    def minimise(self) -> bool:
-        key = self.early_stop_key.lower()
-        return any(word in key for word in ("loss", "nll", "ppl", "perplexity"))
-
-
+# --- the run's device and seeds -------------------------------------------------------------------
 def resolve_device(requested, model=None) -> torch.device:
     """``None``: where the model is; ``"auto"``: a GPU when present; an int: that GPU (EasyEdit's form)."""
     if requested is None:
@@ -105,15 +77,14 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def train(task, train_requests: Sequence[EditRequest], val_requests: Sequence[EditRequest],
-          hparams: Mapping[str, Any], out_dir, *, resume: bool = False, progress: bool = True,
+def train(task: EditorTask, train_requests: Sequence[EditRequest], val_requests: Sequence[EditRequest],
+          settings: TrainedEditorSettings, out_dir, *, resume: bool = False, progress: bool = True,
           on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train ``task.editor``; the best editor lands in ``out_dir/editor.safetensors``.
 
     ``on_step(step, info)`` is called after each optimiser step (a hook for logging, or for tests that
     interrupt a run).
     """
-    settings = TrainSettings.from_hparams(hparams)
     out_dir = Path(out_dir)
     state_path = out_dir / STATE_FILE
     optimizer = torch.optim.Adam(task.param_groups())
@@ -122,10 +93,10 @@ def train(task, train_requests: Sequence[EditRequest], val_requests: Sequence[Ed
         raise AdapterkitError(f"{out_dir} already holds a training run ({STATE_FILE})",
                               fix="pass resume=True (`adapterkit train --resume`) to continue it, or choose another output directory")
     if resume and state_path.exists():
-        done = _load_state(state_path, task, optimizer, hparams)
+        done = _load_state(state_path, task, optimizer, settings)
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out_dir / HPARAMS_FILE, yaml.safe_dump(_plain(hparams), sort_keys=False))
+        write_text_atomic(out_dir / HPARAMS_FILE, yaml.safe_dump(_plain(settings), sort_keys=False))
     if done.stopped_early or done.step >= settings.max_iters:
         return done
 
@@ -143,7 +114,7 @@ def train(task, train_requests: Sequence[EditRequest], val_requests: Sequence[Ed
             if on_step is not None:
                 on_step(done.step, info)
             if done.step % settings.val_every == 0 or done.step == settings.max_iters:
-                _validate_and_checkpoint(task, optimizer, val_requests, settings, hparams, out_dir, done)
+                _validate_and_checkpoint(task, optimizer, val_requests, settings, out_dir, done)
                 bar.set_postfix(_short(info, done.history[-1]), refresh=True)
                 if done.stopped_early:
                     break
@@ -152,7 +123,7 @@ def train(task, train_requests: Sequence[EditRequest], val_requests: Sequence[Ed
     return done
 
 
-def _optimise(task, optimizer, episodes, settings: TrainSettings) -> dict:
+def _optimise(task, optimizer, episodes, settings: TrainedEditorSettings) -> dict:
     """One optimiser step over ``episodes`` (each one batch of edits applied together), gradients averaged."""
     task.editor.train()
     optimizer.zero_grad(set_to_none=True)
@@ -171,7 +142,7 @@ def _optimise(task, optimizer, episodes, settings: TrainSettings) -> dict:
     return sums
 
 
-def validate(task, val_requests, settings: TrainSettings) -> dict:
+def validate(task, val_requests, settings: TrainedEditorSettings) -> dict:
     task.editor.eval()
     sums, counts = {}, {}
     for batch in validation_batches(val_requests, settings):
@@ -181,7 +152,7 @@ def validate(task, val_requests, settings: TrainSettings) -> dict:
     return {f"{key}_val": sums[key] / counts[key] for key in sums}
 
 
-def _validate_and_checkpoint(task, optimizer, val_requests, settings, hparams, out_dir: Path, done: TrainResult) -> None:
+def _validate_and_checkpoint(task, optimizer, val_requests, settings, out_dir: Path, done: TrainResult) -> None:
     metrics = validate(task, val_requests, settings)
     if settings.early_stop_key not in metrics:
         raise AdapterkitError(f"early_stop_key {settings.early_stop_key!r} is not a validation metric; "
@@ -196,11 +167,11 @@ def _validate_and_checkpoint(task, optimizer, val_requests, settings, hparams, o
                      {**task.archive_metadata(), "step": done.step, "best": {settings.early_stop_key: value}})
     done.stopped_early = done.step - done.best_step >= settings.early_stop_patience
     write_text_atomic(out_dir / HISTORY_FILE, json.dumps(done.history, indent=1))
-    _save_state(out_dir / STATE_FILE, task, optimizer, hparams, done)
+    _save_state(out_dir / STATE_FILE, task, optimizer, settings, done)
 
 
 # --- trainer state ----------------------------------------------------------------------------------
-def _save_state(path: Path, task, optimizer, hparams, done: TrainResult) -> None:
+def _save_state(path: Path, task, optimizer, settings, done: TrainResult) -> None:
     tensors, aliases = module_tensors(task.editor, prefix="editor.")
     opt_state = optimizer.state_dict()
     opt_scalars = {}
@@ -216,7 +187,7 @@ def _save_state(path: Path, task, optimizer, hparams, done: TrainResult) -> None
             tensors[f"rng.cuda.{i}"] = s
     py_state = random.getstate()
     write_safetensors(path, tensors, {
-        "format": STATE_FORMAT, "aliases": aliases, "hparams": _plain(hparams),
+        "format": STATE_FORMAT, "aliases": aliases, "hparams": _plain(settings),
         "step": done.step, "best_value": done.best_value, "best_step": done.best_step,
         "stopped_early": done.stopped_early, "history": done.history,
         "param_groups": opt_state["param_groups"], "optim_scalars": opt_scalars,
@@ -224,12 +195,12 @@ def _save_state(path: Path, task, optimizer, hparams, done: TrainResult) -> None
     })
 
 
-def _load_state(path: Path, task, optimizer, hparams) -> TrainResult:
+def _load_state(path: Path, task, optimizer, settings) -> TrainResult:
     tensors, meta = read_safetensors(path)
     if meta.get("format") != STATE_FORMAT:
         raise ArchiveError(f"{path}: not an adapterkit trainer state", fix="remove it, or pass another output directory")
     stored = meta.get("hparams") or {}
-    current = _plain(hparams)
+    current = _plain(settings)
     changed = sorted(k for k in set(stored) | set(current)
                      if k not in RESUMABLE_CHANGES and stored.get(k) != current.get(k))
     if changed:
@@ -257,12 +228,12 @@ def _load_state(path: Path, task, optimizer, hparams) -> TrainResult:
 
 
 # --- small helpers ----------------------------------------------------------------------------------
-def _plain(hparams: Mapping[str, Any]) -> dict:
-    """hparams as JSON/YAML-safe plain data."""
-    return json.loads(json.dumps(dict(hparams), default=str))
+def _plain(settings: TrainedEditorSettings) -> dict:
+    """The settings that ran as JSON/YAML-safe plain data."""
+    return json.loads(json.dumps(settings.to_dict(), default=str))
 
 
-def _progress_bar(settings: TrainSettings, start: int, enabled: bool):
+def _progress_bar(settings: TrainedEditorSettings, start: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=settings.max_iters, initial=start, disable=not enabled, desc="training editor",
@@ -276,19 +247,3 @@ def _short(info: Mapping[str, Any], val: Mapping[str, Any]) -> dict:
             shown[key.split("/")[0] + "_val"] = f"{val[key]:.2f}"
     return shown
 
-
-# --- the CLI's entry point --------------------------------------------------------------------------
-def train_editor(model, tok, hparams, train_path, val_path, out_dir, *, resume: bool = False, device=None,
-                 progress: bool = True, **options) -> TrainResult:
-    """Train the editor that ``hparams['alg_name']`` names (MEND, SERAC, or a plugin's trainable method)."""
-    from ..hparams import load_hparams
-    from ..registry import get_registry
-
-    registry = get_registry()
-    hp = load_hparams(hparams, registry)
-    method = registry.method(hp["alg_name"])
-    if not getattr(method, "trainable", False):
-        raise AdapterkitError(f"{method.name} needs no training",
-                              fix="train_editor is for trainable methods such as MEND and SERAC; edit with adapterkit.edit directly")
-    return method.train(model, tok, hp, train_path, val_path, out_dir, resume=resume, device=device,
-                        progress=progress, **options)

@@ -1,7 +1,7 @@
 """Apply a weight update in the layout the architecture declares.
 
 Methods think in ``[out, in]`` (``W k = v``); the architecture's spec turns that into the layout its weights are
-stored in (``ArchSpec.as_stored``). The update goes through ``weights.add``, which keeps the original.
+stored in (``ArchSpec.as_stored``). The update goes through the edit's ledger (``ledger.add``), which keeps the original.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def low_rank(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return left.double() @ right.double().T
 
 
-def apply_update(weights, spec, name: str, delta: torch.Tensor | None = None, *,
+def apply_update(ledger, spec, name: str, delta: torch.Tensor | None = None, *,
                  left: torch.Tensor | None = None, right: torch.Tensor | None = None) -> torch.Tensor:
     """Add ``delta`` ([out, in]) or ``left @ right.T`` to weight ``name``; returns the update as stored."""
     if delta is None:
@@ -25,13 +25,13 @@ def apply_update(weights, spec, name: str, delta: torch.Tensor | None = None, *,
             raise ValueError("apply_update needs delta, or left and right")
         delta = low_rank(left, right)
     stored = spec.as_stored(delta)
-    shape = tuple(weights.parameter(name).shape)
+    shape = tuple(ledger.parameter(name).shape)
     if tuple(stored.shape) != shape:
         raise AdapterkitError(
             f"an update of {name} is [out, in] = {list(delta.shape)}, which does not fit the weight {list(shape)} "
             f"in the declared {spec.weight_layout!r} layout",
             fix=f"check weight_layout in the {spec.name} declaration ({spec.source}) and the hparams' *_module_tmp keys")
-    weights.add(name, stored)
+    ledger.add(name, stored)
     return stored
 
 

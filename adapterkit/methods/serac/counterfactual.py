@@ -12,27 +12,27 @@ from ...editing.metrics import encode_pairs
 from ...editing.tokens import pad_id, padded, unpadded
 from ...errors import AdapterkitError
 from ...requests import EditRequest
+from ..settings import SERACSettings
 
 
-def counterfactual_model(model, spec, hp):
+def counterfactual_model(model, spec, settings: SERACSettings):
     """A small causal LM with the base model's tokenizer: ``small_name``, or a copy of the base (its first
     ``cf_num_layers`` layers); None with ``freeze_cntr`` (the frozen base model reads the edit itself)."""
-    if hp.get("freeze_cntr"):
+    if settings.freeze_cntr:
         return None
-    if hp.get("small_name"):
-        from ..checkpoint import load_model
+    if settings.small_name:
+        from ...checkpoint import load_model
 
-        small, _ = load_model(hp["small_name"], dtype=torch.float32, tokenizer=False)
+        small, _ = load_model(settings.small_name, dtype=torch.float32, tokenizer=False)
         vocab = spec.vocab_size(model.config)
         small_vocab = small.get_output_embeddings().weight.shape[0]
         if small_vocab != vocab:
-            raise AdapterkitError(f"small_name {hp['small_name']!r} has a vocabulary of {small_vocab}, the base model {vocab}",
+            raise AdapterkitError(f"small_name {settings.small_name!r} has a vocabulary of {small_vocab}, the base model {vocab}",
                                   fix="the counterfactual model must share the base model's tokenizer; pick one that does")
         return small
     cf = copy.deepcopy(model)
-    n_layers = hp.get("cf_num_layers")
-    if n_layers:
-        truncate_layers(cf, spec, int(n_layers))
+    if settings.cf_num_layers:
+        truncate_layers(cf, spec, settings.cf_num_layers)
     return cf
 
 

@@ -1,13 +1,11 @@
-"""What a SERAC archive holds, and how it is built from hparams."""
+"""What a SERAC archive holds, and how it is built from the settings."""
 from __future__ import annotations
 
 from torch import nn
 
+from ..settings import SERACSettings
 from .counterfactual import counterfactual_model
 from .scope import ScopeClassifier
-
-# hparams that decide the editor's shape: an archive only loads where they are the same
-STRUCTURAL_KEYS = ("cls_encoder", "cls_layer", "cls_pooling", "cls_dim", "cf_num_layers", "small_name", "freeze_cntr")
 
 
 class SeracEditor(nn.Module):
@@ -19,9 +17,9 @@ class SeracEditor(nn.Module):
         self.counterfactual = counterfactual
 
 
-def build_editor(model, spec, hp, feature_dim: int, vocab_size: int) -> SeracEditor:
-    classifier = ScopeClassifier(feature_dim, hp.get("cls_dim"), vocab_size, hp["cls_pooling"])
-    cf = counterfactual_model(model, spec, hp)
+def build_editor(model, spec, settings: SERACSettings, feature_dim: int, vocab_size: int) -> SeracEditor:
+    classifier = ScopeClassifier(feature_dim, settings.cls_dim, vocab_size, settings.cls_pooling)
+    cf = counterfactual_model(model, spec, settings)
     if cf is not None:
         cf.eval()
         for p in cf.parameters():

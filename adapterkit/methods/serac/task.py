@@ -11,7 +11,8 @@ from ...editing.metrics import encode_pairs
 from ...requests import EditRequest
 from .answerer import SeracAnswerer
 from .counterfactual import conditioned_logits, edit_ids
-from .editor import STRUCTURAL_KEYS, build_editor
+from ..settings import SERACSettings
+from .editor import build_editor
 from .features import frozen_features
 from .scope import prompt_ids
 
@@ -19,11 +20,11 @@ from .scope import prompt_ids
 class SeracTask:
     """What the shared trainer needs: the editor, its parameter groups, one training step, validation."""
 
-    def __init__(self, model, tok, spec, hp, device, train_set: Sequence[EditRequest]):
-        self.model, self.tok, self.spec, self.hp, self.device = model, tok, spec, hp, device
-        self.features = frozen_features(hp, model, spec, tok, device)
+    def __init__(self, model, tok, spec, settings: SERACSettings, device, train_set: Sequence[EditRequest]):
+        self.model, self.tok, self.spec, self.settings, self.device = model, tok, spec, settings, device
+        self.features = frozen_features(settings, model, spec, tok, device)
         self.vocab_size = max(len(tok), spec.vocab_size(model.config))
-        self.editor = build_editor(model, spec, hp, self.features.dim, self.vocab_size).to(device)
+        self.editor = build_editor(model, spec, settings, self.features.dim, self.vocab_size).to(device)
         self.fit_classifier(train_set)
         self.answers = batches.answer_pool(train_set)
 
@@ -39,16 +40,16 @@ class SeracTask:
 
     def param_groups(self):
         classifier = self.editor.classifier
-        classifier.project.weight.requires_grad_(bool(self.hp.get("cls_train_projection", True)))
-        cls_lr = float(self.hp["cls_lr"] if self.hp.get("cls_lr") is not None else self.hp["lr"])
+        classifier.project.weight.requires_grad_(self.settings.cls_train_projection)
+        cls_lr = self.settings.cls_lr if self.settings.cls_lr is not None else self.settings.lr
         groups = [{"params": [p for p in classifier.parameters() if p.requires_grad], "lr": cls_lr}]
         if self.editor.counterfactual is not None:
-            groups.append({"params": list(self.editor.counterfactual.parameters()), "lr": float(self.hp["lr"])})
+            groups.append({"params": list(self.editor.counterfactual.parameters()), "lr": self.settings.lr})
         return groups
 
     def archive_metadata(self) -> dict:
         return {"method": "SERAC", "architecture": self.spec.name, "feature_dim": self.features.dim, "vocab_size": self.vocab_size,
-                "hparams": {k: self.hp.get(k) for k in STRUCTURAL_KEYS}}
+                "hparams": self.settings.to_dict()}
 
     # --- losses -----------------------------------------------------------------------------------------
     def scope_queries(self, requests):
@@ -102,17 +103,17 @@ class SeracTask:
         extra = batches.with_random_targets(requests, self.answers) if augment else []
         l_cf = self.counterfactual_loss(list(requests) + extra)
         l_edit = l_cf + in_scope
-        total = float(self.hp["cedit"]) * l_edit + float(self.hp["cloc"]) * out_of_scope
+        total = self.settings.cedit * l_edit + self.settings.cloc * out_of_scope
         return total, l_edit, out_of_scope, l_cf
 
     def train_step(self, requests):
-        total, l_edit, l_loc, l_cf = self.losses(requests, augment=bool(self.hp.get("cf_random_targets", True)))
+        total, l_edit, l_loc, l_cf = self.losses(requests, augment=self.settings.cf_random_targets)
         return total, {"loss/edit": l_edit.item(), "loss/loc": l_loc.item(), "loss/cf": l_cf.item()}
 
     @torch.no_grad()
     def validate(self, requests):
         total, l_edit, l_loc, l_cf = self.losses(requests)
-        answerer = SeracAnswerer(self.model, self.editor, self.features, self.tok, requests, float(self.hp["cls_threshold"]))
+        answerer = SeracAnswerer(self.model, self.editor, self.features, self.tok, requests, self.settings.cls_threshold)
         quality = losses.edit_quality(lambda i, m: self.model(input_ids=i, attention_mask=m).logits,
                                         lambda i, m: answerer(input_ids=i, attention_mask=m).logits,
                                         self.tok, requests, self.device)
