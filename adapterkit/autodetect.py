@@ -1,7 +1,8 @@
-"""detect: a local checkpoint directory -> a ready, schema-valid hyperparameter dict.
+"""detect: a local checkpoint (a directory, or a GGUF file) -> a ready, schema-valid hyperparameter dict.
 
-config.json picks the plugin; every module template is checked against the checkpoint's real tensor
-names (and shapes, where safetensors headers give them) without loading weights or running its code.
+config.json (or the GGUF's metadata) picks the plugin; every module template is checked against the checkpoint's
+real tensor names (and shapes, where safetensors headers give them; a model built on the meta device for GGUF)
+without loading weights or running its code.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, Mapping
 
 from typing import Sequence
 
-from .checkpoint import TensorIndex, checkpoint_dir, meta_tensor_index, read_config, read_tensor_index
+from .checkpoint import TensorIndex, checkpoint_path, config_source, meta_tensor_index, read_config, read_tensor_index
 from .errors import CheckpointError, SchemaError
 from .registry import get_registry
 from .schema import validate
@@ -25,9 +26,9 @@ def detect(path, method: str = "ROME", *, layers: Sequence[int] | None = None, r
 
     ``layers``: edit these layers instead of those the architecture's rule picks (needed where it has none)."""
     registry = registry or get_registry()
-    path = checkpoint_dir(path)
+    path = checkpoint_path(path)
     config = read_config(path)
-    spec = registry.for_config(config, source=str(path / "config.json"))
+    spec = registry.for_config(config, source=str(config_source(path)))
     index = read_tensor_index(path) or meta_tensor_index(config, spec)
     index = TensorIndex({spec.model_tensor_name(n): s for n, s in index.shapes.items()}, index.source)
     check_checkpoint(spec, config, index, where=str(path))
