@@ -243,8 +243,8 @@ def gguf_config(file) -> dict:
 
     try:
         config = AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name, local_files_only=True).to_dict()
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{file}: transformers cannot read this GGUF file ({exc})",
+    except Exception as exc:  # a damaged file fails anywhere in the reader, with any exception type
+        raise CheckpointError(f"{file}: transformers cannot read this GGUF file ({type(exc).__name__}: {exc})",
                               fix="check that the file is complete and that transformers supports its architecture "
                                   "(upgrade transformers), or convert it to a safetensors checkpoint elsewhere") from None
     for key in ("_name_or_path", "transformers_version", "dtype", "torch_dtype"):
@@ -267,15 +267,15 @@ def _torch_dtype(dtype, where: str):
 def load_gguf(file, *, dtype="auto", device=None, tokenizer: bool = True):
     """A GGUF checkpoint dequantised by transformers, as a plain model of ``dtype``, and its tokenizer."""
     file = Path(file)
+    torch_dtype = _torch_dtype(dtype, str(file))
     _require_gguf_support(file, "gguf", "accelerate")
     config = gguf_config(file)
     spec = get_registry().for_config(config, source=str(file))
-    torch_dtype = _torch_dtype(dtype, str(file))
     try:
         dequantised = model_class(spec).from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch_dtype,
                                                         local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{file}: transformers cannot load this GGUF file ({exc})",
+    except Exception as exc:  # as in gguf_config: the reader's failures have no common type
+        raise CheckpointError(f"{file}: transformers cannot load this GGUF file ({type(exc).__name__}: {exc})",
                               fix="check that the file is complete and that transformers supports its architecture") from None
     # transformers marks a GGUF-loaded model as quantised and refuses to save it; the same weights in a model
     # built from the config are an ordinary one (tied heads tie again in the build).

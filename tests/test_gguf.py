@@ -52,6 +52,15 @@ def test_without_the_gguf_package_the_error_says_what_to_install(tmp_path, monke
     assert err.value.fix == 'pip install "adapterkit[gguf]"'
 
 
+def test_an_unreadable_gguf_or_dtype_is_a_checkpoint_error(tmp_path):
+    (tmp_path / "model.gguf").write_bytes(b"GGUF but truncated")
+    with pytest.raises(CheckpointError, match="dtype 'int8' is not one of float32, bfloat16, float16"):
+        load_model(tmp_path / "model.gguf", dtype="int8")
+    if importlib.util.find_spec("gguf") is not None:
+        with pytest.raises(CheckpointError, match="cannot read this GGUF file"):
+            adapterkit.detect(tmp_path / "model.gguf")
+
+
 def test_convert_refuses_an_existing_directory_before_reading(tmp_path, capsys):
     (tmp_path / "model.gguf").write_bytes(b"not read")
     (tmp_path / "out").mkdir()
