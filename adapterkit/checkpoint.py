@@ -34,7 +34,7 @@ class TensorIndex:
 def checkpoint_dir(path) -> Path:
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: no such directory", fix="pass the local directory that holds config.json and the weights (adapterkit never downloads)")
+        raise CheckpointError(f"{path}: no such {'file' if path.suffix.lower() == '.gguf' else 'directory'}", fix="pass the local directory that holds config.json and the weights, or a local .gguf file (adapterkit never downloads)")
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory", fix="pass the checkpoint directory (or a .gguf file), not another file inside it")
     return path
