@@ -2,6 +2,7 @@
 can tie, and a tensor with two names is written, saved and restored once."""
 import copy
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -148,7 +149,7 @@ def test_deltas_for_both_names_are_refused_on_a_tied_model_before_any_write(tmp_
 def test_mend_refuses_inner_params_on_a_tied_weight(role):
     model, spec = tied_gpt2()
     with pytest.raises(AdapterkitError, match="tied weight") as err:
-        inner_shapes(model, {"inner_params": [spec.weight_name("mlp_out", 0), spec.weight_name(role)]})
+        inner_shapes(model, SimpleNamespace(inner_params=[spec.weight_name("mlp_out", 0), spec.weight_name(role)]))
     assert "detect" in err.value.fix
 
 
