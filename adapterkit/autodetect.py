@@ -1,7 +1,8 @@
-"""detect: a local checkpoint directory -> a ready, schema-valid hyperparameter dict.
+"""detect: a local checkpoint (a directory, or a GGUF file) -> a ready, schema-valid hyperparameter dict.
 
-config.json picks the plugin; every module template is checked against the checkpoint's real tensor
-names (and shapes, where safetensors headers give them) without loading weights or running its code.
+config.json (or the GGUF's metadata) picks the plugin; every module template is checked against the checkpoint's
+real tensor names (and shapes, where safetensors headers give them; a model built on the meta device for GGUF)
+without loading weights or running its code.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, Mapping
 
 from typing import Sequence
 
-from .checkpoint import TensorIndex, checkpoint_dir, meta_tensor_index, read_config, read_tensor_index
+from .checkpoint import TensorIndex, checkpoint_path, config_source, meta_tensor_index, read_config, read_tensor_index
 from .errors import CheckpointError, SchemaError
 from .inputs import check_weights_cover_model
 from .registry import get_registry
@@ -28,9 +29,9 @@ def detect(path, method: str = "ROME", *, layers: Sequence[int] | None = None, r
     ``layers``: edit these layers instead of those the architecture's rule picks (needed where it has none).
     ``allow_partial``: accept weights that do not cover the model."""
     registry = registry or get_registry()
-    path = checkpoint_dir(path)
+    path = checkpoint_path(path)
     config = read_config(path)
-    spec = registry.for_config(config, source=str(path / "config.json"))
+    spec = registry.for_config(config, source=str(config_source(path)))
     stored = read_tensor_index(path)
     index = stored or meta_tensor_index(config, spec)
     index = TensorIndex({spec.model_tensor_name(n): s for n, s in index.shapes.items()}, index.source)
@@ -96,11 +97,29 @@ def check_checkpoint(spec: ArchSpec, config: Mapping[str, Any], index: TensorInd
             if role == "layer" or spec.has_role(role):
                 _check_module(spec, role, layer, names, where, index)
     for role in GLOBAL_ROLES:
-        if role == "lm_head" and spec.tied_lm_head and f"{spec.module_name(role)}.weight" not in names:
-            continue  # tied to the embedding: checkpoints usually omit it
+        if role == "lm_head" and spec.weight_name(role) not in names:
+            _check_missing_head(spec, config, names, where, index)
+            continue
         _check_module(spec, role, None, names, where, index)
     if any(shape is not None for shape in index.shapes.values()):
         _check_shapes(spec, config, index, where)
+
+
+def _check_missing_head(spec: ArchSpec, config: Mapping[str, Any], names: set[str], where: str, index: TensorIndex) -> None:
+    """A checkpoint without the lm-head weight is fine when its head is tied: save_pretrained stores the shared
+    tensor once, under the embedding's name."""
+    if spec.lm_head_tied(config):
+        return
+    key = spec.declaration["config"].get("tied_lm_head", "tie_word_embeddings")
+    if key is not None and spec.weight_name("embed") in names:
+        said = (f"config.json sets {key}: false" if config.get(key) is not None
+                else f"config.json does not set {key}, and {spec.name} heads are untied by default")
+        raise CheckpointError(
+            f"{where}: no lm-head weight {spec.weight_name('lm_head')!r} in {index.source or 'the checkpoint'}, "
+            f"and {said}, so the head would be left randomly initialised",
+            fix=f"if this checkpoint's head is tied to the embedding ({spec.weight_name('embed')}), set "
+                f"\"{key}\": true in config.json; otherwise the weight files are incomplete")
+    _check_module(spec, "lm_head", None, names, where, index)
 
 
 def _check_depth(spec: ArchSpec, num_layers: int, names: set[str], where: str) -> None:

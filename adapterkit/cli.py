@@ -152,6 +152,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from .checkpoint import convert_gguf
+
+    out = convert_gguf(args.source, args.out, dtype=args.dtype, overwrite=args.overwrite)
+    print(f"wrote a {args.dtype} safetensors checkpoint to {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo.run import run_demo
 
@@ -177,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 if a plugin failed to load")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("detect", help="write a hyperparameter YAML for a local checkpoint directory")
+    p = sub.add_parser("detect", help="write a hyperparameter YAML for a local checkpoint directory or GGUF file")
     p.add_argument("model_path")
     p.add_argument("--method", default="ROME", help="ROME, MEMIT, PMET, MEND, SERAC or a plugin's method (default ROME)")
     p.add_argument("-o", "--output", help="YAML file to write (default: print)")
@@ -187,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check an architecture declaration or a hyperparameter file")
     p.add_argument("file")
-    p.add_argument("--model", help="a checkpoint directory to check the templates against")
+    p.add_argument("--model", help="a checkpoint directory or GGUF file to check the templates against")
     _partial_arg(p)
     p.set_defaults(func=cmd_validate)
 
@@ -224,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     _partial_arg(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("convert", help="write a GGUF checkpoint (dequantised) as a safetensors checkpoint directory")
+    p.add_argument("source", help="a .gguf file, or a directory holding one")
+    p.add_argument("--out", required=True, help="the checkpoint directory to write")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="train a tiny model on bundled CounterFact facts, edit it, and show the effect")
     p.add_argument("--method", default="ROME")

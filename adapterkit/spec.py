@@ -80,7 +80,24 @@ class ArchSpec:
 
     @property
     def tied_lm_head(self) -> bool:
+        """The family default: whether the lm-head shares the embedding's tensor when a config does not say."""
         return bool(self.declaration["tied_lm_head"])
+
+    def lm_head_tied(self, config: Mapping[str, Any] | Any) -> bool:
+        """Whether this checkpoint's lm-head is the embedding's tensor: its config's flag, else the family default.
+
+        One model class serves tied and untied checkpoints of a family (the small releases of several families
+        tie, their larger siblings do not), so the declaration alone cannot decide it.
+        """
+        key = self.declaration["config"].get("tied_lm_head", "tie_word_embeddings")
+        if key is None:  # the family's model class never reads a flag: the declaration holds for every checkpoint
+            return self.tied_lm_head
+        value = config.get(key) if isinstance(config, Mapping) else getattr(config, key, None)
+        return self.tied_lm_head if value is None else bool(value)
+
+    def lm_head_shares_embedding(self, model) -> bool:
+        """Whether the loaded ``model``'s lm-head weight is the embedding weight (one tensor, two names)."""
+        return self.module(model, "lm_head").weight is self.module(model, "embed").weight
 
     def model_tensor_name(self, checkpoint_name: str) -> str:
         """The name a checkpoint tensor has once loaded (declared checkpoint_prefixes undone)."""

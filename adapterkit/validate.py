@@ -109,7 +109,12 @@ def _templates_against_model(document, model_path, allow_partial: bool = False) 
                 pointer = f"/{key}/{j}" if isinstance(value, list) else f"/{key}"
                 problems.append((pointer, f"{name!r} is not a module of {model_path}",
                                  f"use `adapterkit detect {model_path}` to get this architecture's templates"))
+    tied = {spec.weight_name("lm_head"), spec.weight_name("embed")} if spec.lm_head_tied(config) else set()
     for j, name in enumerate(document.get("inner_params", [])):
-        if name not in names:
+        if name in tied:
+            other = (tied - {name}).pop()
+            problems.append((f"/inner_params/{j}", f"{name!r} is one tensor with {other!r} in {model_path} (tied lm-head): "
+                             "MEND would edit both", "list the MLP weights `adapterkit detect --method mend` writes"))
+        elif name not in names:
             problems.append((f"/inner_params/{j}", f"{name!r} is not a weight of {model_path}", "name weights as in model.named_parameters()"))
     return problems

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..editing import batches, losses
 from ..editing.hooks import frozen
+from ..editing.result import tensor_aliases
 from ..editing.update import apply_update
 from ..errors import AdapterkitError
 from .base import TrainedEditMethod
@@ -280,6 +281,13 @@ def inner_shapes(model, settings: MENDSettings) -> dict[str, list[int]]:
     if not names:
         raise AdapterkitError("MEND hparams: inner_params is empty",
                               fix="run `adapterkit detect MODEL --method mend` to fill it for this architecture")
+    aliases = tensor_aliases(model)
+    tied = sorted({n for n in names if n in aliases or n in aliases.values()})
+    if tied:
+        other = {n: aliases.get(n) or next(a for a, c in aliases.items() if c == n) for n in tied}
+        raise AdapterkitError("MEND hparams: inner_params " + ", ".join(f"{n} (one tensor with {o})" for n, o in other.items())
+                              + " name a tied weight: an update would change the embedding and the lm-head together",
+                              fix="list MLP weights, as `adapterkit detect MODEL --method mend` writes them")
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
     if missing:
