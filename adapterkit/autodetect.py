@@ -18,8 +18,12 @@ from .spec import GLOBAL_ROLES, LAYER_ROLES, ArchSpec
 CONTAINER_ROLES = ("layer", "attn", "mlp")
 
 
-def detect(path, method: str = "ROME", *, registry=None) -> dict:
-    """Hyperparameters for ``method`` on the checkpoint at ``path`` (what `adapterkit detect` writes)."""
+def detect(path, method: str = "ROME", *, registry=None, trace=None) -> dict:
+    """Hyperparameters for ``method`` on the checkpoint at ``path`` (what `adapterkit detect` writes).
+
+    ``trace``: facts (a file or records), a trace.json of `adapterkit trace` or a ``tracing.TraceResult``; the
+    edit layers then come from the causal trace's MLP peak instead of the depth-relative rule (tracing.py).
+    """
     registry = registry or get_registry()
     path = checkpoint_dir(path)
     config = read_config(path)
@@ -29,6 +33,10 @@ def detect(path, method: str = "ROME", *, registry=None) -> dict:
     check_checkpoint(spec, config, index, where=str(path))
     edit_method = registry.method(method)
     hparams = method_hparams(spec, config, edit_method, model_name=str(path))
+    if trace is not None:
+        from .tracing import apply_trace
+
+        apply_trace(hparams, spec, config, path, trace)
     validate(hparams, edit_method.schema, f"hparams detected for {path}")
     return hparams
 
@@ -127,12 +135,14 @@ def _check_shapes(spec: ArchSpec, config, index: TensorIndex, where: str) -> Non
                 fix="the config and the weights disagree: use the config.json that came with these weights")
 
 
-def write_yaml(hparams: Mapping[str, Any], out: str | Path | None) -> str:
+def write_yaml(hparams: Mapping[str, Any], out: str | Path | None, comment: str | None = None) -> str:
     import yaml
 
     from .fileio import write_text_atomic
 
     text = yaml.safe_dump(dict(hparams), sort_keys=False, default_flow_style=None)
+    if comment:
+        text = "".join(f"# {line}\n" for line in comment.splitlines()) + text
     if out is not None:
         write_text_atomic(out, text)
     return text
