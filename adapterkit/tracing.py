@@ -123,7 +123,9 @@ class TraceResult:
         low = sum(f.low for f in self.facts) / len(self.facts)
         out = {}
         for token_kind in TOKEN_KINDS:
-            rows = [row for f in self.facts for row in f.rows(kind, token_kind)]
+            # a kind not asked for can still share a position with one that was (a one-token subject's first token)
+            traced = token_kind in self.settings.token_kinds
+            rows = [row for f in self.facts for row in f.rows(kind, token_kind)] if traced else []
             out[token_kind] = ([sum(col) / len(rows) - low for col in zip(*rows)] if rows else None)
         return out
 
@@ -311,7 +313,10 @@ class _Tracer:
         """Keep the head cut and the replay only where they reproduce full forward passes on this fact."""
         full = self.logits(run.ids)
         self.cut_head = True
-        self.cut_head = torch.allclose(self.logits(run.ids), full, rtol=1e-4, atol=1e-5)
+        try:
+            self.cut_head = torch.allclose(self.logits(run.ids), full, rtol=1e-4, atol=1e-5)
+        except (RuntimeError, IndexError):  # a head whose input is not [batch, tokens, hidden]
+            self.cut_head = False
         if self.replay:
             lo, hi = self.window("hidden", self.num_layers // 2)
             probe = [run.last, run.length - 1]
@@ -354,7 +359,7 @@ class _FactRun:
         with recording(model, outputs=[tracer.embed, *names]) as record:
             probs = tracer.logits(ids).softmax(-1)[0]
         if int(probs.argmax()) != answer:
-            return "not known (the true answer's first token is not the greedy prediction)"
+            return "not known (greedy prediction is not the answer's first token)"
         noise = draw_noise(tracer.settings, last - first + 1, record.outputs[tracer.embed].shape[-1], tracer.noise)
         run = cls(ids, first, last, answer, float(probs[answer]), noise.to(tracer.device),
                   {n: record.outputs[n].detach().clone() for n in names})

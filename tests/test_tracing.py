@@ -159,6 +159,10 @@ def test_effects_pool_middle_and_further_tokens_over_facts_and_subtract_the_mean
         assert effects[token_kind] == pytest.approx([v - low for v in row]), token_kind
     assert result.peak("mlp") == 0
     assert result.effects("hidden") == {t: None for t in effects}
+    # traced at the last subject token only: a one-token subject's first token is that position, yet not reported
+    single = synthetic_fact(3, (0, 0), {0: [.5, .7]}, low=.1)
+    only_last = TraceResult(TraceSettings(kinds=("mlp",), token_kinds=("subject_last",)), 2, 1.0, [single]).effects("mlp")
+    assert only_last["subject_last"] == pytest.approx([.4, .6]) and only_last["subject_first"] is None
 
 
 def test_a_trace_survives_its_json(tmp_path):
