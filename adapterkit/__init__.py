@@ -3,7 +3,8 @@ from .hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["hookimpl", "load_model", "detect", "edit", "edited", "train", "apply_deltas", "EditResult", "__version__"]
+__all__ = ["hookimpl", "load_model", "detect", "edit", "edited", "train", "apply_deltas", "EditResult", "causal_trace",
+           "__version__"]
 
 
 def __getattr__(name):
@@ -17,4 +18,7 @@ def __getattr__(name):
     if name == "detect":
         from .autodetect import detect
         return detect
+    if name == "causal_trace":
+        from .tracing import causal_trace
+        return causal_trace
     raise AttributeError(f"module 'adapterkit' has no attribute {name!r}")

@@ -23,11 +23,14 @@ CONTAINER_ROLES = ("layer", "attn", "mlp")
 
 
 def detect(path, method: str = "ROME", *, layers: Sequence[int] | None = None, registry=None,
-           allow_partial: bool = False) -> dict:
+           allow_partial: bool = False, trace=None) -> dict:
     """Hyperparameters for ``method`` on the checkpoint at ``path`` (what `adapterkit detect` writes).
 
     ``layers``: edit these layers instead of those the architecture's rule picks (needed where it has none).
-    ``allow_partial``: accept weights that do not cover the model."""
+    ``allow_partial``: accept weights that do not cover the model.
+    ``trace``: facts (a file or records), a trace.json of `adapterkit trace` or a ``tracing.TraceResult``; the
+    edit layers then come from the causal trace's MLP peak instead of the depth-relative rule (tracing.py).
+    """
     registry = registry or get_registry()
     path = checkpoint_path(path)
     config = read_config(path)
@@ -39,6 +42,10 @@ def detect(path, method: str = "ROME", *, layers: Sequence[int] | None = None, r
     check_weights_cover_model(stored, config, spec, path, allow_partial=allow_partial)
     edit_method = registry.method(method)
     hparams = method_hparams(spec, config, edit_method, model_name=str(path), layers=layers)
+    if trace is not None:
+        from .tracing import apply_trace
+
+        apply_trace(hparams, spec, config, path, trace)
     validate(hparams, edit_method.schema, f"hparams detected for {path}")
     return hparams
 
@@ -180,12 +187,14 @@ def _check_shapes(spec: ArchSpec, config, index: TensorIndex, where: str) -> Non
                 fix="the config and the weights disagree: use the config.json that came with these weights")
 
 
-def write_yaml(hparams: Mapping[str, Any], out: str | Path | None) -> str:
+def write_yaml(hparams: Mapping[str, Any], out: str | Path | None, comment: str | None = None) -> str:
     import yaml
 
     from .fileio import write_text_atomic
 
     text = yaml.safe_dump(dict(hparams), sort_keys=False, default_flow_style=None)
+    if comment:
+        text = "".join(f"# {line}\n" for line in comment.splitlines()) + text
     if out is not None:
         write_text_atomic(out, text)
     return text

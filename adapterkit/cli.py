@@ -36,7 +36,15 @@ def cmd_detect(args) -> int:
     if args.output:
         check_writable(args.output, what="hyperparameter file", directory=False)
     hparams = detect(args.model_path, method=args.method, layers=args.layers, allow_partial=args.allow_partial_weights)
-    text = write_yaml(hparams, args.output)
+    comment = None
+    if args.trace:  # after the checks above, which take a moment where a trace takes minutes
+        from .tracing import check_traceable, load_trace, provenance
+
+        check_traceable(hparams)
+        trace = load_trace(args.trace, args.model_path)
+        hparams = detect(args.model_path, method=args.method, allow_partial=args.allow_partial_weights, trace=trace)
+        comment = provenance(trace, hparams["layers"], args.trace)
+    text = write_yaml(hparams, args.output, comment)
     if args.output:
         print(f"wrote {args.output} ({hparams['alg_name']}, architecture {hparams.get('architecture')}, layers {hparams.get('layers', '-')})",
               file=sys.stderr)
@@ -167,6 +175,35 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_trace(args) -> int:
+    from pathlib import Path
+
+    from .checkpoint import load_model
+    from .requests import load_requests
+    from .tracing import KIND_LABELS, TraceSettings, causal_trace, write_trace
+    from .tracing_plot import plot_available, plot_trace
+
+    settings = TraceSettings(samples=args.samples, kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
+                             window=args.window, noise_factor=args.noise_factor, limit=args.limit)
+    facts = load_requests(args.data)
+    model, tok = load_model(args.model_path, device=args.device)
+    _need_tokenizer(tok, args.model_path)
+    result = causal_trace(model, tok, facts, settings, model_name=str(args.model_path))
+    written = [write_trace(result, Path(args.out) / "trace.json")]
+    if result.facts and plot_available():
+        written += plot_trace(result, args.out)
+    elif result.facts:
+        print("no heat maps: matplotlib is not installed (pip install 'adapterkit[plot]')", file=sys.stderr)
+    skipped = ", ".join(f"{n} {reason}" for reason, n in result.skipped.items()) or "none"
+    print(f"traced {len(result.facts)} facts in {result.seconds:.0f}s (skipped: {skipped})")
+    for kind in settings.kinds if result.facts and "subject_last" in settings.token_kinds else ():
+        effect = max(result.effects(kind)["subject_last"])
+        print(f"{KIND_LABELS[kind]}: indirect effect at the last subject token peaks at layer {result.peak(kind)} (+{effect:.3f})")
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0 if result.facts else 1
+
+
 def _need_tokenizer(tok, path) -> None:
     if tok is None:
         raise AdapterkitError(f"{path}: no tokenizer files found", fix="copy the tokenizer files (tokenizer.json / tokenizer_config.json) into the checkpoint directory")
@@ -191,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="YAML file to write (default: print)")
     p.add_argument("--layers", type=int, nargs="+", help="edit these layers instead of those the architecture's rule picks")
     _partial_arg(p)
+    p.add_argument("--trace", metavar="FILE",
+                   help="choose the edit layers by causal tracing: facts the model knows (CounterFact / EasyEdit "
+                        "records, the first 50 known ones are traced) or a trace.json written by `adapterkit trace`")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("validate", help="check an architecture declaration or a hyperparameter file")
@@ -198,6 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a checkpoint directory or GGUF file to check the templates against")
     _partial_arg(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("trace", help="causal tracing (ROME paper): which layers carry facts the model knows; JSON and heat maps")
+    p.add_argument("model_path")
+    p.add_argument("--data", required=True, help="facts: CounterFact / EasyEdit records with the true answer (ground_truth)")
+    p.add_argument("--out", required=True, help="directory for trace.json and the trace_<kind>.png heat maps")
+    p.add_argument("--samples", type=int, default=10, help="noise samples per fact (default 10, as the paper)")
+    p.add_argument("--kinds", default="hidden,mlp,attn", help="states to restore: hidden, mlp, attn (default all three)")
+    p.add_argument("--window", type=int, default=10, help="MLP / attention layers restored together (default 10, as the paper)")
+    p.add_argument("--noise-factor", type=float, default=3.0, help="noise std in units of the subject embeddings' std (default 3)")
+    p.add_argument("--limit", type=int, help="trace at most this many known facts")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("stats", help="compute (and cache) second-moment statistics of the rewrite layers")
     _model_args(p)
