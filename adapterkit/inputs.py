@@ -43,9 +43,15 @@ def check_config_types(config: Mapping[str, Any], path) -> None:
                               fix="write architectures as a list of model class names, as save_pretrained does")
 
 
+# the declaration's config entries that name counts (others, like tied_lm_head, name flags)
+COUNT_SETTINGS = ("num_layers", "hidden_size", "intermediate_size", "vocab_size", "max_positions")
+
+
 def check_config_values(config: Mapping[str, Any], spec, source) -> None:
     """Every depth and width the declaration reads from ``config`` is a positive integer where present."""
     for what, rule in spec.declaration.get("config", {}).items():
+        if what not in COUNT_SETTINGS or rule is None:
+            continue
         keys = [rule] if isinstance(rule, str) else rule if isinstance(rule, list) else rule.get("keys", [])
         for key in keys:
             value = config.get(key)

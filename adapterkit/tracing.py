@@ -35,7 +35,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 
 # Every hook and token helper comes through this one import, so a move inside editing/ is a one-line change here.
-from .editing.keys import edit_output, frozen, in_context, model_device, subject_span, token_ids, trace as recording
+from .editing.hooks import edit_output, frozen, trace as recording
+from .editing.tokens import in_context, model_device, subject_span, token_ids
 from .editing.values import target_ids
 from .errors import AdapterkitError, RequestError
 from .requests import EditRequest, load_requests, normalise_requests

@@ -13,7 +13,8 @@ import adapterkit
 from adapterkit.checkpoint import build_model
 from adapterkit.cli import main
 from adapterkit.errors import AdapterkitError
-from adapterkit.factmodels import build_tokenizer, counterfact_sample, fact_model_config, record_texts
+from adapterkit.demo.factmodels import build_tokenizer, fact_model_config
+from adapterkit.demo.facts import counterfact_sample, record_texts
 from adapterkit.registry import get_registry
 from adapterkit.tracing import (FactTrace, TraceResult, TraceSettings, causal_trace, draw_noise, load_trace,
                                 read_trace, traced_layers, write_trace)
@@ -242,7 +243,7 @@ def test_cli_trace_writes_json_and_heat_maps_and_detect_reads_the_trace(tiny_che
 # --- trained models -------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_the_trace_of_a_subject_recall_fact_model_finds_the_layers_it_recalls_through(fact_models, tmp_path):
-    from adapterkit.subject_recall import INTERCHANGE_LAYER
+    from adapterkit.demo.subject_recall import INTERCHANGE_LAYER
 
     fact = fact_models("gpt2", recipe="subject_recall")
     records = list(fact.facts.trained[:12])
