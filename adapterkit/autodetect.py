@@ -62,6 +62,8 @@ def method_hparams(spec: ArchSpec, config: Mapping[str, Any], method, model_name
             value = spec.resolve_layers(value, num_layers)
         elif key == "inner_params":
             value = spec.inner_params(value, num_layers)
+        elif isinstance(value, Mapping) and {"value", "at", "by"} <= value.keys():
+            value = spec.resolve_scaled(value, config)
         hparams[key] = value
     if layers is not None:
         hparams["layers"] = [int(layer) for layer in layers]

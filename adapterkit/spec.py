@@ -15,8 +15,8 @@ from .errors import CheckpointError, AdapterkitError
 LAYER_ROLES = ("attn", "attn_out", "mlp", "mlp_in", "mlp_gate", "mlp_out")
 GLOBAL_ROLES = ("embed", "ln_f", "lm_head")
 WEIGHT_ROLES = ("attn_out", "mlp_in", "mlp_gate", "mlp_out", "embed", "lm_head")
-# keys of a declaration's per-method defaults that choose where a method edits (rules resolved at the model's depth)
-LAYER_RULE_KEYS = ("layers", "inner_params")
+# what a method that takes another's rules (PMET: MEMIT's) reads from it: the choices that depend on the model's shape
+SHAPE_RULE_KEYS = ("layers", "inner_params", "mom2_update_weight")
 
 
 @dataclass(frozen=True)
@@ -201,8 +201,14 @@ class ArchSpec:
         blocks = self.declaration.get("defaults", {})
         own = dict(blocks.get(method.lower(), {}))
         donor = blocks.get(layer_rules_from.lower(), {}) if layer_rules_from else {}
-        taken = {key: donor[key] for key in LAYER_RULE_KEYS if key in donor and key not in own}
+        taken = {key: donor[key] for key in SHAPE_RULE_KEYS if key in donor and key not in own}
         return {**taken, **own}
+
+    def resolve_scaled(self, rule: Mapping[str, Any], config) -> float:
+        """A setting published at a reference width, at this model's width (4 significant digits)."""
+        width = self.config_value(config, rule["by"])
+        value = float(rule["value"]) * (width / float(rule["at"])) ** float(rule.get("power", 1))
+        return float(f"{value:.4g}")
 
     def resolve_layers(self, rule: Mapping[str, int], num_layers: int) -> list[int]:
         return resolve_layer_rule(rule, num_layers)

@@ -7,7 +7,7 @@ import yaml
 
 import adapterkit
 from adapterkit.checkpoint import build_model, load_model
-from adapterkit.autodetect import detect
+from adapterkit.autodetect import detect, method_hparams
 from adapterkit.errors import CheckpointError, SchemaError, UnknownArchitectureError
 from adapterkit.hparams import load_hparams
 from adapterkit.registry import Registry, get_registry
@@ -178,3 +178,31 @@ def test_layers_given_to_detect_replace_the_rule(tiny_checkpoints, capsys):
 
     assert main(["detect", tiny_checkpoints["llama"], "--method", "MEMIT", "--layers", "0", "2"]) == 0
     assert yaml.safe_load(capsys.readouterr().out)["layers"] == [0, 2]
+
+
+# Published sizes: (architecture, config, method, setting, the published value at that size).
+PUBLISHED_AT_REFERENCE = [
+    ("llama", {"num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 11008}, "MEMIT", "mom2_update_weight", 15000),
+    ("llama", {"num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 11008}, "ROME", "clamp_norm_factor", 4),
+    ("gpt2", {"n_layer": 48, "n_embd": 1600, "n_inner": 6400}, "MEMIT", "mom2_update_weight", 20000),
+    ("gptj", {"n_layer": 28, "n_embd": 4096, "n_inner": 16384}, "MEMIT", "mom2_update_weight", 15000),
+]
+
+
+@pytest.mark.parametrize("arch, widths, method, key, published", PUBLISHED_AT_REFERENCE)
+def test_scaled_settings_give_the_published_value_at_the_reference_size(arch, widths, method, key, published):
+    spec = get_registry().architecture(arch)
+    config = {**spec.tiny_config, **widths}
+    hparams = method_hparams(spec, config, get_registry().method(method), model_name="reference")
+    assert hparams[key] == published
+
+
+def test_scaled_settings_follow_a_smaller_model():
+    spec = get_registry().architecture("llama")
+    small = {**spec.tiny_config, "num_hidden_layers": 30, "hidden_size": 576, "intermediate_size": 1536}
+    registry = get_registry()
+    memit = method_hparams(spec, small, registry.method("MEMIT"), model_name="small")
+    pmet = method_hparams(spec, small, registry.method("PMET"), model_name="small")
+    rome = method_hparams(spec, small, registry.method("ROME"), model_name="small")
+    assert memit["mom2_update_weight"] == pmet["mom2_update_weight"] == pytest.approx(15000 * 1536 / 11008, rel=1e-3)
+    assert rome["clamp_norm_factor"] == pytest.approx(4 * (576 / 4096) ** 0.5, rel=1e-3)

@@ -211,8 +211,10 @@ def test_a_method_that_breaks_the_contract_is_a_fault():
 
 
 @pytest.mark.parametrize("arch", sorted(BUILTINS))
-def test_pmet_takes_memits_layer_rules_and_no_declaration_repeats_them(arch):
+def test_pmet_takes_memits_shape_rules_and_no_declaration_repeats_them(arch):
     spec = get_registry().architecture(arch)
     pmet = get_registry().method("PMET")
     assert "pmet" not in spec.declaration["defaults"]
-    assert spec.method_defaults("pmet", pmet.layer_rules_from) == {"layers": spec.method_defaults("memit")["layers"]}
+    memit = spec.method_defaults("memit")
+    assert spec.method_defaults("pmet", pmet.layer_rules_from) == {
+        key: memit[key] for key in ("layers", "mom2_update_weight") if key in memit}

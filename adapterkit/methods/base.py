@@ -32,7 +32,7 @@ class EditMethod(abc.ABC):
     settings_class:   the MethodSettings subclass its hyperparameters become (defaults live there).
     template_keys:    hparams key -> module role (or list of roles); detect writes the architecture's templates.
     arch_keys:        hparams keys whose value the architecture derives (``v_loss_layer``).
-    layer_rules_from: another method whose layer rules (``layers``, ``inner_params``) this one takes from a
+    layer_rules_from: another method whose shape rules (``layers``, ``inner_params``, ``mom2_update_weight``) this one takes from a
                       declaration that has none of its own (PMET takes MEMIT's).
     trainable:        an editor is trained before editing (see TrainedEditMethod).
     distribution:     set by the registry: the distribution that registered the method.
