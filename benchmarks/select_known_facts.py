@@ -19,11 +19,12 @@ Not needed at test time: the tests read the committed selection.
 """
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
 import torch
+
+from adapterkit.editing.metrics import greedy_says
 
 FIELDS = ("case_id", "prompt", "subject", "target_new", "ground_truth", "rephrase_prompt", "locality_prompt",
           "locality_ground_truth")
@@ -43,22 +44,6 @@ def well_formed(record) -> bool:
     texts = [str(record[f]) for f in FIELDS if f != "case_id"]
     return (record["subject"] in record["prompt"] and record["subject"] in record["rephrase_prompt"]
             and record["target_new"] != record["ground_truth"] and all(t.isascii() for t in texts))
-
-
-def answers_with(continuation: str, answer: str) -> bool:
-    """The rule's step 2: ``continuation`` starts with the whole word(s) ``answer``."""
-    text = continuation.lstrip()
-    return text.startswith(answer) and not re.match(r"[A-Za-z0-9]", text[len(answer): len(answer) + 1])
-
-
-@torch.no_grad()
-def greedy_continuation(model, tok, prompt: str, answer: str) -> str:
-    ids = torch.tensor([tok(prompt)["input_ids"]])
-    new = len(tok(" " + answer)["input_ids"]) + 1
-    for _ in range(new):
-        next_id = model(input_ids=ids).logits[0, -1].argmax()
-        ids = torch.cat([ids, next_id.view(1, 1)], dim=1)
-    return tok.decode(ids[0, -new:], skip_special_tokens=True)
 
 
 @torch.no_grad()
@@ -94,7 +79,7 @@ def select(records, model, tok, limit: int, progress: bool = True):
         if record["subject"] in subjects or record["prompt"] in prompts:
             continue
         checked += 1
-        if may_answer(first, record["ground_truth"]) and answers_with(greedy_continuation(model, tok, record["prompt"], record["ground_truth"]), record["ground_truth"]):
+        if may_answer(first, record["ground_truth"]) and greedy_says(model, tok, record["prompt"], record["ground_truth"]):
             known += 1
             kept.append({f: record[f] for f in FIELDS})
             subjects.add(record["subject"])

