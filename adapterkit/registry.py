@@ -53,9 +53,25 @@ def load_declaration(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dic
 
 
 def make_spec(source, *, plugin="?", distribution="?", version="?") -> ArchSpec:
+    specs = make_specs(source, plugin=plugin, distribution=distribution, version=version)
+    if len(specs) != 1:
+        raise SchemaError(f"{specs[0].source}: a family declaration stands for {len(specs)} architectures",
+                          fix="use make_specs for a declaration with variants")
+    return specs[0]
+
+
+def make_specs(source, *, plugin="?", distribution="?", version="?") -> list[ArchSpec]:
+    """One ArchSpec per architecture the declaration stands for (each variant of a family declaration)."""
+    from .families import expand
+
     declaration, where = load_declaration(source)
     validate(declaration, "architecture", where)
-    return ArchSpec(declaration, source=where, plugin=plugin, distribution=distribution, version=version)
+    specs = []
+    for expanded, pointer in expand(declaration):
+        validate(expanded, "architecture", f"{where}#{pointer}" if pointer else where)
+        specs.append(ArchSpec(expanded, source=f"{where}#{pointer}" if pointer else where,
+                              plugin=plugin, distribution=distribution, version=version))
+    return specs
 
 
 class Registry:
@@ -94,7 +110,7 @@ class Registry:
             for impl in self.pm.hook.register_methods.get_hookimpls():
                 if impl.plugin is plugin:
                     impl.function(register=methods.append)
-            built = [make_spec(s, plugin=name, distribution=distribution, version=version) for s in specs]
+            built = [a for s in specs for a in make_specs(s, plugin=name, distribution=distribution, version=version)]
         except Exception as exc:
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)

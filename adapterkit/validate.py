@@ -29,11 +29,19 @@ def validate_file(path, model_path=None) -> str:
 
 
 def declaration_problems(path) -> list[tuple[str, str, str]]:
+    from .families import expand
+
     declaration, where = load_declaration(path)
     problems = schema_problems(declaration, "architecture")
     if problems:
         return problems
-    return _layer_rule_problems(declaration) + _conflicts(declaration) + _tiny_model_problems(declaration, where)
+    for expanded, pointer in expand(declaration):
+        found = schema_problems(expanded, "architecture")
+        if not found:
+            found = _layer_rule_problems(expanded) + _conflicts(expanded) + _tiny_model_problems(expanded, where)
+        # a variant's problem may sit in a field it inherits; its pointer names the variant for context
+        problems += [(pointer + p, message, fix) for p, message, fix in found]
+    return problems
 
 
 def _layer_rule_problems(declaration) -> list[tuple[str, str, str]]:

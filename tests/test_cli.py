@@ -73,7 +73,7 @@ def test_validate_an_easyedit_hparams_file(tmp_path):
 
 
 def test_validate_a_plugin_declaration(tmp_path, capsys):
-    assert main(["validate", str(REPO / "examples/adapterkit-qwen2/adapterkit_qwen2/qwen2.yaml")]) == 0
+    assert main(["validate", str(REPO / "examples/adapterkit-starcoder2/adapterkit_starcoder2/starcoder2.yaml")]) == 0
     text = (REPO / "plugins/gptj.yaml").read_text()
     broken = tmp_path / "mine.yaml"
     broken.write_text(text.replace("name: gptj", "name: mine").replace("mlp_out: mlp.fc_out", "mlp_out: mlp.fc_2"))

@@ -30,6 +30,10 @@ def test_builtins_load_through_entry_points():
     ({"model_type": "llama"}, "llama"),
     ({"model_type": "chatglm", "architectures": ["ChatGLMModel"]}, "chatglm3"),
     ({"architectures": ["LlamaForCausalLM"]}, "llama"),
+    ({"model_type": "qwen2"}, "qwen2"),
+    ({"model_type": "gemma3_text"}, "gemma3"),
+    ({"architectures": ["MistralForCausalLM"]}, "mistral"),
+    ({"model_type": "qwen2_moe"}, "qwen2_moe"),
 ])
 def test_config_matches_its_declaration(config, arch):
     assert get_registry().for_config(config).name == arch
@@ -45,6 +49,10 @@ PUBLISHED = [
     ("llama", {"num_hidden_layers": 32}, "memit", [4, 5, 6, 7, 8]),
     ("chatglm3", {"num_layers": 28}, "rome", [5]),
     ("gpt_neox", {"num_hidden_layers": 44}, "rome", [15]),
+    ("qwen2", {"num_hidden_layers": 28}, "rome", [5]),
+    ("qwen2", {"num_hidden_layers": 28}, "memit", [4, 5, 6, 7, 8]),
+    ("mistral", {"num_hidden_layers": 32}, "rome", [5]),
+    ("mistral", {"num_hidden_layers": 32}, "memit", [4, 5, 6, 7, 8]),
 ]
 
 
