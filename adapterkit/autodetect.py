@@ -9,6 +9,8 @@ import difflib
 from pathlib import Path
 from typing import Any, Mapping
 
+import yaml
+
 from .checkpoint import TensorIndex, checkpoint_dir, meta_tensor_index, read_config, read_tensor_index
 from .errors import CheckpointError
 from .registry import get_registry
@@ -18,19 +20,36 @@ from .spec import GLOBAL_ROLES, LAYER_ROLES, ArchSpec
 CONTAINER_ROLES = ("layer", "attn", "mlp")
 
 
-def detect(path, method: str = "ROME", *, registry=None) -> dict:
-    """Hyperparameters for ``method`` on the checkpoint at ``path`` (what `adapterkit detect` writes)."""
+class DetectedHparams(dict):
+    """The hyperparameters `detect` found (a plain dict to YAML and JSON), and where their declaration came from:
+    ``declaration_source`` is "plugin" or "inferred"; ``spec`` is the declaration; ``inference`` says how each
+    role was found when it was inferred (None otherwise)."""
+
+    def __init__(self, hparams, spec: ArchSpec):
+        super().__init__(hparams)
+        self.spec = spec
+        self.inference = spec.extras.get("inference")
+        self.declaration_source = "inferred" if self.inference is not None else "plugin"
+
+
+yaml.SafeDumper.add_representer(DetectedHparams, yaml.SafeDumper.represent_dict)
+
+
+def detect(path, method: str = "ROME", *, registry=None) -> DetectedHparams:
+    """Hyperparameters for ``method`` on the checkpoint at ``path`` (what `adapterkit detect` writes).
+
+    With no plugin for the model type, the declaration is inferred from the model (``.declaration_source``)."""
     registry = registry or get_registry()
     path = checkpoint_dir(path)
     config = read_config(path)
-    spec = registry.for_config(config, source=str(path / "config.json"))
+    spec = registry.for_config(config, source=str(path / "config.json"), infer=True)
     index = read_tensor_index(path) or meta_tensor_index(config, spec)
     index = TensorIndex({spec.model_tensor_name(n): s for n, s in index.shapes.items()}, index.source)
     check_checkpoint(spec, config, index, where=str(path))
     edit_method = registry.method(method)
     hparams = method_hparams(spec, config, edit_method, model_name=str(path))
     validate(hparams, edit_method.schema, f"hparams detected for {path}")
-    return hparams
+    return DetectedHparams(hparams, spec)
 
 
 def method_hparams(spec: ArchSpec, config: Mapping[str, Any], method, model_name: str) -> dict:

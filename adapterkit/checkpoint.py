@@ -136,7 +136,7 @@ def load_model(path, *, dtype="auto", device=None, tokenizer: bool = True):
     """Model and tokenizer from a local checkpoint directory (tokenizer is None where the dir has none)."""
     path = checkpoint_dir(path)
     config = read_config(path)
-    spec = get_registry().for_config(config, source=str(path / "config.json"))
+    spec = get_registry().for_config(config, source=str(path / "config.json"), infer=True)
     cls = model_class(spec)
     kwargs = {"dtype": dtype}
     if spec.config_class() is not None:

@@ -33,6 +33,7 @@ def cmd_detect(args) -> int:
     from .autodetect import detect, write_yaml
 
     hparams = detect(args.model_path, method=args.method)
+    _say_where_the_declaration_came_from(hparams, explain=args.explain)
     text = write_yaml(hparams, args.output)
     if args.output:
         print(f"wrote {args.output} ({hparams['alg_name']}, architecture {hparams.get('architecture')}, layers {hparams.get('layers', '-')})",
@@ -40,6 +41,22 @@ def cmd_detect(args) -> int:
     else:
         print(text, end="")
     return 0
+
+
+def _say_where_the_declaration_came_from(hparams, explain: bool) -> None:
+    spec = hparams.spec
+    if hparams.inference is not None:
+        print(f"adapterkit: no plugin declares model_type {spec.model_types[0]!r}: this declaration was INFERRED from "
+              f"the model's modules (confidence: {hparams.inference.confidence}); check it with --explain, and make it a "
+              f"plugin with `adapterkit new-plugin`", file=sys.stderr)
+        if explain:
+            print(hparams.inference.table(), file=sys.stderr)
+    elif explain:
+        print(f"declaration {spec.name!r} from the plugin {spec.plugin} ({spec.distribution} {spec.version}): {spec.source}",
+              file=sys.stderr)
+        modules = spec.declaration["modules"]
+        for role in ("embed", "layers", *modules["layer"], "ln_f", "lm_head"):
+            print(f"  {role:<9} {spec.template(role) if role != 'layers' else spec.layers_path}", file=sys.stderr)
 
 
 def cmd_validate(args) -> int:
@@ -163,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_path")
     p.add_argument("--method", default="ROME", help="ROME, MEMIT, PMET, MEND, SERAC or a plugin's method (default ROME)")
     p.add_argument("-o", "--output", help="YAML file to write (default: print)")
+    p.add_argument("--explain", action="store_true", help="print (to stderr) each role's module, and how it was found")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("validate", help="check an architecture declaration or a hyperparameter file")

@@ -17,7 +17,8 @@ from .spec import ArchSpec
 
 ENTRY_POINT_GROUP = "adapterkit"
 HOW_TO_ADD = ("write a plugin (see CONTRIBUTING.md): a YAML declaration registered through the "
-              "'adapterkit' entry-point group, then `pip install` it; `adapterkit plugins` lists what is loaded")
+              "'adapterkit' entry-point group, then `pip install` it; `adapterkit plugins` lists what is loaded. "
+              "For a model type transformers knows, `adapterkit detect` (or load_model) infers a declaration")
 
 
 @dataclass
@@ -82,6 +83,7 @@ class Registry:
         self.methods: dict[str, Any] = {}
         self.plugins: list[PluginInfo] = []
         self.faults: list[PluginFault] = []
+        self.inferred: list[ArchSpec] = []  # declarations inferred on request (detect, validate, load_model)
 
     # --- loading ------------------------------------------------------------------------------
     def load_entry_points(self) -> "Registry":
@@ -138,10 +140,19 @@ class Registry:
     def architecture_names(self) -> list[str]:
         return sorted(s.name for s in self.architectures)
 
-    def for_config(self, config: Mapping[str, Any], source: str = "config.json") -> ArchSpec:
-        """The one declaration that claims this config, or a clear error."""
+    def for_config(self, config: Mapping[str, Any], source: str = "config.json", *, infer: bool = False) -> ArchSpec:
+        """The one declaration that claims this config, or a clear error.
+
+        With no plugin for it: a declaration inferred earlier in this process, or with ``infer`` one inferred now
+        from the model transformers builds for the config (callers that read a checkpoint ask; ``edit`` never does).
+        """
         candidates = [s for s in self.architectures if s.matches(config)]
         if not candidates:
+            inferred = [s for s in self.inferred if s.matches(config)]
+            if inferred:
+                return inferred[0]
+            if infer:
+                return self.infer(config, source)
             found = config.get("model_type"), config.get("architectures")
             raise UnknownArchitectureError(
                 f"{source}: no plugin declares model_type={found[0]!r} / architectures={found[1]!r}; "
@@ -156,6 +167,17 @@ class Registry:
                 f"{source}: model_type={config.get('model_type')!r} is claimed by several plugins: {names}",
                 fix="uninstall one of them, or give one declaration a higher `priority`")
         return winners[0]
+
+    def infer(self, config: Mapping[str, Any], source: str = "config.json") -> ArchSpec:
+        from .inference import infer
+
+        inference = infer(config)
+        declaration = inference.declaration
+        validate(declaration, "architecture", f"the declaration inferred for {source}")
+        spec = ArchSpec(declaration, source=f"inferred from {source}", plugin="inferred",
+                        distribution="adapterkit (inferred)", version="-", extras={"inference": inference})
+        self.inferred.append(spec)
+        return spec
 
     def for_model(self, model) -> ArchSpec:
         config = getattr(model, "config", None)

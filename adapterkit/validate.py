@@ -105,7 +105,7 @@ def _templates_against_model(document, model_path) -> list[tuple[str, str, str]]
     from .checkpoint import meta_tensor_index, read_config, read_tensor_index
 
     config = read_config(model_path)
-    spec = get_registry().for_config(config)
+    spec = get_registry().for_config(config, infer=True)
     names = set((read_tensor_index(model_path) or meta_tensor_index(config, spec)).names)
     num_layers = spec.num_layers(config)
     problems = []
