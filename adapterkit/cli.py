@@ -70,6 +70,20 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_new_plugin(args) -> int:
+    from .scaffold import new_plugin
+    from .validate import validate_file
+
+    declaration = new_plugin(args.checkpoint, args.name, args.output, overwrite=args.overwrite)
+    print(f"wrote the {args.name} distribution to {args.output} (declaration: {declaration})", file=sys.stderr)
+    problems = validate_file(declaration)
+    if problems:
+        print(problems, file=sys.stderr)
+        return 2
+    print(f"{declaration}: valid; next: review it, then `pip install -e \"{args.output}[test]\"` and run its tests", file=sys.stderr)
+    return 0
+
+
 def cmd_stats(args) -> int:
     from .checkpoint import load_model
     from .editing.stats import compute_stats
@@ -187,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--model", help="a checkpoint directory to check the templates against")
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("new-plugin", help="write a pip-installable plugin distribution for a checkpoint no plugin declares")
+    p.add_argument("checkpoint")
+    p.add_argument("--name", required=True, help="distribution name, e.g. adapterkit-newarch")
+    p.add_argument("-o", "--output", required=True, help="directory to write the distribution into")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_new_plugin)
 
     p = sub.add_parser("stats", help="compute (and cache) second-moment statistics of the rewrite layers")
     _model_args(p)

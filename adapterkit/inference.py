@@ -53,9 +53,12 @@ class Inference:
     def confidence(self) -> str:
         return MEDIUM if any(f.confidence == MEDIUM for f in self.findings) else HIGH
 
+    @property
+    def ordered_findings(self) -> list[Finding]:
+        return sorted(self.findings, key=lambda f: ROLE_ORDER.index(f.role) if f.role in ROLE_ORDER else len(ROLE_ORDER))
+
     def table(self) -> str:
-        ordered = sorted(self.findings, key=lambda f: ROLE_ORDER.index(f.role) if f.role in ROLE_ORDER else len(ROLE_ORDER))
-        rows = [(f.role, f.path, f.confidence, f.how) for f in ordered]
+        rows = [(f.role, f.path, f.confidence, f.how) for f in self.ordered_findings]
         widths = [max(len(r[i]) for r in rows + [("role", "module", "confidence", "")]) for i in range(3)]
         lines = [f"{'role':<{widths[0]}}  {'module':<{widths[1]}}  {'confidence':<{widths[2]}}  how it was found"]
         lines += [f"{r:<{widths[0]}}  {p:<{widths[1]}}  {c:<{widths[2]}}  {h}" for r, p, c, h in rows]
@@ -266,8 +269,17 @@ class _Inferrer:
                           f"projection's width ({inter})")
 
     def refuse_experts(self, block0: str, attn: str) -> None:
-        experts = [n for n, m in self.modules.items() if n.startswith(block0 + ".") and not n.startswith(attn + ".")
-                   and n != attn and re.search(r"expert|router|moe", type(m).__name__, re.I)]
+        """A mixture of experts in any block (some keep dense MLPs in their first blocks)."""
+        import torch.nn as nn
+
+        attn_rel = _rel(attn, block0)
+        in_blocks = re.compile(re.escape(self.layers_path) + r"\.\d+\.(.*)")
+        outside_attention = [(n, m) for n, m in self.modules.items() if (found := in_blocks.fullmatch(n))
+                             and found.group(1) != attn_rel and not found.group(1).startswith(attn_rel + ".")]
+        # experts stored as one 3-D tensor, or as a list of parallel MLPs
+        experts = [n for n, m in outside_attention
+                   if any(p.dim() == 3 for p in m.parameters(recurse=False))
+                   or (isinstance(m, nn.ModuleList) and len(m) > 1 and all(_has_projection(e) for e in m))]
         counts = [k for k in EXPERT_COUNT_KEYS if isinstance(self.config.get(k), int) and self.config[k] > 1]
         if experts or counts:
             raise self.refuse(
