@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from .errors import InferenceRefused
 
-PLUGIN_ROUTE = ("write a plugin that declares it (CONTRIBUTING.md explains each field; examples/adapterkit-starcoder2 "
+PLUGIN_ROUTE = ("write a plugin that declares it (CONTRIBUTING.md explains each field; the plugin in examples/ "
                 "is one to copy); where inference succeeds, `adapterkit new-plugin CHECKPOINT --name adapterkit-NAME "
                 "-o DIR` writes the distribution for you")
 HIGH, MEDIUM = "high", "medium"
@@ -26,7 +26,8 @@ DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 HIDDEN_KEYS = ("hidden_size", "n_embd", "n_embed", "d_model", "model_dim", "dim")
 INTERMEDIATE_KEYS = ("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size", "d_ff", "ffn_inner_dim", "inner_size")
 EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
-# depth-relative defaults for an inferred declaration: the LLaMA-7B choices of the built-in llama plugin
+# depth-relative defaults for an inferred declaration: the rule built-in declarations use where nothing is
+# published for a family (ROME layer 5, MEMIT layers 4-8 of a 32-layer reference)
 INFERRED_DEFAULTS = {
     "rome": {"layers": {"at": 5, "of": 32}},
     "memit": {"layers": {"from": 4, "to": 8, "of": 32}},
@@ -224,7 +225,7 @@ class _Inferrer:
         if containers:
             scope, scope_how = containers[0], f"the block's one MLP child ({type(self.modules[containers[0]]).__name__})"
             inside = lambda n: n.startswith(scope + ".")  # noqa: E731
-        else:  # the projections sit in the block itself, beside the attention (as OPT's fc1 / fc2)
+        else:  # the projections sit in the block itself, beside the attention
             scope, scope_how = block0, "no MLP module: the block's own projections outside the attention"
             inside = lambda n: n.startswith(block0 + ".") and not n.startswith(attn + ".") and n.count(".") == block0.count(".") + 1  # noqa: E731
         ran = [n for n in trace.order if inside(n) and _dims(self.modules[n])]
@@ -287,7 +288,7 @@ class _Inferrer:
                 "Locate-then-edit methods rewrite one MLP output projection so that the subject's key maps to a new "
                 "value; here each token's MLP output is a router-weighted sum over experts picked per token, so no "
                 "single weight does that. A plugin may declare an always-active shared expert instead "
-                "(mixture_of_experts: shared_expert, as the built-in qwen2_moe declaration does)")
+                "(mixture_of_experts: shared_expert in the architecture schema)")
 
     # -- layout, head, norm ------------------------------------------------------------------------
     def layout(self, paths) -> str:
@@ -467,3 +468,22 @@ def _rel(path: str, block0: str) -> str:
 def _identifier(model_type: str) -> str:
     name = re.sub(r"[^a-z0-9_]", "_", str(model_type).lower())
     return name if re.match(r"^[a-z]", name) else f"arch_{name}"
+
+
+def value_point_problems(declaration: Mapping[str, Any], model) -> list[tuple[str, str, str]]:
+    """A declared attn / mlp container whose output is not its output projection's (a traced meta forward pass)."""
+    modules = declaration["modules"]
+    block0 = f"{modules['layers']}.0"
+    trace = _ForwardTrace(model, block0)
+    if not trace.ok:
+        return []
+    problems = []
+    for role, projection in (("attn", "attn_out"), ("mlp", "mlp_out")):
+        container, out = modules["layer"].get(role), modules["layer"].get(projection)
+        if not container or not out or container == out:
+            continue
+        if f"{block0}.{container}" in trace.outputs and not trace.returns(f"{block0}.{container}", f"{block0}.{out}"):
+            problems.append((f"/modules/layer/{role}", f"{container!r} returns more than {out!r}'s output (such as the "
+                             "residual stream), so a value read or written there is not what the projection adds",
+                             f"declare {role}: {out}"))
+    return problems

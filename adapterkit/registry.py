@@ -1,6 +1,7 @@
 """The plugin manager: entry points, declarations, methods, matching a config to a declaration."""
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -35,6 +36,26 @@ class PluginFault:
     name: str
     distribution: str
     error: str
+
+
+class LazyMethod:
+    """A method registered by its import path (``package.module:Class``) and built on first use, so that listing
+    plugins (or anything else that only needs the method's name) does not import torch."""
+
+    def __init__(self, name: str, target: str):
+        self.name, self.target, self.distribution, self._method = name, target, "?", None
+
+    def load(self):
+        if self._method is None:
+            module, _, cls = self.target.partition(":")
+            self._method = getattr(importlib.import_module(module), cls)()
+            self._method.distribution = self.distribution
+        return self._method
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(self.load(), attr)
 
 
 def load_declaration(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dict, str]:

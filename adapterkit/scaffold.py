@@ -67,7 +67,7 @@ def _tiny_config(config) -> dict:
 def _declaration_text(declaration: dict, inference, checkpoint: Path) -> str:
     lines = [f"# Drafted by `adapterkit new-plugin` from {checkpoint} on {datetime.date.today().isoformat()}.",
              "# Each role as inference found it; check them, then `adapterkit validate` this file and run the tests.",
-             "# Default layers: LLaMA-7B's ROME layer 5 and MEMIT layers 4-8 of 32, rescaled to the model's depth;",
+             "# Default layers: ROME layer 5 and MEMIT layers 4-8 of a 32-layer reference, rescaled to the model's depth;",
              "# replace them with published choices for this family where there are any.", "#"]
     lines += [f"#   {f.role:<17} {f.path:<40} {f.confidence:<6} {f.how}" for f in inference.ordered_findings]
     return "\n".join(lines) + "\n" + yaml.safe_dump(declaration, sort_keys=False, default_flow_style=None, width=120)

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from .errors import AdapterkitError
 
 DEPTH, WIDTH, HEADS, KV_HEADS, HEAD_DIM, FFN, VOCAB, POSITIONS = 4, 64, 4, 2, 16, 128, 512, 128
+MAX_PARAMETERS = 20_000_000
 DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 # (size, keys, whether a smaller value in the defaults is kept)
 SHRINK = [
@@ -77,6 +78,10 @@ def check_builds(config: Mapping[str, Any]) -> list[str]:
     except Exception as exc:  # transformers raises many kinds; each means "this config does not build"
         raise AdapterkitError(f"a tiny {config['model_type']} model does not build: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:200]}") from None
+    size = sum(p.numel() for p in model.parameters())
+    if size > MAX_PARAMETERS:
+        raise AdapterkitError(f"a {config['model_type']} model from the shrunk config still has {size / 1e6:.0f}M parameters "
+                              "(sizes this shrinking does not know, as in nested sub-configs)")
     return [type(model).__name__]
 
 

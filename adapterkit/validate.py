@@ -89,7 +89,18 @@ def _tiny_model_problems(declaration, where) -> list[tuple[str, str, str]]:
     except Exception as exc:  # the declared classes or config could not build a model
         return [("/tiny_config", f"building the tiny model failed: {type(exc).__name__}: {exc}",
                  "make tiny_config a config.json that the declared (or Auto) classes accept")]
-    return []
+    return _value_point_problems(declaration, spec)
+
+
+def _value_point_problems(declaration, spec) -> list[tuple[str, str, str]]:
+    import torch
+
+    from .checkpoint import build_model
+    from .inference import value_point_problems
+
+    with torch.device("meta"):
+        model = build_model(declaration["tiny_config"], spec)
+    return value_point_problems(declaration, model.eval())
 
 
 def hparams_file_problems(document, model_path=None) -> list[tuple[str, str, str]]:

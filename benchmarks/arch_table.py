@@ -146,11 +146,9 @@ def write_readme(rows: list[dict], header: str) -> None:
     readme = REPO / "README.md"
     text = readme.read_text()
     table = f"{README_START}\n{header}\n\n{markdown([r for r in rows if r['family'] in MAINSTREAM])}\n{README_END}"
-    if README_START in text:
-        text = re.sub(re.escape(README_START) + ".*?" + re.escape(README_END), lambda _: table, text, flags=re.S)
-    else:
-        text = text.replace("\n## Adding an architecture", f"\n## Architectures\n\n{table}\n\n## Adding an architecture", 1)
-    readme.write_text(text)
+    if README_START not in text:
+        raise SystemExit(f"{readme} has no {README_START} ... {README_END} markers for the table")
+    readme.write_text(re.sub(re.escape(README_START) + ".*?" + re.escape(README_END), lambda _: table, text, flags=re.S))
 
 
 def write_results(rows: list[dict], header: str) -> None:

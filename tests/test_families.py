@@ -68,3 +68,12 @@ def test_modules_that_add_the_residual_themselves_are_declared_by_their_projecti
     """BLOOM's MLP returns residual + projection: ROME's value point must be the projection's output."""
     spec = get_registry().architecture("bloom")
     assert spec.template("mlp") == spec.template("mlp_out") == "transformer.h.{}.mlp.dense_4h_to_h"
+
+
+def test_validate_flags_a_value_point_that_adds_the_residual(tmp_path):
+    from adapterkit.validate import validate_file
+
+    bad = tmp_path / "bloom.yaml"
+    bad.write_text((PLUGINS_DIR / "bloom.yaml").read_text().replace("    mlp: mlp.dense_4h_to_h", "    mlp: mlp"))
+    report = validate_file(bad)
+    assert "#/modules/layer/mlp" in report and "residual" in report and "declare mlp: mlp.dense_4h_to_h" in report
