@@ -42,6 +42,9 @@ def tiny_config(model_type: str, base: Mapping[str, Any] | None = None) -> dict:
         defaults = AutoConfig.for_model(model_type).to_dict() if base is None else dict(base)
     except (ValueError, KeyError) as exc:
         raise AdapterkitError(f"transformers does not know model_type {model_type!r} ({exc})") from None
+    except Exception as exc:  # the config class rejects its own defaults
+        raise AdapterkitError(f"the {model_type} config class rejects its defaults: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[-1][:200]}") from None
     original_depth = next((defaults[k] for k in DEPTH_KEYS if isinstance(defaults.get(k), int)), None)
     config = {}
     for key, value in defaults.items():

@@ -165,9 +165,52 @@ def test_rome_edits_a_random_model_of_an_inferred_family(family, tmp_path, bare_
     hparams = detect(path, method="ROME")
     assert hparams.declaration_source == "inferred"
     model, _ = adapterkit.load_model(path, dtype=torch.float32, tokenizer=False)
-    hp = {**hparams, **tiny_hparams("ROME"), "mom2_adjustment": False, "context_template_length_params": [[5, 5]],
+    hp = {**hparams, **tiny_hparams("ROME"), "mom2_adjustment": False, "context_template_length_params": [],
           "fact_token": "last", "v_weight_decay": 0.0}
     result = adapterkit.edit(model, tok, normalise_requests(counterfact_sample()[1]), hp)
     assert result.touched == [hparams["rewrite_module_tmp"].format(hparams["layers"][0]) + ".weight"]
     assert result.metrics[0]["pre"]["rewrite_acc"] == 0.0 and result.metrics[0]["post"]["rewrite_acc"] == 1.0
     assert json.dumps(dict(hparams))
+
+
+# --- edit quality on trained fact models of inferred families ----------------------------------------
+@pytest.fixture(scope="module")
+def inferred_fact_models(fact_model_cache):
+    """(declaration, fact model) of a family no plugin declares: its inferred declaration, with a tiny_config,
+    registered while the fact-model machinery trains (or loads) the model, then only the inferred one remains."""
+    from adapterkit.factmodels import load_or_train
+    from adapterkit.spec import ArchSpec
+
+    def load(family):
+        registry = get_registry()
+        tiny = tiny_config(family)
+        inferred = registry.for_config(tiny, infer=True)
+        trainable = ArchSpec({**inferred.declaration, "tiny_config": tiny}, source=inferred.source,
+                             plugin=inferred.plugin, distribution=inferred.distribution, extras=inferred.extras)
+        registry.architectures.append(trainable)
+        try:
+            return trainable, load_or_train(trainable.name, fact_model_cache, recipe="subject_recall")
+        finally:
+            registry.architectures.remove(trainable)
+    return load
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", INFERRED_FAMILIES[:3])
+def test_rome_edits_a_trained_fact_model_of_an_inferred_family(family, inferred_fact_models, tmp_path, quality):
+    from adapterkit.autodetect import method_hparams
+    from adapterkit.editing.metrics import summarise
+    from adapterkit.factmodels import write_stats_corpus
+
+    spec, fact = inferred_fact_models(family)
+    hp = method_hparams(spec, fact.model.config.to_dict(), get_registry().method("ROME"), model_name=f"test-{family}")
+    hp.update(tiny_hparams("ROME"), mom2_corpus=str(write_stats_corpus(fact, tmp_path / "facts.txt")),
+              stats_dir=str(tmp_path / "stats"), mom2_n_samples=1000, mom2_dataset="facts")
+    rows = []
+    for record in fact.facts.trained[:12]:
+        with adapterkit.edited(fact.model, fact.tok, record, hp) as result:
+            rows += result.metrics
+    measured = summarise(rows)
+    quality(f"ROME {family} (inferred declaration)", measured)
+    assert all(row["pre"]["rewrite_acc"] == 0.0 for row in rows)
+    assert measured["efficacy"] >= 0.9, measured
