@@ -25,7 +25,6 @@ ROLE_ORDER = ("layers", "attn", "attn_out", "mlp", "mlp_gate", "mlp_in", "mlp_ou
 DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 HIDDEN_KEYS = ("hidden_size", "n_embd", "n_embed", "d_model", "model_dim", "dim")
 INTERMEDIATE_KEYS = ("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size", "d_ff", "ffn_inner_dim", "inner_size")
-EXPERT_COUNT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")
 # depth-relative defaults for an inferred declaration: the rule built-in declarations use where nothing is
 # published for a family (ROME layer 5, MEMIT layers 4-8 of a 32-layer reference)
 INFERRED_DEFAULTS = {
@@ -140,6 +139,7 @@ class _Inferrer:
                  "mlp_in": _rel(mlp_in, block0), "mlp_out": _rel(mlp_out, block0)}
         if mlp_gate:
             layer["mlp_gate"] = _rel(mlp_gate, block0)
+        self.same_in_every_block(layers_path, len(blocks), layer)
         declaration = {
             "name": _identifier(self.model_type),
             "description": f"inferred by adapterkit from {type(self.model).__name__} (transformers' own classes)",
@@ -176,6 +176,13 @@ class _Inferrer:
         self.found("layers", name, HIGH, f"the one ModuleList of {len(blocks)} {type(blocks[0]).__name__} blocks "
                                           f"(config: {len(blocks)} layers)")
         return name, blocks
+
+    def same_in_every_block(self, layers_path: str, depth: int, layer: Mapping[str, str]) -> None:
+        for index in range(1, depth):
+            missing = [rel for rel in layer.values() if f"{layers_path}.{index}.{rel}" not in self.modules]
+            if missing:
+                raise self.refuse(f"block {index} has no {', '.join(sorted(set(missing)))} (block 0 has): its blocks hold "
+                                  "different modules, as hybrid models do, and one template per role cannot address them")
 
     # -- attention ---------------------------------------------------------------------------------
     def attention(self, block0: str) -> str:
@@ -281,10 +288,9 @@ class _Inferrer:
         experts = [n for n, m in outside_attention
                    if any(p.dim() == 3 for p in m.parameters(recurse=False))
                    or (isinstance(m, nn.ModuleList) and len(m) > 1 and all(_has_projection(e) for e in m))]
-        counts = [k for k in EXPERT_COUNT_KEYS if isinstance(self.config.get(k), int) and self.config[k] > 1]
-        if experts or counts:
+        if experts:
             raise self.refuse(
-                "its MLP is a mixture of experts (" + ", ".join(experts[:3] or [f"config {counts[0]}"]) + "). "
+                "its MLP is a mixture of experts (" + ", ".join(experts[:3]) + "). "
                 "Locate-then-edit methods rewrite one MLP output projection so that the subject's key maps to a new "
                 "value; here each token's MLP output is a router-weighted sum over experts picked per token, so no "
                 "single weight does that. A plugin may declare an always-active shared expert instead "
@@ -351,7 +357,9 @@ class _Inferrer:
             keys["intermediate_size"] = stated[0]
             self.found("intermediate_size", stated[0], HIGH, f"config.json's {stated[0]} = {inter}, the MLP's width")
         elif inter == 4 * hidden:
-            unset = [k for k in INTERMEDIATE_KEYS if k in self.config] or ["intermediate_size"]
+            # a key the config leaves empty (it means "4 x hidden" there), else one it lacks; never one stating another width
+            unset = [k for k in INTERMEDIATE_KEYS if k in self.config and self.config[k] is None] + \
+                    [k for k in INTERMEDIATE_KEYS if k not in self.config]
             keys["intermediate_size"] = {"keys": unset[:1], "default_times_hidden": 4}
             self.found("intermediate_size", f"4 x hidden", MEDIUM, f"config.json states no MLP width; the MLP is 4 x {hidden} wide")
         else:

@@ -105,7 +105,7 @@ def row(model_type: str, root: Path, tok) -> dict:
         hparams = detect(path, method="rome")
     except AdapterkitError as exc:
         why = re.sub(r"^no plugin declares model_type=\S+, and its declaration cannot be inferred: ", "", exc.message)
-        return {**entry, "result": "refused", "why": first_sentence(why)}
+        return {**entry, "result": "refused", "why": first_sentence(why.replace(str(path), "the checkpoint"))}
     if hparams.declaration_source == "inferred":
         entry.update(result="inferred", why=f"confidence {hparams.inference.confidence}")
     else:

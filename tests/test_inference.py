@@ -86,6 +86,11 @@ def test_the_shared_expert_model_is_refused_when_its_declaration_is_hidden():
         Registry().for_config(get_registry().architecture("qwen2_moe").tiny_config, infer=True)
 
 
+def test_blocks_of_one_class_holding_different_modules_are_refused():
+    with pytest.raises(InferenceRefused, match="hybrid models"):  # linear-attention and full-attention blocks
+        infer(tiny_config("qwen3_5_text"))
+
+
 def test_a_model_type_transformers_does_not_know_is_refused_without_running_checkpoint_code():
     config = {"model_type": "brand_new_lm", "auto_map": {"AutoModelForCausalLM": "modeling_brand_new.BrandNew"}}
     with pytest.raises(InferenceRefused) as err:
