@@ -3,12 +3,13 @@ from .hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["hookimpl", "load_model", "detect", "edit", "edited", "apply_deltas", "EditResult", "__version__"]
+__all__ = ["hookimpl", "load_model", "detect", "edit", "edited", "train", "apply_deltas", "EditResult", "causal_trace",
+           "__version__"]
 
 
 def __getattr__(name):
     # The API pulls in torch; keep `import adapterkit` (and plugin imports of hookimpl) light.
-    if name in ("edit", "edited", "apply_deltas", "EditResult"):
+    if name in ("edit", "edited", "train", "apply_deltas", "EditResult"):
         from . import api
         return getattr(api, name)
     if name == "load_model":
@@ -17,4 +18,7 @@ def __getattr__(name):
     if name == "detect":
         from .autodetect import detect
         return detect
+    if name == "causal_trace":
+        from .tracing import causal_trace
+        return causal_trace
     raise AttributeError(f"module 'adapterkit' has no attribute {name!r}")

@@ -1,29 +1,40 @@
-"""The public Python API: load_model, detect, edit, edited, apply_deltas."""
+"""The public Python API: load_model, detect, edit, edited, train, apply_deltas."""
 from __future__ import annotations
 
 import contextlib
+from os import PathLike
 
 from .editing import metrics
 from .editing.result import EditResult, apply_deltas  # noqa: F401  (re-exported)
-from .hparams import load_hparams
+from .errors import AdapterkitError
+from .hparams import load_settings
+from .inputs import check_hparams_against_model, check_requests_fit, check_stats_inputs
 from .registry import get_registry
 from .requests import normalise_requests
 
 
-def edit(model, tok, requests, hparams, *, evaluate: bool = True, **method_options) -> EditResult:
+def edit(model, tok, requests, hparams, *, evaluate: bool = True, archive=None, hparams_source: str | None = None,
+         requests_source: str = "request") -> EditResult:
     """Apply edits in place and return an EditResult (originals, deltas, per-request metrics).
 
-    The edit stays applied until ``result.restore()``; metrics are measured on the edited weights.
+    ``hparams``: a hyperparameter file, a dict, or settings built before. ``archive``: a trained editor
+    (MEND, SERAC) in place of the hparams' ``archive``. The edit stays applied until ``result.restore()``;
+    metrics are measured on the edited weights. Before any work, the hparams are checked against the model
+    and the requests against its positions; ``hparams_source`` and ``requests_source`` name them in messages.
     """
     registry = get_registry()
-    hp = load_hparams(hparams, registry)
-    method = registry.method(hp["alg_name"])
+    settings = load_settings(hparams, registry)
+    method = registry.method(settings.alg_name)
     spec = registry.for_model(model)
-    records = normalise_requests(requests)
-    result = EditResult(model=model, hparams=hp, requests=records)
+    records = normalise_requests(requests, requests_source)
+    hp = settings.to_dict()
+    check_hparams_against_model(hp, model, spec, hparams_source or (str(hparams) if isinstance(hparams, (str, PathLike)) else "hparams"))
+    check_requests_fit(records, tok, model, spec, hp, requests_source)
+    check_stats_inputs(model, spec, settings)
+    result = EditResult(model=model, hparams=settings.to_dict(), requests=records)
     before = metrics.evaluate(model, tok, records) if evaluate else None
     try:
-        answerer = method.apply(model, tok, records, hp, spec=spec, weights=result, **method_options)
+        answerer = method.apply(model, tok, records, settings, spec=spec, ledger=result, archive=archive)
     except BaseException:
         result.restore(force=True)  # never leave a half-applied edit behind
         raise
@@ -43,3 +54,28 @@ def edited(model, tok, requests, hparams, **options):
     finally:
         if not result.restored:
             result.restore(force=True)
+
+
+def train(model, tok, hparams, data, out_dir, *, val=None, resume: bool = False, device=None, progress: bool = True,
+          on_step=None):
+    """Train the editor of a trainable method (MEND, SERAC, a plugin's) for ``model``; the best one lands in
+    ``out_dir/editor.safetensors``, which ``archive:`` then names.
+
+    ``data`` and ``val``: a training file (CounterFact or zsRE records) or a list of records. Without ``val``,
+    the last tenth of the training records validates. ``resume=True`` continues an interrupted run in
+    ``out_dir`` and ends with the same editor as an uninterrupted one. ``on_step(step, info)`` is called after
+    each optimiser step. Returns the trainer's TrainResult.
+    """
+    from .editing.batches import load_sets
+
+    registry = get_registry()
+    settings = load_settings(hparams, registry)
+    method = registry.method(settings.alg_name)
+    if not method.trainable:
+        raise AdapterkitError(f"{method.name} needs no training",
+                              fix="training is for trainable methods such as MEND and SERAC; edit with adapterkit.edit directly")
+    train_path, train_records = (data, None) if isinstance(data, (str, PathLike)) else (None, normalise_requests(data))
+    val_path, val_records = (val, None) if val is None or isinstance(val, (str, PathLike)) else (None, normalise_requests(val))
+    train_set, val_set = load_sets(settings, train_path, val_path, train_records, val_records)
+    return method.train(model, tok, settings, train_set, val_set, out_dir, resume=resume, device=device,
+                        progress=progress, on_step=on_step)

@@ -1,18 +1,20 @@
-"""detect: a local checkpoint directory -> a ready, schema-valid hyperparameter dict.
+"""detect: a local checkpoint (a directory, or a GGUF file) -> a ready, schema-valid hyperparameter dict.
 
-config.json picks the plugin; every module template is checked against the checkpoint's real tensor
-names (and shapes, where safetensors headers give them) without loading weights or running its code.
+config.json (or the GGUF's metadata) picks the plugin; every module template is checked against the checkpoint's
+real tensor names (and shapes, where safetensors headers give them; a model built on the meta device for GGUF)
+without loading weights or running its code.
 """
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .checkpoint import TensorIndex, checkpoint_dir, meta_tensor_index, read_config, read_tensor_index
-from .errors import CheckpointError
+from .checkpoint import TensorIndex, checkpoint_path, config_source, meta_tensor_index, read_config, read_tensor_index
+from .errors import CheckpointError, SchemaError
+from .inputs import check_weights_cover_model
 from .registry import get_registry
 from .schema import validate
 from .spec import GLOBAL_ROLES, LAYER_ROLES, ArchSpec
@@ -35,39 +37,79 @@ class DetectedHparams(dict):
 yaml.SafeDumper.add_representer(DetectedHparams, yaml.SafeDumper.represent_dict)
 
 
-def detect(path, method: str = "ROME", *, registry=None) -> DetectedHparams:
+def detect(path, method: str = "ROME", *, layers: Sequence[int] | None = None, registry=None,
+           allow_partial: bool = False, trace=None) -> DetectedHparams:
     """Hyperparameters for ``method`` on the checkpoint at ``path`` (what `adapterkit detect` writes).
 
-    With no plugin for the model type, the declaration is inferred from the model (``.declaration_source``)."""
+    With no plugin for the model type, the declaration is inferred from the model (``.declaration_source``).
+    ``layers``: edit these layers instead of those the architecture's rule picks (needed where it has none).
+    ``allow_partial``: accept weights that do not cover the model.
+    ``trace``: facts (a file or records), a trace.json of `adapterkit trace` or a ``tracing.TraceResult``; the
+    edit layers then come from the causal trace's MLP peak instead of the depth-relative rule (tracing.py).
+    """
     registry = registry or get_registry()
-    path = checkpoint_dir(path)
+    path = checkpoint_path(path)
     config = read_config(path)
-    spec = registry.for_config(config, source=str(path / "config.json"), infer=True)
-    index = read_tensor_index(path) or meta_tensor_index(config, spec)
+    spec = registry.for_config(config, source=str(config_source(path)), infer=True)
+    stored = read_tensor_index(path)
+    index = stored or meta_tensor_index(config, spec)
     index = TensorIndex({spec.model_tensor_name(n): s for n, s in index.shapes.items()}, index.source)
     check_checkpoint(spec, config, index, where=str(path))
+    check_weights_cover_model(stored, config, spec, path, allow_partial=allow_partial)
     edit_method = registry.method(method)
-    hparams = method_hparams(spec, config, edit_method, model_name=str(path))
+    hparams = method_hparams(spec, config, edit_method, model_name=str(path), layers=layers)
+    if trace is not None:
+        from .tracing import apply_trace
+
+        apply_trace(hparams, spec, config, path, trace)
     validate(hparams, edit_method.schema, f"hparams detected for {path}")
     return DetectedHparams(hparams, spec)
 
 
-def method_hparams(spec: ArchSpec, config: Mapping[str, Any], method, model_name: str) -> dict:
-    """Method defaults, then the declaration's per-architecture defaults, then its templates."""
+def method_hparams(spec: ArchSpec, config: Mapping[str, Any], method, model_name: str,
+                   layers: Sequence[int] | None = None) -> dict:
+    """The method's published defaults, then the declaration's per-architecture defaults (layer rules
+    resolved at this depth), then its templates."""
     num_layers = spec.num_layers(config)
     hparams: dict[str, Any] = {"alg_name": method.name, "model_name": model_name, "architecture": spec.name}
-    hparams.update(method.defaults)
-    for key, value in spec.method_defaults(method.name).items():
+    hparams.update(method.settings_class.published_defaults())
+    for key, value in spec.method_defaults(method.name, method.layer_rules_from).items():
         if key == "layers":
             value = spec.resolve_layers(value, num_layers)
         elif key == "inner_params":
             value = spec.inner_params(value, num_layers)
+        elif isinstance(value, Mapping) and {"value", "at", "by"} <= value.keys():
+            value = spec.resolve_scaled(value, config)
         hparams[key] = value
+    if layers is not None:
+        hparams["layers"] = [int(layer) for layer in layers]
     for key, roles in method.template_keys.items():
         hparams[key] = [spec.template(r) for r in roles] if isinstance(roles, list) else spec.template(roles)
     if "v_loss_layer" in method.arch_keys:
         hparams["v_loss_layer"] = spec.v_loss_layer(config)
+    _check_complete(hparams, spec, method, num_layers)
     return hparams
+
+
+def _check_complete(hparams: Mapping[str, Any], spec: ArchSpec, method, num_layers: int) -> None:
+    """Say what to give when the declaration has no rule for a setting the method needs (rather than writing
+    hparams its schema then rejects)."""
+    missing = [key for key in method.settings_class.required() if key not in hparams]
+    if not missing:
+        return
+    block = f"defaults: {{{method.name.lower()}: ...}}"
+    if "layers" in missing:
+        example = max(num_layers // 2 - 1, 0)
+        raise SchemaError(
+            f"the {spec.name} declaration ({spec.source}) has no layer rule for {method.name}, so detect cannot "
+            f"choose its layers; give `layers`",
+            fix=f"give `layers` (`adapterkit detect MODEL --method {method.name} --layers {example}`, or "
+                f"adapterkit.detect(..., layers=[{example}])), or add {{layers: {{at: N, of: DEPTH}}}} to the "
+                f"declaration's {block}")
+    raise SchemaError(
+        f"the {spec.name} declaration ({spec.source}) gives no {', '.join(missing)} for {method.name}",
+        fix=f"add a rule for {', '.join(missing)} to the declaration's {block}, or write "
+            f"{', '.join(missing)} into the hyperparameter file yourself")
 
 
 # --- checks against the checkpoint --------------------------------------------------------------
@@ -80,11 +122,29 @@ def check_checkpoint(spec: ArchSpec, config: Mapping[str, Any], index: TensorInd
             if role == "layer" or spec.has_role(role):
                 _check_module(spec, role, layer, names, where, index)
     for role in GLOBAL_ROLES:
-        if role == "lm_head" and spec.tied_lm_head and f"{spec.module_name(role)}.weight" not in names:
-            continue  # tied to the embedding: checkpoints usually omit it
+        if role == "lm_head" and spec.weight_name(role) not in names:
+            _check_missing_head(spec, config, names, where, index)
+            continue
         _check_module(spec, role, None, names, where, index)
     if any(shape is not None for shape in index.shapes.values()):
         _check_shapes(spec, config, index, where)
+
+
+def _check_missing_head(spec: ArchSpec, config: Mapping[str, Any], names: set[str], where: str, index: TensorIndex) -> None:
+    """A checkpoint without the lm-head weight is fine when its head is tied: save_pretrained stores the shared
+    tensor once, under the embedding's name."""
+    if spec.lm_head_tied(config):
+        return
+    key = spec.declaration["config"].get("tied_lm_head", "tie_word_embeddings")
+    if key is not None and spec.weight_name("embed") in names:
+        said = (f"config.json sets {key}: false" if config.get(key) is not None
+                else f"config.json does not set {key}, and {spec.name} heads are untied by default")
+        raise CheckpointError(
+            f"{where}: no lm-head weight {spec.weight_name('lm_head')!r} in {index.source or 'the checkpoint'}, "
+            f"and {said}, so the head would be left randomly initialised",
+            fix=f"if this checkpoint's head is tied to the embedding ({spec.weight_name('embed')}), set "
+                f"\"{key}\": true in config.json; otherwise the weight files are incomplete")
+    _check_module(spec, "lm_head", None, names, where, index)
 
 
 def _check_depth(spec: ArchSpec, num_layers: int, names: set[str], where: str) -> None:
@@ -121,10 +181,9 @@ def _expected_shapes(spec: ArchSpec, config) -> dict[str, tuple[int | None, int 
         "mlp_gate": (inter, hidden),
         "attn_out": (hidden, None),
     }
-    if spec.weight_layout == "conv1d":
-        out_in = {role: (i, o) for role, (o, i) in out_in.items()}
-    out_in["embed"] = (vocab, hidden)
-    return out_in
+    expected = {role: spec.stored_shape(dims) for role, dims in out_in.items()}
+    expected["embed"] = (vocab, hidden)
+    return expected
 
 
 def _check_shapes(spec: ArchSpec, config, index: TensorIndex, where: str) -> None:
@@ -146,12 +205,14 @@ def _check_shapes(spec: ArchSpec, config, index: TensorIndex, where: str) -> Non
                 fix="the config and the weights disagree: use the config.json that came with these weights")
 
 
-def write_yaml(hparams: Mapping[str, Any], out: str | Path | None) -> str:
+def write_yaml(hparams: Mapping[str, Any], out: str | Path | None, comment: str | None = None) -> str:
     import yaml
 
     from .fileio import write_text_atomic
 
     text = yaml.safe_dump(dict(hparams), sort_keys=False, default_flow_style=None)
+    if comment:
+        text = "".join(f"# {line}\n" for line in comment.splitlines()) + text
     if out is not None:
         write_text_atomic(out, text)
     return text

@@ -31,10 +31,21 @@ def cmd_plugins(args) -> int:
 
 def cmd_detect(args) -> int:
     from .autodetect import detect, write_yaml
+    from .inputs import check_writable
 
-    hparams = detect(args.model_path, method=args.method)
+    if args.output:
+        check_writable(args.output, what="hyperparameter file", directory=False)
+    hparams = detect(args.model_path, method=args.method, layers=args.layers, allow_partial=args.allow_partial_weights)
     _say_where_the_declaration_came_from(hparams, explain=args.explain)
-    text = write_yaml(hparams, args.output)
+    comment = None
+    if args.trace:  # after the checks above, which take a moment where a trace takes minutes
+        from .tracing import check_traceable, load_trace, provenance
+
+        check_traceable(hparams)
+        trace = load_trace(args.trace, args.model_path)
+        hparams = detect(args.model_path, method=args.method, allow_partial=args.allow_partial_weights, trace=trace)
+        comment = provenance(trace, hparams["layers"], args.trace)
+    text = write_yaml(hparams, args.output, comment)
     if args.output:
         print(f"wrote {args.output} ({hparams['alg_name']}, architecture {hparams.get('architecture')}, layers {hparams.get('layers', '-')})",
               file=sys.stderr)
@@ -62,7 +73,7 @@ def _say_where_the_declaration_came_from(hparams, explain: bool) -> None:
 def cmd_validate(args) -> int:
     from .validate import validate_file
 
-    problems = validate_file(args.file, model_path=args.model)
+    problems = validate_file(args.file, model_path=args.model, allow_partial=args.allow_partial_weights)
     if problems:
         print(problems, file=sys.stderr)
         return 2
@@ -87,13 +98,20 @@ def cmd_new_plugin(args) -> int:
 def cmd_stats(args) -> int:
     from .checkpoint import load_model
     from .editing.stats import compute_stats
-    from .hparams import load_hparams
+    from .hparams import load_settings
+    from .inputs import check_writable
+    from .methods import LocateThenEditSettings
 
-    hparams = load_hparams(args.hparams)
-    model, tok = load_model(args.model_path, device=args.device)
+    settings = load_settings(args.hparams)
+    if not isinstance(settings, LocateThenEditSettings):
+        raise AdapterkitError(f"{args.hparams}: {settings.alg_name} reads no second-moment statistics",
+                              fix="give the hyperparameter file of a locate-then-edit method (ROME, MEMIT, PMET)")
+    stats_dir = args.stats_dir or settings.stats_dir
+    check_writable(stats_dir, what="statistics directory", directory=True)
+    model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
     spec = _registry().for_model(model)
-    paths = compute_stats(model, tok, hparams, spec, args.corpus, args.stats_dir or hparams.get("stats_dir", "stats"),
+    paths = compute_stats(model, tok, settings, spec, args.corpus, stats_dir,
                           n_samples=args.n_samples, batch_size=args.batch_size, device=args.device)
     for layer, path in paths.items():
         print(f"layer {layer}: {path}")
@@ -105,17 +123,20 @@ def cmd_edit(args) -> int:
     from .checkpoint import load_model
     from .editing.metrics import summarise
     from .hparams import load_hparams
+    from .inputs import check_writable
     from .requests import load_requests
 
     hparams = load_hparams(args.hparams)
-    if args.archive:
-        hparams["archive"] = args.archive
     if args.stats_dir:
         hparams["stats_dir"] = args.stats_dir
     requests = load_requests(args.requests)
-    model, tok = load_model(args.model_path, device=args.device)
+    if args.out is not None:
+        check_writable(args.out, what="deltas file" if args.deltas_only else "edited checkpoint",
+                       directory=not args.deltas_only, overwrite=args.overwrite or args.deltas_only)
+    model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
-    result = api.edit(model, tok, requests, hparams)
+    result = api.edit(model, tok, requests, hparams, archive=args.archive, hparams_source=str(args.hparams),
+                      requests_source=str(args.requests))
     print(json.dumps({"edits": len(requests), "touched": result.touched, **summarise(result.metrics)}, indent=2))
     if args.out is None:
         return 0
@@ -131,16 +152,19 @@ def cmd_edit(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from . import api
     from .checkpoint import load_model
-    from .hparams import load_hparams
+    from .hparams import load_settings
+    from .inputs import check_writable
 
-    hparams = load_hparams(args.hparams)
-    method = _registry().method(hparams["alg_name"])
-    if not getattr(method, "trainable", False):
+    settings = load_settings(args.hparams)
+    method = _registry().method(settings.alg_name)
+    if not method.trainable:
         raise AdapterkitError(f"{method.name} needs no training", fix="`adapterkit train` is for MEND and SERAC; use `adapterkit edit` directly")
-    model, tok = load_model(args.model_path, device=args.device)
+    check_writable(args.out, what="trained editor", directory=True)
+    model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
-    method.train(model, tok, hparams, args.train, args.val, args.out, resume=args.resume, device=args.device)
+    api.train(model, tok, settings, args.train, args.out, val=args.val, resume=args.resume, device=args.device)
     print(f"wrote the {method.name} editor to {args.out}", file=sys.stderr)
     return 0
 
@@ -149,11 +173,13 @@ def cmd_evaluate(args) -> int:
     from .checkpoint import load_model
     from .editing.metrics import evaluate
     from .editing.result import apply_deltas
+    from .inputs import check_requests_fit
     from .requests import load_requests
 
     requests = load_requests(args.requests)
-    model, tok = load_model(args.model_path, device=args.device)
+    model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
+    check_requests_fit(requests, tok, model, _registry().for_model(model), source=str(args.requests))
     if args.deltas:
         apply_deltas(model, args.deltas)
     rows = evaluate(model, tok, requests)
@@ -165,11 +191,48 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_convert(args) -> int:
+    from .checkpoint import convert_gguf
+
+    out = convert_gguf(args.source, args.out, dtype=args.dtype, overwrite=args.overwrite)
+    print(f"wrote a {args.dtype} safetensors checkpoint to {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo.run import run_demo
 
     run_demo(method=args.method, arch=args.arch, n_edits=args.edits, cache_dir=args.cache_dir)
     return 0
+
+
+def cmd_trace(args) -> int:
+    from pathlib import Path
+
+    from .checkpoint import load_model
+    from .requests import load_requests
+    from .tracing import KIND_LABELS, TraceSettings, causal_trace, write_trace
+    from .tracing_plot import plot_available, plot_trace
+
+    settings = TraceSettings(samples=args.samples, kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
+                             window=args.window, noise_factor=args.noise_factor, limit=args.limit)
+    facts = load_requests(args.data)
+    model, tok = load_model(args.model_path, device=args.device)
+    _need_tokenizer(tok, args.model_path)
+    result = causal_trace(model, tok, facts, settings, model_name=str(args.model_path))
+    written = [write_trace(result, Path(args.out) / "trace.json")]
+    if result.facts and plot_available():
+        written += plot_trace(result, args.out)
+    elif result.facts:
+        print("no heat maps: matplotlib is not installed (pip install 'adapterkit[plot]')", file=sys.stderr)
+    skipped = ", ".join(f"{n} {reason}" for reason, n in result.skipped.items()) or "none"
+    print(f"traced {len(result.facts)} facts in {result.seconds:.0f}s (skipped: {skipped})")
+    for kind in settings.kinds if result.facts and "subject_last" in settings.token_kinds else ():
+        effect = max(result.effects(kind)["subject_last"])
+        print(f"{KIND_LABELS[kind]}: indirect effect at the last subject token peaks at layer {result.peak(kind)} (+{effect:.3f})")
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0 if result.facts else 1
 
 
 def _need_tokenizer(tok, path) -> None:
@@ -190,16 +253,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 if a plugin failed to load")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("detect", help="write a hyperparameter YAML for a local checkpoint directory")
+    p = sub.add_parser("detect", help="write a hyperparameter YAML for a local checkpoint directory or GGUF file")
     p.add_argument("model_path")
     p.add_argument("--method", default="ROME", help="ROME, MEMIT, PMET, MEND, SERAC or a plugin's method (default ROME)")
     p.add_argument("-o", "--output", help="YAML file to write (default: print)")
     p.add_argument("--explain", action="store_true", help="print (to stderr) each role's module, and how it was found")
+    p.add_argument("--layers", type=int, nargs="+", help="edit these layers instead of those the architecture's rule picks")
+    _partial_arg(p)
+    p.add_argument("--trace", metavar="FILE",
+                   help="choose the edit layers by causal tracing: facts the model knows (CounterFact / EasyEdit "
+                        "records, the first 50 known ones are traced) or a trace.json written by `adapterkit trace`")
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("validate", help="check an architecture declaration or a hyperparameter file")
     p.add_argument("file")
-    p.add_argument("--model", help="a checkpoint directory to check the templates against")
+    p.add_argument("--model", help="a checkpoint directory or GGUF file to check the templates against")
+    _partial_arg(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("new-plugin", help="write a pip-installable plugin distribution for a checkpoint no plugin declares")
@@ -208,6 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="directory to write the distribution into")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_new_plugin)
+
+    p = sub.add_parser("trace", help="causal tracing (ROME paper): which layers carry facts the model knows; JSON and heat maps")
+    p.add_argument("model_path")
+    p.add_argument("--data", required=True, help="facts: CounterFact / EasyEdit records with the true answer (ground_truth)")
+    p.add_argument("--out", required=True, help="directory for trace.json and the trace_<kind>.png heat maps")
+    p.add_argument("--samples", type=int, default=10, help="noise samples per fact (default 10, as the paper)")
+    p.add_argument("--kinds", default="hidden,mlp,attn", help="states to restore: hidden, mlp, attn (default all three)")
+    p.add_argument("--window", type=int, default=10, help="MLP / attention layers restored together (default 10, as the paper)")
+    p.add_argument("--noise-factor", type=float, default=3.0, help="noise std in units of the subject embeddings' std (default 3)")
+    p.add_argument("--limit", type=int, help="trace at most this many known facts")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("stats", help="compute (and cache) second-moment statistics of the rewrite layers")
     _model_args(p)
@@ -240,7 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", required=True)
     p.add_argument("--deltas")
     p.add_argument("--device")
+    _partial_arg(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("convert", help="write a GGUF checkpoint (dequantised) as a safetensors checkpoint directory")
+    p.add_argument("source", help="a .gguf file, or a directory holding one")
+    p.add_argument("--out", required=True, help="the checkpoint directory to write")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="train a tiny model on bundled CounterFact facts, edit it, and show the effect")
     p.add_argument("--method", default="ROME")
@@ -255,6 +344,12 @@ def _model_args(p) -> None:
     p.add_argument("model_path")
     p.add_argument("--hparams", required=True, help="YAML written by `adapterkit detect` (EasyEdit files work too)")
     p.add_argument("--device")
+    _partial_arg(p)
+
+
+def _partial_arg(p) -> None:
+    p.add_argument("--allow-partial-weights", action="store_true",
+                   help="load weights that do not cover the model (missing tensors stay randomly initialised)")
 
 
 def main(argv=None) -> int:

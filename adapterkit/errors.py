@@ -40,3 +40,7 @@ class StatsError(AdapterkitError):
 
 class ArchiveError(AdapterkitError):
     """A trained editor archive does not fit this model or these hyperparameters."""
+
+
+class OutputError(AdapterkitError):
+    """An output location cannot be written."""

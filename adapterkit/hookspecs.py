@@ -18,4 +18,4 @@ def register_architectures(register):
 
 @hookspec
 def register_methods(register):
-    """Register editing methods: call ``register(method)`` with an object following ``adapterkit.methods.EditMethod``."""
+    """Register editing methods: call ``register(method)`` with an instance of an ``adapterkit.methods.EditMethod`` subclass."""

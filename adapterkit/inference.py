@@ -21,16 +21,16 @@ PLUGIN_ROUTE = ("write a plugin that declares it (CONTRIBUTING.md explains each 
                 "-o DIR` writes the distribution for you")
 HIGH, MEDIUM = "high", "medium"
 ROLE_ORDER = ("layers", "attn", "attn_out", "mlp", "mlp_gate", "mlp_in", "mlp_out", "ln_f", "norm", "embed", "lm_head",
-              "weight_layout", "num_layers", "hidden_size", "intermediate_size", "vocab_size")
+              "weight_layout", "num_layers", "hidden_size", "intermediate_size", "vocab_size", "max_positions")
 DEPTH_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 HIDDEN_KEYS = ("hidden_size", "n_embd", "n_embed", "d_model", "model_dim", "dim")
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "seq_length", "max_seq_len", "n_ctx")
 INTERMEDIATE_KEYS = ("intermediate_size", "ffn_dim", "n_inner", "ffn_hidden_size", "d_ff", "ffn_inner_dim", "inner_size")
 # depth-relative defaults for an inferred declaration: the rule built-in declarations use where nothing is
-# published for a family (ROME layer 5, MEMIT layers 4-8 of a 32-layer reference)
+# published for a family (ROME layer 5, MEMIT layers 4-8 of a 32-layer reference; PMET takes MEMIT's)
 INFERRED_DEFAULTS = {
     "rome": {"layers": {"at": 5, "of": 32}},
     "memit": {"layers": {"from": 4, "to": 8, "of": 32}},
-    "pmet": {"layers": {"from": 4, "to": 8, "of": 32}},
     "mend": {"inner_params": {"layers": {"last": 3}, "roles": ["mlp_in", "mlp_out"]}},
 }
 
@@ -368,6 +368,10 @@ class _Inferrer:
                 raise self.refuse(f"config.json states the MLP width ({inter}) under {'no key' if not others else ', '.join(others)}")
             keys["intermediate_size"] = others[0]
             self.found("intermediate_size", others[0], MEDIUM, f"the only config.json key equal to the MLP's width ({inter})")
+        positions = [k for k in POSITION_KEYS if _is_count(self.config.get(k))]
+        if positions:
+            keys["max_positions"] = self.found("max_positions", positions[0], MEDIUM,
+                                               f"config.json's {positions[0]} = {self.config[positions[0]]}, by its name")
         return keys
 
     def key(self, candidates, value: int, what: str) -> str:
@@ -380,6 +384,10 @@ class _Inferrer:
                                   f"{'no key' if not stated else 'several keys: ' + ', '.join(stated)}")
         self.found(what, stated[0], HIGH, f"config.json's {stated[0]} = {value}, as the model built from it has")
         return stated[0]
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _defaults(gated: bool) -> dict:

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pluggy
-import yaml
 
 from . import hookspecs
 from .errors import AdapterkitError, PluginError, SchemaError, UnknownArchitectureError
-from .schema import validate
+from .inputs import check_config_counts, check_config_values
+from .safe_load import load_yaml
+from .schema import load_schema, validate
 from .spec import ArchSpec
 
 ENTRY_POINT_GROUP = "adapterkit"
@@ -40,20 +41,31 @@ class PluginFault:
 
 class LazyMethod:
     """A method registered by its import path (``package.module:Class``) and built on first use, so that listing
-    plugins (or anything else that only needs the method's name) does not import torch."""
+    plugins (or anything else that only needs the method's name) does not import torch. The method contract
+    (check_method) is checked when it is built; a method that breaks it is a PluginError then."""
 
     def __init__(self, name: str, target: str):
-        self.name, self.target, self.distribution, self._method = name, target, "?", None
+        self.name, self.target, self._method = name, target, None
+        self.plugin, self.distribution = "?", "?"  # set when a plugin registers it
 
     def load(self):
         if self._method is None:
             module, _, cls = self.target.partition(":")
-            self._method = getattr(importlib.import_module(module), cls)()
-            self._method.distribution = self.distribution
+            try:
+                method = getattr(importlib.import_module(module), cls)()
+            except Exception as exc:
+                raise PluginError(f"method {self.name!r} ({self.target}) could not be built: {type(exc).__name__}: {exc}",
+                                  fix="reinstall the plugin that registers it (`adapterkit plugins` names it)") from exc
+            check_method(method)
+            if method.name.upper() != self.name.upper():
+                raise PluginError(f"method {self.name!r} ({self.target}) builds a method named {method.name!r}",
+                                  fix="register the lazy method under the name its class sets")
+            method.distribution = self.distribution
+            self._method = method
         return self._method
 
     def __getattr__(self, attr):
-        if attr.startswith("__"):
+        if attr.startswith("__") or attr == "_method":
             raise AttributeError(attr)
         return getattr(self.load(), attr)
 
@@ -63,14 +75,10 @@ def load_declaration(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dic
     if isinstance(source, Mapping):
         return dict(source), "<dict>"
     path = Path(source)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SchemaError(f"{path}: cannot read the declaration ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise SchemaError(f"{path}: not valid YAML: {exc}") from None
+    document = load_yaml(path, error=SchemaError, what="plugin declaration")
     if not isinstance(document, dict):
-        raise SchemaError(f"{path}: a declaration is a YAML mapping, found {type(document).__name__}")
+        raise SchemaError(f"{path}: a declaration is a YAML mapping, found {type(document).__name__}",
+                          fix="start from a built-in declaration (plugins/*.yaml); CONTRIBUTING.md explains each field")
     return document, str(path)
 
 
@@ -96,12 +104,35 @@ def make_specs(source, *, plugin="?", distribution="?", version="?") -> list[Arc
     return specs
 
 
+def check_method(method) -> None:
+    """Refuse (PluginError) a registered method that does not fulfil the contract of adapterkit.methods.EditMethod."""
+    from .methods import EditMethod, MethodSettings
+
+    what = f"method {getattr(method, 'name', type(method).__name__)!r}"
+    if isinstance(method, LazyMethod):  # the rest is checked when it is built (LazyMethod.load)
+        if not isinstance(method.name, str) or not method.name:
+            raise PluginError(f"{what} has no name", fix="give LazyMethod the alg_name the method answers to")
+        return
+    if not isinstance(method, EditMethod):
+        raise PluginError(f"{what} is a {type(method).__name__}, not an adapterkit.methods.EditMethod",
+                          fix="subclass adapterkit.methods.EditMethod (or LocateThenEditMethod / TrainedEditMethod) "
+                              "and register an instance")
+    if not isinstance(getattr(method, "name", None), str) or not method.name:
+        raise PluginError(f"{what} has no name", fix="set the class attribute `name` to the alg_name it answers to")
+    settings_class = getattr(method, "settings_class", None)
+    if not (isinstance(settings_class, type) and issubclass(settings_class, MethodSettings)):
+        raise PluginError(f"{what} has no settings_class", fix="set `settings_class` to a subclass of adapterkit.methods.MethodSettings")
+    load_schema(method.schema)  # a schema that cannot be read is the plugin's fault, found now rather than at the first edit
+
+
 class Registry:
     def __init__(self):
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.architectures: list[ArchSpec] = []
         self.methods: dict[str, Any] = {}
+        self.method_origins: dict[str, str] = {}     # NAME -> "distribution version (plugin name)"
+        self.method_clashes: dict[str, list[str]] = {}
         self.plugins: list[PluginInfo] = []
         self.faults: list[PluginFault] = []
         self.inferred: list[ArchSpec] = []  # declarations inferred on request (detect, validate, load_model)
@@ -134,6 +165,8 @@ class Registry:
                 if impl.plugin is plugin:
                     impl.function(register=methods.append)
             built = [a for s in specs for a in make_specs(s, plugin=name, distribution=distribution, version=version)]
+            for method in methods:
+                check_method(method)
         except Exception as exc:
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
@@ -143,9 +176,19 @@ class Registry:
         for spec in built:
             self.architectures.append(spec)
             info.architectures.append(spec.name)
+        origin = f"{distribution} {version} (plugin {name})"
         for method in methods:
+            key = method.name.upper()
+            if key in self.methods:
+                self.method_clashes.setdefault(key, [self.method_origins[key]]).append(origin)
+                self.faults.append(PluginFault(name, distribution, f"method {method.name!r} is registered by "
+                                               + " and by ".join(self.method_clashes[key])))
+                continue
             method.distribution = distribution
-            self.methods[method.name.upper()] = method
+            if isinstance(method, LazyMethod):
+                method.plugin = name
+            self.methods[key] = method
+            self.method_origins[key] = origin
             info.methods.append(method.name)
         self.plugins.append(info)
 
@@ -170,10 +213,10 @@ class Registry:
         candidates = [s for s in self.architectures if s.matches(config)]
         if not candidates:
             inferred = [s for s in self.inferred if s.matches(config)]
-            if inferred:
-                return inferred[0]
-            if infer:
-                return self.infer(config, source)
+            if inferred or infer:
+                spec = inferred[0] if inferred else self.infer(config, source)
+                check_config_values(config, spec, source)
+                return spec
             found = config.get("model_type"), config.get("architectures")
             raise UnknownArchitectureError(
                 f"{source}: no plugin declares model_type={found[0]!r} / architectures={found[1]!r}; "
@@ -187,11 +230,13 @@ class Registry:
             raise PluginError(
                 f"{source}: model_type={config.get('model_type')!r} is claimed by several plugins: {names}",
                 fix="uninstall one of them, or give one declaration a higher `priority`")
+        check_config_values(config, winners[0], source)
         return winners[0]
 
     def infer(self, config: Mapping[str, Any], source: str = "config.json") -> ArchSpec:
-        from .inference import infer
+        from .inference import DEPTH_KEYS, infer
 
+        check_config_counts(config, {"num_layers": list(DEPTH_KEYS)}, source, "inference")  # before building it
         inference = infer(config)
         declaration = inference.declaration
         validate(declaration, "architecture", f"the declaration inferred for {source}")
@@ -209,12 +254,24 @@ class Registry:
                                source=f"{type(model).__name__}.config")
 
     def method(self, name: str):
+        clash = self.method_clashes.get(name.upper())
+        if clash:
+            raise PluginError(f"the editing method {name!r} is registered by several plugins: {' and '.join(clash)}",
+                              fix="uninstall one of them (`adapterkit plugins` lists what is loaded)")
         try:
-            return self.methods[name.upper()]
+            method = self.methods[name.upper()]
         except KeyError:
             raise AdapterkitError(
                 f"no editing method named {name!r}; registered: {', '.join(sorted(self.methods)) or 'none'}",
                 fix="set alg_name to one of those, or install the plugin that provides it") from None
+        if isinstance(method, LazyMethod):
+            try:
+                method = method.load()
+            except PluginError as exc:  # the same fault a method breaking the contract at registration gives
+                del self.methods[name.upper()]
+                self.faults.append(PluginFault(method.plugin, method.distribution, exc.message))
+                raise
+        return method
 
     def _fault_hint(self) -> str:
         if not self.faults:
@@ -231,8 +288,3 @@ def get_registry() -> Registry:
     if _registry is None:
         _registry = Registry().load_entry_points()
     return _registry
-
-
-def reset_registry() -> None:
-    global _registry
-    _registry = None

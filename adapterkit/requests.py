@@ -7,12 +7,12 @@ form (``prompt`` with ``{}``, ``target_new: {str: ...}``, ``target_true``) and C
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import RequestError
+from .safe_load import load_json, load_jsonl
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ def _as_text(value, where: str, key: str, required: bool = True) -> str | None:
 def _as_list(value, where: str, key: str) -> tuple[str, ...]:
     if value is None:
         return ()
+    if not isinstance(value, (str, Mapping, list, tuple)):
+        raise RequestError(f"{where}: field {key!r} must be a string or a list of strings, got {type(value).__name__}",
+                           fix=f"write {key} as a string or a list of strings")
     values = [value] if isinstance(value, (str, Mapping)) else list(value)
     texts = []
     for i, item in enumerate(values):
@@ -66,11 +69,15 @@ def normalise_request(record: Mapping[str, Any], where: str = "request") -> Edit
     if not isinstance(record, Mapping):
         raise RequestError(f"{where}: a request is a mapping, got {type(record).__name__}")
     if "requested_rewrite" in record:  # CounterFact's original layout
+        if not isinstance(record["requested_rewrite"], Mapping):
+            raise RequestError(f"{where}: field 'requested_rewrite' must be an object, got {type(record['requested_rewrite']).__name__}",
+                               fix="write requested_rewrite as CounterFact does: {prompt, subject, target_new, target_true}")
         rewrite = dict(record["requested_rewrite"])
         rewrite.setdefault("case_id", record.get("case_id"))
         rewrite["rephrase_prompt"] = record.get("paraphrase_prompts")
-        rewrite["locality_prompt"] = record.get("neighborhood_prompts")
-        rewrite["locality_ground_truth"] = [rewrite.get("target_true")] * len(record.get("neighborhood_prompts") or [])
+        neighbours = _as_list(record.get("neighborhood_prompts"), where, "neighborhood_prompts")
+        rewrite["locality_prompt"] = neighbours
+        rewrite["locality_ground_truth"] = [rewrite.get("target_true")] * len(neighbours)
         record = rewrite
     subject = _as_text(record.get("subject"), where, "subject")
     prompt = _as_text(record.get("prompt"), where, "prompt")
@@ -107,13 +114,12 @@ def load_requests(path: str | Path) -> list[EditRequest]:
     """Requests from a JSON list / object or a JSONL file."""
     path = Path(path)
     if not path.is_file():
-        raise RequestError(f"{path}: no such requests file")
-    text = path.read_text()
-    try:
-        if path.suffix == ".jsonl":
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            records = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RequestError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
+        raise RequestError(f"{path}: no such requests file", fix="pass a JSON list of requests, or a JSONL file of one per line")
+    if path.suffix == ".jsonl":
+        records = [record for _, record in load_jsonl(path, error=RequestError, what="requests file")]
+    else:
+        records = load_json(path, error=RequestError, what="requests file")
+    if not isinstance(records, (list, dict)):
+        raise RequestError(f"{path}: holds a JSON {type(records).__name__}; requests are a list of objects (or one object)",
+                           fix="write a JSON list of request objects")
     return normalise_requests(records, str(path))

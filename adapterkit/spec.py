@@ -15,6 +15,8 @@ from .errors import CheckpointError, AdapterkitError
 LAYER_ROLES = ("attn", "attn_out", "mlp", "mlp_in", "mlp_gate", "mlp_out")
 GLOBAL_ROLES = ("embed", "ln_f", "lm_head")
 WEIGHT_ROLES = ("attn_out", "mlp_in", "mlp_gate", "mlp_out", "embed", "lm_head")
+# what a method that takes another's rules (PMET: MEMIT's) reads from it: the choices that depend on the model's shape
+SHAPE_RULE_KEYS = ("layers", "inner_params", "mom2_update_weight")
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,6 @@ class ArchSpec:
     @property
     def name(self) -> str:
         return self.declaration["name"]
-
-    @property
-    def description(self) -> str:
-        return self.declaration.get("description", "")
 
     @property
     def priority(self) -> int:
@@ -59,12 +57,47 @@ class ArchSpec:
         return self.declaration["weight_layout"]
 
     @property
+    def _stores_in_out(self) -> bool:
+        return self.weight_layout == "conv1d"
+
+    def out_in_shape(self, stored_shape) -> tuple:
+        """(out, in) of a 2-D weight stored with ``stored_shape`` in the declared layout."""
+        first, second = stored_shape
+        return (second, first) if self._stores_in_out else (first, second)
+
+    def stored_shape(self, out_in) -> tuple:
+        """The shape a weight of (out, in) has in the declared layout (a dimension may be None: any)."""
+        out, in_ = out_in
+        return (in_, out) if self._stores_in_out else (out, in_)
+
+    def as_stored(self, out_in):
+        """An [out, in] weight or update in the declared layout, ready to add to the stored weight."""
+        return out_in.T if self._stores_in_out else out_in
+
+    @property
     def norm(self) -> str:
         return self.declaration["norm"]
 
     @property
     def tied_lm_head(self) -> bool:
+        """The family default: whether the lm-head shares the embedding's tensor when a config does not say."""
         return bool(self.declaration["tied_lm_head"])
+
+    def lm_head_tied(self, config: Mapping[str, Any] | Any) -> bool:
+        """Whether this checkpoint's lm-head is the embedding's tensor: its config's flag, else the family default.
+
+        One model class serves tied and untied checkpoints of a family (the small releases of several families
+        tie, their larger siblings do not), so the declaration alone cannot decide it.
+        """
+        key = self.declaration["config"].get("tied_lm_head", "tie_word_embeddings")
+        if key is None:  # the family's model class never reads a flag: the declaration holds for every checkpoint
+            return self.tied_lm_head
+        value = config.get(key) if isinstance(config, Mapping) else getattr(config, key, None)
+        return self.tied_lm_head if value is None else bool(value)
+
+    def lm_head_shares_embedding(self, model) -> bool:
+        """Whether the loaded ``model``'s lm-head weight is the embedding weight (one tensor, two names)."""
+        return self.module(model, "lm_head").weight is self.module(model, "embed").weight
 
     def model_tensor_name(self, checkpoint_name: str) -> str:
         """The name a checkpoint tensor has once loaded (declared checkpoint_prefixes undone)."""
@@ -145,13 +178,37 @@ class ArchSpec:
     def vocab_size(self, config) -> int:
         return self.config_value(config, "vocab_size")
 
+    def max_positions(self, config) -> int | None:
+        """The longest sequence the model takes (``config.max_positions``); None when undeclared or absent."""
+        rule = self.declaration["config"].get("max_positions")
+        if rule is None:
+            return None
+        getter = config.get if isinstance(config, Mapping) else (lambda k: getattr(config, k, None))
+        for key in _config_rule(rule)[0]:
+            value = getter(key)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
     def v_loss_layer(self, config) -> int:
         rule = int(self.declaration.get("v_loss_layer", -1))
         return rule % self.num_layers(config) if rule < 0 else rule
 
     # --- method defaults ----------------------------------------------------------------------
-    def method_defaults(self, method: str) -> dict:
-        return dict(self.declaration.get("defaults", {}).get(method.lower(), {}))
+    def method_defaults(self, method: str, layer_rules_from: str | None = None) -> dict:
+        """The declaration's defaults for ``method``; with ``layer_rules_from``, the layer rules of that other
+        method where ``method`` has none of its own (PMET edits MEMIT's layers)."""
+        blocks = self.declaration.get("defaults", {})
+        own = dict(blocks.get(method.lower(), {}))
+        donor = blocks.get(layer_rules_from.lower(), {}) if layer_rules_from else {}
+        taken = {key: donor[key] for key in SHAPE_RULE_KEYS if key in donor and key not in own}
+        return {**taken, **own}
+
+    def resolve_scaled(self, rule: Mapping[str, Any], config) -> float:
+        """A setting published at a reference width, at this model's width (4 significant digits)."""
+        width = self.config_value(config, rule["by"])
+        value = float(rule["value"]) * (width / float(rule["at"])) ** float(rule.get("power", 1))
+        return float(f"{value:.4g}")
 
     def resolve_layers(self, rule: Mapping[str, int], num_layers: int) -> list[int]:
         return resolve_layer_rule(rule, num_layers)

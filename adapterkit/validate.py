@@ -3,26 +3,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
-from .errors import AdapterkitError
+from .errors import AdapterkitError, SchemaError
 from .registry import get_registry, load_declaration
+from .safe_load import load_yaml
 from .schema import format_problems, schema_problems
 
 
-def validate_file(path, model_path=None) -> str:
+def validate_file(path, model_path=None, *, allow_partial: bool = False) -> str:
     """Problems found in ``path`` as one printable report; empty when it is valid."""
     path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        return f"{path}: cannot read ({exc.strerror})"
-    except yaml.YAMLError as exc:
-        return f"{path}: not valid YAML or JSON: {exc}"
+    document = load_yaml(path, error=SchemaError, what="declaration or hyperparameter file")
     if not isinstance(document, dict):
         return f"{path}: expected a mapping at the top level"
     if "alg_name" in document:
-        problems = hparams_file_problems(document, model_path)
+        problems = hparams_file_problems(document, model_path, allow_partial=allow_partial)
     else:
         problems = declaration_problems(path)
     return format_problems(str(path), problems) if problems else ""
@@ -103,21 +97,24 @@ def _value_point_problems(declaration, spec) -> list[tuple[str, str, str]]:
     return value_point_problems(declaration, model.eval())
 
 
-def hparams_file_problems(document, model_path=None) -> list[tuple[str, str, str]]:
+def hparams_file_problems(document, model_path=None, *, allow_partial: bool = False) -> list[tuple[str, str, str]]:
     from .hparams import hparams_problems
 
     problems = hparams_problems(document, get_registry())
     if problems or model_path is None:
         return problems
-    return _templates_against_model(document, model_path)
+    return _templates_against_model(document, model_path, allow_partial)
 
 
-def _templates_against_model(document, model_path) -> list[tuple[str, str, str]]:
+def _templates_against_model(document, model_path, allow_partial: bool = False) -> list[tuple[str, str, str]]:
     from .checkpoint import meta_tensor_index, read_config, read_tensor_index
+    from .inputs import check_weights_cover_model
 
     config = read_config(model_path)
     spec = get_registry().for_config(config, infer=True)
-    names = set((read_tensor_index(model_path) or meta_tensor_index(config, spec)).names)
+    index = read_tensor_index(model_path)
+    check_weights_cover_model(index, config, spec, model_path, allow_partial=allow_partial)
+    names = set((index or meta_tensor_index(config, spec)).names)
     num_layers = spec.num_layers(config)
     problems = []
     for i, layer in enumerate(document.get("layers", [])):
@@ -131,7 +128,12 @@ def _templates_against_model(document, model_path) -> list[tuple[str, str, str]]
                 pointer = f"/{key}/{j}" if isinstance(value, list) else f"/{key}"
                 problems.append((pointer, f"{name!r} is not a module of {model_path}",
                                  f"use `adapterkit detect {model_path}` to get this architecture's templates"))
+    tied = {spec.weight_name("lm_head"), spec.weight_name("embed")} if spec.lm_head_tied(config) else set()
     for j, name in enumerate(document.get("inner_params", [])):
-        if name not in names:
+        if name in tied:
+            other = (tied - {name}).pop()
+            problems.append((f"/inner_params/{j}", f"{name!r} is one tensor with {other!r} in {model_path} (tied lm-head): "
+                             "MEND would edit both", "list the MLP weights `adapterkit detect --method mend` writes"))
+        elif name not in names:
             problems.append((f"/inner_params/{j}", f"{name!r} is not a weight of {model_path}", "name weights as in model.named_parameters()"))
     return problems

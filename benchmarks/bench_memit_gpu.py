@@ -12,9 +12,10 @@ from pathlib import Path
 
 from adapterkit.autodetect import method_hparams
 from adapterkit.checkpoint import build_model
-from adapterkit.editing.keys import frozen
+from adapterkit.editing.hooks import frozen
 from adapterkit.editing.stats import compute_stats
 from adapterkit.editing.values import LossSettings, context_templates, head_reading, optimise_values
+from adapterkit.hparams import load_settings
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 from common import GPT2_XL, setup, timed
@@ -23,17 +24,17 @@ from common import GPT2_XL, setup, timed
 def main(n_requests: int = 32) -> None:
     device, name, spec, records, tok = setup()
     model = build_model(GPT2_XL, spec).to(device).eval()
-    hp = method_hparams(spec, GPT2_XL, get_registry().method("MEMIT"), model_name="gpt2-xl-shaped")
+    memit = load_settings(method_hparams(spec, GPT2_XL, get_registry().method("MEMIT"), model_name="gpt2-xl-shaped"))
     requests = normalise_requests(records[:n_requests])
-    top = hp["layer_module_tmp"].format(hp["layers"][-1])
-    settings = LossSettings.from_hparams(hp)
-    print(f"device: {name}; GPT-2 XL shape (48 x 1600, random weights), MEMIT layers {hp['layers']}, "
+    top = memit.layer_module_tmp.format(memit.layers[-1])
+    settings = LossSettings.from_settings(memit)
+    print(f"device: {name}; GPT-2 XL shape (48 x 1600, random weights), MEMIT layers {memit.layers}, "
           f"{settings.steps} steps, {n_requests} requests")
     with frozen(model):
-        templates = context_templates(model, tok, hp)
+        templates = context_templates(model, tok, memit)
         run = lambda reqs, batch: optimise_values(  # noqa: E731
-            model, tok, reqs, [top], templates, hp["fact_token"], settings,
-            **head_reading(hp, spec.num_layers(GPT2_XL), hp["layers"][-1]), batch_size=batch)[top]
+            model, tok, reqs, [top], templates, memit.fact_token, settings,
+            **head_reading(memit, spec.num_layers(GPT2_XL), memit.layers[-1]), batch_size=batch)[top]
         run(requests[:2], 2)  # warm-up
         one_by_one, _ = timed(lambda: [run([r], 1) for r in requests], device)
         batched, _ = timed(lambda: run(requests, 16), device)
@@ -46,10 +47,10 @@ def main(n_requests: int = 32) -> None:
         corpus = Path(scratch) / "corpus.txt"
         corpus.write_text("\n".join(r["prompt"] + " " + r["ground_truth"] + ". " + r["rephrase_prompt"] for r in records * 40) + "\n")
         n_tokens = sum(len(tok(line)["input_ids"]) for line in corpus.read_text().splitlines())
-        stats_hp = {**hp, "mom2_n_samples": 100000, "mom2_dataset": "bench"}
-        seconds, _ = timed(lambda: compute_stats(model, tok, stats_hp, spec, corpus, Path(scratch) / "stats",
+        stats_settings = memit.replace(mom2_n_samples=100000, mom2_dataset="bench")
+        seconds, _ = timed(lambda: compute_stats(model, tok, stats_settings, spec, corpus, Path(scratch) / "stats",
                                                  batch_size=64, progress=False), device)
-    print(f"stats for {len(hp['layers'])} layers in one pass: {n_tokens} tokens in {seconds:.2f} s = "
+    print(f"stats for {len(memit.layers)} layers in one pass: {n_tokens} tokens in {seconds:.2f} s = "
           f"{n_tokens / seconds:,.0f} tokens/s")
 
 

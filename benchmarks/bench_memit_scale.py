@@ -17,7 +17,7 @@ import torch
 import adapterkit
 from adapterkit.autodetect import method_hparams
 from adapterkit.checkpoint import build_model
-from adapterkit.factmodels import record_texts
+from adapterkit.demo.facts import record_texts
 from adapterkit.registry import get_registry
 from common import GPT2_XL, setup, timed
 

@@ -11,8 +11,9 @@ import torch
 
 from adapterkit.autodetect import method_hparams
 from adapterkit.checkpoint import build_model
-from adapterkit.editing.keys import frozen
+from adapterkit.editing.hooks import frozen
 from adapterkit.editing.values import LossSettings, context_templates, loss_module, optimise_values
+from adapterkit.hparams import load_settings
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 from common import GPT2_XL, setup, timed
@@ -26,23 +27,23 @@ def main(n_requests: int = 64, steps: int = 5) -> None:
         print(f"device: {name}; peak memory is measured on a CUDA device only")
         return
     model = build_model(GPT2_XL, spec).to(device).eval()
-    hp = method_hparams(spec, GPT2_XL, get_registry().method("MEMIT"), model_name="gpt2-xl-shaped")
+    memit = load_settings(method_hparams(spec, GPT2_XL, get_registry().method("MEMIT"), model_name="gpt2-xl-shaped"))
     requests = normalise_requests((records * (n_requests // len(records) + 1))[:n_requests])
-    top = hp["layer_module_tmp"].format(hp["layers"][-1])
-    settings = LossSettings.from_hparams({**hp, "v_num_grad_steps": steps})
+    top = memit.layer_module_tmp.format(memit.layers[-1])
+    settings = LossSettings.from_settings(memit.replace(v_num_grad_steps=steps))
     weights = torch.cuda.memory_allocated(device)
     with frozen(model):
-        templates = context_templates(model, tok, hp)
+        templates = context_templates(model, tok, memit)
         rows = n_requests * (sum(len(g) for g in templates) + 1)
         print(f"device: {name}; GPT-2 XL shape (48 x 1600, vocab 50257, random weights), {n_requests} requests "
               f"x {sum(len(g) for g in templates)} contexts + KL = {rows} rows, {steps} steps; weights {weights / GiB:.2f} GiB")
         found = {}
-        for label, head in (("full logits", None), ("head cut", hp["lm_head_module"])):
+        for label, head in (("full logits", None), ("head cut", memit.lm_head_module)):
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
             seconds, found[label] = timed(lambda: optimise_values(
-                model, tok, requests, [top], templates, hp["fact_token"], settings,
-                loss_module=loss_module(hp, spec.num_layers(GPT2_XL), hp["layers"][-1]), lm_head=head,
+                model, tok, requests, [top], templates, memit.fact_token, settings,
+                loss_module=loss_module(memit, spec.num_layers(GPT2_XL), memit.layers[-1]), lm_head=head,
                 batch_size=n_requests)[top], device)
             peak = (torch.cuda.max_memory_allocated(device) - weights) / GiB
             found[label + " peak"], found[label + " s"] = peak, seconds

@@ -3,7 +3,8 @@ import time
 
 import torch
 
-from adapterkit.factmodels import build_tokenizer, counterfact_sample, record_texts
+from adapterkit.demo.facts import counterfact_sample, record_texts
+from adapterkit.demo.factmodels import build_tokenizer
 from adapterkit.registry import get_registry
 
 GPT2_XL = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 48, "n_embd": 1600, "n_head": 25,

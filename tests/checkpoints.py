@@ -10,12 +10,15 @@ from adapterkit.checkpoint import build_model
 from adapterkit.registry import get_registry
 
 
-def write_tiny_checkpoint(arch: str, directory: Path, **overrides) -> Path:
+def write_tiny_checkpoint(arch: str, directory: Path, tokenizer=None, **overrides) -> Path:
+    """The declaration's tiny model, randomly initialised, with ``overrides`` in its config (and ``tokenizer``'s files)."""
     spec = get_registry().architecture(arch)
     config = {**spec.tiny_config, **overrides}
     torch.manual_seed(0)
     model = build_model(config, spec)
     model.save_pretrained(directory)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
     # save_pretrained may rewrite config keys; keep the declaration's view authoritative for the tests
     saved = json.loads((directory / "config.json").read_text())
     saved.update(overrides)
@@ -30,3 +33,22 @@ def write_index_only_checkpoint(directory: Path, config: dict, tensor_names) -> 
     weight_map = {name: "pytorch_model-00001-of-00001.bin" for name in tensor_names}
     (directory / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return directory
+
+
+def word_tokenizer(texts, eos: str = "<eos>"):
+    """A word-level tokenizer over ``texts`` (a few hundred words at most: it fits the tiny configs' vocabularies)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for text in texts for w, _ in pre_tokenizers.Whitespace().pre_tokenize_str(text)})
+    vocab = {token: i for i, token in enumerate([eos, "<unk>", *words])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=eos, pad_token=eos, unk_token="<unk>")
+
+
+def tensor_names(directory: Path) -> set[str]:
+    """The tensor names stored in a checkpoint directory's safetensors files."""
+    from adapterkit.checkpoint import read_tensor_index
+
+    return set(read_tensor_index(directory).names)

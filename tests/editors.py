@@ -4,7 +4,7 @@ import pytest
 import adapterkit
 from adapterkit.autodetect import method_hparams
 from adapterkit.errors import ArchiveError
-from adapterkit.factmodels import tiny_hparams
+from adapterkit.demo.factmodels import tiny_hparams
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 
@@ -28,8 +28,7 @@ def train_editor(method, fact, out_dir, **overrides):
     """(hparams naming the archive, training result) for ``method`` (a TrainedEditMethod class) on ``fact``."""
     train_set, val_set, _ = split(fact.facts)
     hp = editor_hparams(fact.model, method.name, **overrides)
-    result = method.train(fact.model, fact.tok, hp, None, None, out_dir, progress=False,
-                          train_requests=train_set, val_requests=val_set)
+    result = adapterkit.train(fact.model, fact.tok, hp, train_set, out_dir, val=val_set, progress=False)
     return {**hp, "archive": str(out_dir)}, result
 
 

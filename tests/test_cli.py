@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from adapterkit.cli import main
+from conftest import BUILTIN_ARCHS, BUILTIN_METHODS
 
 REPO = Path(__file__).parents[1]
 
@@ -18,9 +19,9 @@ def run_cli(*args, **kwargs):
 def test_plugins_lists_architectures_and_methods_with_distribution_and_version(capsys):
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    for name in ("gpt2", "gptj", "gpt_neox", "llama", "chatglm3"):
+    for name in BUILTIN_ARCHS:
         assert f"architectures: {name}" in out
-    assert "methods: ROME, MEMIT, PMET, MEND, SERAC" in out
+    assert "methods: " + ", ".join(BUILTIN_METHODS) in out
     assert "adapterkit 0.1.0" in out
 
 

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from adapterkit.checkpoint import load_model
 from adapterkit.cli import main
-from adapterkit.factmodels import tiny_hparams, write_stats_corpus
+from adapterkit.demo.factmodels import tiny_hparams, write_stats_corpus
 
 
 @pytest.fixture(scope="module")

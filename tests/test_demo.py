@@ -2,7 +2,7 @@
 import pytest
 
 from adapterkit.cli import main
-from adapterkit.demo import demo_settings, greedy_answer
+from adapterkit.demo.run import demo_settings, greedy_answer
 
 
 @pytest.fixture

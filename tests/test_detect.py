@@ -7,15 +7,16 @@ import yaml
 
 import adapterkit
 from adapterkit.checkpoint import build_model, load_model
-from adapterkit.autodetect import detect
-from adapterkit.errors import CheckpointError, UnknownArchitectureError
+from adapterkit.autodetect import detect, method_hparams
+from adapterkit.errors import CheckpointError, SchemaError, UnknownArchitectureError
 from adapterkit.hparams import load_hparams
-from adapterkit.registry import get_registry
+from adapterkit.registry import Registry, get_registry
 
 from checkpoints import write_index_only_checkpoint, write_tiny_checkpoint
+from conftest import BUILTIN_METHODS
 
 ARCHS = get_registry().architecture_names()
-METHODS = ["ROME", "MEMIT", "PMET", "MEND", "SERAC"]
+METHODS = list(BUILTIN_METHODS)
 CHATGLM3_6B = Path(__file__).parent / "data" / "chatglm3-6b"
 
 
@@ -61,7 +62,7 @@ def test_every_role_resolves_on_the_loaded_model(tiny_checkpoints, arch):
             spec.module(model, role, layer)
     weight = spec.module(model, "mlp_out", 0).weight
     hidden, inter = spec.hidden_size(model.config), spec.intermediate_size(model.config)
-    assert tuple(weight.shape) == ((inter, hidden) if spec.weight_layout == "conv1d" else (hidden, inter))
+    assert tuple(weight.shape) == spec.stored_shape((hidden, inter))
 
 
 def test_chatglm3_6b_index_without_weights():
@@ -144,3 +145,65 @@ def test_depth_contradicting_the_config(tmp_path):
     path = write_index_only_checkpoint(tmp_path / "ckpt", {**spec.tiny_config, "n_layer": 6}, names)
     err = _error(path)
     assert "says 6 layers" in err.message and "hold 4" in err.message
+
+
+class _WithoutRomeRule:
+    """GPT-2's declaration without its ROME layer rule, as a plugin."""
+
+    @adapterkit.hookimpl
+    def register_architectures(self, register):
+        declaration = get_registry().architecture("gpt2").declaration
+        register({**declaration, "defaults": {k: v for k, v in declaration["defaults"].items() if k != "rome"}})
+
+    @adapterkit.hookimpl
+    def register_methods(self, register):
+        from adapterkit.methods import builtin_methods
+
+        for method in builtin_methods():
+            register(method)
+
+
+def test_an_architecture_without_a_layer_rule_asks_for_layers(tmp_path):
+    registry = Registry()
+    registry.add_plugin(_WithoutRomeRule(), "without-rome-rule")
+    path = write_tiny_checkpoint("gpt2", tmp_path / "ckpt")
+    with pytest.raises(SchemaError, match="no layer rule for ROME.*give `layers`") as raised:
+        detect(path, method="ROME", registry=registry)
+    assert "--layers" in raised.value.fix and "defaults" in raised.value.fix
+    assert detect(path, method="ROME", layers=[2], registry=registry)["layers"] == [2]
+    assert detect(path, method="MEMIT", registry=registry)["layers"]  # the other rules still apply
+
+
+def test_layers_given_to_detect_replace_the_rule(tiny_checkpoints, capsys):
+    from adapterkit.cli import main
+
+    assert main(["detect", tiny_checkpoints["llama"], "--method", "MEMIT", "--layers", "0", "2"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["layers"] == [0, 2]
+
+
+# Published sizes: (architecture, config, method, setting, the published value at that size).
+PUBLISHED_AT_REFERENCE = [
+    ("llama", {"num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 11008}, "MEMIT", "mom2_update_weight", 15000),
+    ("llama", {"num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 11008}, "ROME", "clamp_norm_factor", 4),
+    ("gpt2", {"n_layer": 48, "n_embd": 1600, "n_inner": 6400}, "MEMIT", "mom2_update_weight", 20000),
+    ("gptj", {"n_layer": 28, "n_embd": 4096, "n_inner": 16384}, "MEMIT", "mom2_update_weight", 15000),
+]
+
+
+@pytest.mark.parametrize("arch, widths, method, key, published", PUBLISHED_AT_REFERENCE)
+def test_scaled_settings_give_the_published_value_at_the_reference_size(arch, widths, method, key, published):
+    spec = get_registry().architecture(arch)
+    config = {**spec.tiny_config, **widths}
+    hparams = method_hparams(spec, config, get_registry().method(method), model_name="reference")
+    assert hparams[key] == published
+
+
+def test_scaled_settings_follow_a_smaller_model():
+    spec = get_registry().architecture("llama")
+    small = {**spec.tiny_config, "num_hidden_layers": 30, "hidden_size": 576, "intermediate_size": 1536}
+    registry = get_registry()
+    memit = method_hparams(spec, small, registry.method("MEMIT"), model_name="small")
+    pmet = method_hparams(spec, small, registry.method("PMET"), model_name="small")
+    rome = method_hparams(spec, small, registry.method("ROME"), model_name="small")
+    assert memit["mom2_update_weight"] == pmet["mom2_update_weight"] == pytest.approx(15000 * 1536 / 11008, rel=1e-3)
+    assert rome["clamp_norm_factor"] == pytest.approx(4 * (576 / 4096) ** 0.5, rel=1e-3)

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from adapterkit import factmodels
+from adapterkit.demo import factmodels
+from adapterkit.demo import facts as fact_data
 from adapterkit.checkpoint import build_model
 from adapterkit.editing.metrics import token_accuracy
 from adapterkit.registry import get_registry
@@ -16,17 +17,17 @@ REPO = Path(__file__).parents[1]
 
 @pytest.fixture(scope="module")
 def facts():
-    return factmodels.FactSet.from_sample(factmodels.DEFAULT_N_FACTS["plain"])
+    return fact_data.FactSet.from_sample(factmodels.DEFAULT_N_FACTS["plain"])
 
 
 @pytest.fixture(scope="module")
 def tok(facts):
-    return factmodels.build_tokenizer(factmodels.record_texts(facts.all))
+    return factmodels.build_tokenizer(fact_data.record_texts(facts.all))
 
 
 # --- data -----------------------------------------------------------------------------------------
 def test_counterfact_sample_is_short_facts_whose_prompts_name_their_subject():
-    records = factmodels.counterfact_sample()
+    records = fact_data.counterfact_sample()
     assert len(records) >= 100
     assert len({r["subject"] for r in records}) == len(records)
     for r in records:
@@ -40,7 +41,7 @@ def test_every_edit_target_is_an_answer_the_trained_facts_give(facts):
 
 
 def test_zsre_sample_is_in_mend_format_with_short_answers():
-    records = factmodels.zsre_sample()
+    records = fact_data.zsre_sample()
     assert len(records) >= 50
     for r in records:
         assert r["subject"] in r["src"] and r["subject"] in r["rephrase"], r
@@ -61,7 +62,7 @@ def test_a_word_after_a_space_tokenises_as_the_word_alone(tok, facts):
 
 
 def test_the_sample_has_no_unknown_words(tok, facts):
-    ids = [i for text in factmodels.record_texts(facts.all) for i in tok(text)["input_ids"]]
+    ids = [i for text in fact_data.record_texts(facts.all) for i in tok(text)["input_ids"]]
     assert tok.unk_token_id not in ids
     assert tok.unk_token_id in tok("qwertyuiop")["input_ids"]
 
@@ -71,7 +72,7 @@ def test_tokenizer_round_trips_through_save_pretrained_offline(tok, facts, tmp_p
 
     tok.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
-    texts = factmodels.fact_corpus(facts.all)
+    texts = fact_data.fact_corpus(facts.all)
     assert [loaded(t)["input_ids"] for t in texts] == [tok(t)["input_ids"] for t in texts]
     assert (loaded.pad_token, loaded.eos_token) == (tok.pad_token, tok.eos_token)
     assert loaded(texts[0])["input_ids"][-1] == loaded.eos_token_id
@@ -105,7 +106,7 @@ def test_subject_recall_models_answer_from_the_subjects_state_and_plain_ones_do_
     """Another subject's state at the subject's last token after the interchange layer carries its answer over:
     what ROME, MEMIT and PMET rely on. The plain models read the subject elsewhere, so the swap does little."""
     from adapterkit.registry import get_registry
-    from adapterkit.subject_recall import swap_accuracy
+    from adapterkit.demo.subject_recall import swap_accuracy
 
     accuracy = {}
     for recipe in factmodels.RECIPES:

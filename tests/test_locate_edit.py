@@ -10,12 +10,14 @@ import torch
 import adapterkit
 from adapterkit.checkpoint import build_model
 from adapterkit.autodetect import method_hparams
-from adapterkit.editing import keys, values
+from adapterkit.editing import hooks, keys, tokens, values
 from adapterkit.editing.metrics import summarise
 from adapterkit.editing.result import EditResult
 from adapterkit.editing.update import apply_update, spread_update
 from adapterkit.errors import AdapterkitError
-from adapterkit.factmodels import build_tokenizer, counterfact_sample, fact_model_config, tiny_hparams, write_stats_corpus
+from adapterkit.demo.facts import counterfact_sample
+from adapterkit.demo.factmodels import build_tokenizer, fact_model_config, tiny_hparams, write_stats_corpus
+from adapterkit.hparams import load_settings
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 from conftest import QUALITY_ARCHS
@@ -28,7 +30,7 @@ FAST = {"context_template_length_params": [[5, 5]], "v_num_grad_steps": 8}  # fo
 # --- models -------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def word_tokenizer():
-    from adapterkit.factmodels import record_texts
+    from adapterkit.demo.facts import record_texts
 
     return build_tokenizer(record_texts(RECORDS))
 
@@ -75,22 +77,22 @@ def bpe_tokenizer(bos: bool):
 @pytest.mark.parametrize("tokenizer", ["word", "bpe", "bpe+bos"])
 def test_fact_token_positions(tokenizer):
     tok = word_tokenizer() if tokenizer == "word" else bpe_tokenizer(bos=tokenizer.endswith("bos"))
-    prompt = keys.in_context("The mother tongue of Michel Denisot is", "Michel Denisot", "The language. {}")
-    ids = keys.token_ids(tok, prompt.text)
-    first, last = keys.subject_span(tok, prompt, ids)
+    prompt = tokens.in_context("The mother tongue of Michel Denisot is", "Michel Denisot", "The language. {}")
+    ids = tokens.token_ids(tok, prompt.text)
+    first, last = tokens.subject_span(tok, prompt, ids)
     assert tok.decode(ids[first: last + 1]).strip() == "Michel Denisot"
-    assert keys.lookup_index(tok, prompt, "subject_first", ids) == first
-    assert keys.lookup_index(tok, prompt, "subject_last", ids) == last
-    assert tok.decode(ids[keys.lookup_index(tok, prompt, "subject_first_after_last", ids)]).strip() == "is"
-    assert keys.lookup_index(tok, prompt, "last", ids) == len(ids) - 1
+    assert tokens.lookup_index(tok, prompt, "subject_first", ids) == first
+    assert tokens.lookup_index(tok, prompt, "subject_last", ids) == last
+    assert tok.decode(ids[tokens.lookup_index(tok, prompt, "subject_first_after_last", ids)]).strip() == "is"
+    assert tokens.lookup_index(tok, prompt, "last", ids) == len(ids) - 1
     with pytest.raises(AdapterkitError, match="fact_token 'subject_middle'"):
-        keys.lookup_index(tok, prompt, "subject_middle")
+        tokens.lookup_index(tok, prompt, "subject_middle")
 
 
 def test_left_and_right_padding_look_up_the_same_token():
     tok = bpe_tokenizer(bos=True)
-    prompts = [keys.in_context(r["prompt"], r["subject"]) for r in RECORDS[:6]]
-    right, left = keys.encode(tok, prompts, "subject_last", "right"), keys.encode(tok, prompts, "subject_last", "left")
+    prompts = [tokens.in_context(r["prompt"], r["subject"]) for r in RECORDS[:6]]
+    right, left = tokens.encode(tok, prompts, "subject_last", "right"), tokens.encode(tok, prompts, "subject_last", "left")
     rows = torch.arange(len(prompts))
     assert torch.equal(right.input_ids[rows, right.lookup], left.input_ids[rows, left.lookup])
     assert left.attention_mask[:, -1].all() and right.attention_mask[:, 0].all()
@@ -100,12 +102,12 @@ def test_left_and_right_padding_look_up_the_same_token():
 def test_trace_reads_inputs_and_outputs_and_stops_after_the_last_wanted_module(arch):
     model, spec = random_model(arch)
     tok = word_tokenizer()
-    batch = keys.encode(tok, keys.plain_prompts(normalise_requests(RECORDS[:3])), "subject_last")
+    batch = tokens.encode(tok, tokens.plain_prompts(normalise_requests(RECORDS[:3])), "subject_last")
     top_calls = []
     spec.module(model, "layer", spec.num_layers(model.config) - 1).register_forward_hook(lambda *a: top_calls.append(1))
     names = [spec.module_name("mlp_out", 0), spec.module_name("mlp_out", 1)]
-    with torch.no_grad(), keys.trace(model, inputs=names, outputs=names, stop=True) as record:
-        assert keys.run(model, batch) is None
+    with torch.no_grad(), hooks.trace(model, inputs=names, outputs=names, stop=True) as record:
+        assert hooks.run(model, batch) is None
     assert top_calls == []
     module = spec.module(model, "mlp_out", 1)
     torch.testing.assert_close(module(record.inputs[names[1]]), record.outputs[names[1]])
@@ -115,15 +117,16 @@ def test_trace_reads_inputs_and_outputs_and_stops_after_the_last_wanted_module(a
 def test_context_templates_are_sampled_once_with_a_seed_or_given():
     model, spec = random_model("gpt2")
     tok = word_tokenizer()
-    hp = {"context_template_length_params": [[5, 10], [10, 10]]}
-    first = values.context_templates(model, tok, hp)
+    settings = load_settings(hparams(model, spec, "ROME", context_template_length_params=[[5, 10], [10, 10]]))
+    first = values.context_templates(model, tok, settings)
     assert first[0] == ["{}"] and [len(g) for g in first] == [1, 10, 10]
     assert all(t.endswith(". {}") for g in first[1:] for t in g)
-    assert values.context_templates(model, tok, hp) is first
+    assert values.context_templates(model, tok, settings) is first
     fresh, _ = random_model("gpt2")
-    assert values.context_templates(fresh, tok, hp) == first  # same weights, same seed: same texts
-    assert values.context_templates(fresh, tok, {**hp, "context_template_seed": 1}) != first
-    assert values.context_templates(model, tok, {"context_templates": ["{}", "A fact. {}"]}) == [["{}"], ["A fact. {}"]]
+    assert values.context_templates(fresh, tok, settings) == first  # same weights, same seed: same texts
+    assert values.context_templates(fresh, tok, settings.replace(context_template_seed=1)) != first
+    fixed = settings.replace(context_templates=["{}", "A fact. {}"])
+    assert values.context_templates(model, tok, fixed) == [["{}"], ["A fact. {}"]]
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -131,11 +134,11 @@ def test_requests_optimised_together_match_one_at_a_time(arch):
     model, spec = random_model(arch)
     tok = word_tokenizer()
     requests = normalise_requests(RECORDS[:3])
-    hp = hparams(model, spec, "MEMIT", **FAST)
-    point = hp["layer_module_tmp"].format(1)
-    settings = values.LossSettings.from_hparams(hp)
-    with keys.frozen(model):
-        templates = values.context_templates(model, tok, hp)
+    memit = load_settings(hparams(model, spec, "MEMIT", **FAST))
+    point = memit.layer_module_tmp.format(1)
+    settings = values.LossSettings.from_settings(memit)
+    with hooks.frozen(model):
+        templates = values.context_templates(model, tok, memit)
         together = values.optimise_values(model, tok, requests, [point], templates, "subject_last", settings)[point]
         alone = torch.cat([values.optimise_values(model, tok, [r], [point], templates, "subject_last", settings)[point]
                            for r in requests])
@@ -150,12 +153,12 @@ def test_target_values_make_the_model_say_the_target(arch):
     request = normalise_requests(RECORDS[0])
     point = spec.module_name("mlp", 1)
     settings = values.LossSettings(lr=0.5, steps=30, weight_decay=0.0, clamp_norm_factor=50.0, kl_factor=0.0)
-    with keys.frozen(model):
+    with hooks.frozen(model):
         target = values.optimise_values(model, tok, request, [point], [["{}"]], "last", settings)[point]
-        batch = keys.encode(tok, keys.plain_prompts(request), "last")
+        batch = tokens.encode(tok, tokens.plain_prompts(request), "last")
         replace = lambda out: out.index_put((torch.tensor([0]), batch.lookup), target.to(out.dtype))  # noqa: E731
-        with torch.no_grad(), keys.edit_output(model, point, replace):
-            predicted = keys.run(model, batch)[0, batch.lookup[0]].argmax()
+        with torch.no_grad(), hooks.edit_output(model, point, replace):
+            predicted = hooks.run(model, batch)[0, batch.lookup[0]].argmax()
     assert predicted == values.target_ids(tok, request[0].prompt, request[0].target_new)[0]
 
 
@@ -177,7 +180,7 @@ def test_the_head_runs_only_where_the_loss_reads_and_gives_the_models_logits(arc
     torch.testing.assert_close(cut, full)
     settings = values.LossSettings(lr=0.5, steps=5, weight_decay=0.0, clamp_norm_factor=50.0, kl_factor=0.5)
     point = spec.module_name("mlp_out", 1)
-    with keys.frozen(model):
+    with hooks.frozen(model):
         found = [values.optimise_values(model, tok, requests, [point], [["{}"]], "subject_last", settings,
                                         lm_head=h)[point] for h in (head, None)]
     torch.testing.assert_close(found[0], found[1], rtol=1e-4, atol=1e-4)
@@ -194,7 +197,7 @@ def test_a_head_that_mixes_positions_keeps_the_full_logits():
 def test_an_update_changes_the_module_like_a_plain_matmul(arch):
     model, spec = random_model(arch)
     module = spec.module(model, "mlp_out", 1)
-    x = torch.randn(5, module.weight.shape[0 if spec.weight_layout == "conv1d" else 1])
+    x = torch.randn(5, spec.out_in_shape(module.weight.shape)[1])
     before = module(x).detach()
     delta = torch.randn(before.shape[1], x.shape[1]) * 0.1  # [out, in]
     result = EditResult(model=model, hparams={})
@@ -231,8 +234,8 @@ def test_rome_writes_its_target_value_into_the_mlp_output(arch, monkeypatch):
     result = adapterkit.edit(model, tok, request, hp, evaluate=False)
     assert result.touched == [spec.weight_name("mlp_out", hp["layers"][0])]
     (point, target), = found.items()
-    with keys.frozen(model):
-        _, now = keys.module_io(model, tok, keys.plain_prompts(request), "subject_last", point, want="output")
+    with hooks.frozen(model):
+        _, now = keys.module_io(model, tok, tokens.plain_prompts(request), "subject_last", point, want="output")
     torch.testing.assert_close(now[0].float(), target[0], rtol=1e-4, atol=1e-4)
 
 
@@ -264,8 +267,9 @@ def test_restore_is_bit_exact_and_saved_deltas_replay_exactly(arch, method, tmp_
     result.restore()
     assert all(torch.equal(v, original[n]) for n, v in model.state_dict().items())
     fresh, _ = random_model(arch)
-    adapterkit.apply_deltas(fresh, tmp_path / "deltas.safetensors")
+    replayed = adapterkit.apply_deltas(fresh, tmp_path / "deltas.safetensors")
     assert all(torch.equal(v, edited[n]) for n, v in fresh.state_dict().items())
+    assert replayed.hparams == load_settings(hp).to_dict()  # the settings that ran, defaults filled in
 
 
 def test_sequential_edits_stack_and_undo_newest_first():
@@ -297,7 +301,7 @@ def test_bad_layers_and_pmet_templates_are_explained():
 
 
 # --- edit quality on the fact models -----------------------------------------------------------
-# The fact models of the subject_recall recipe (adapterkit/subject_recall.py) are trained with interchange
+# The fact models of the subject_recall recipe (adapterkit/demo/subject_recall.py) are trained with interchange
 # interventions at the subject's last token after layer 1, so they recall through the subject's state and
 # edits there land. Every named subject (locality subjects included) also has a made-up code and five
 # made-up traits, so its key is its own and not just its answer's (CounterFact's locality prompts name

@@ -5,16 +5,21 @@ import json
 
 import pytest
 import torch
+import yaml
 
 import adapterkit
 from adapterkit.checkpoint import build_model
 from adapterkit.autodetect import method_hparams
-from adapterkit.editing import training
+from adapterkit.editing import batches, losses, training
+from adapterkit.editing.archive import EDITOR_FILE, read_archive, read_safetensors, save_archive
 from adapterkit.editing.datasets import load_training_records
 from adapterkit.editing.metrics import summarise
 from adapterkit.errors import ArchiveError, RequestError
-from adapterkit.factmodels import build_tokenizer, counterfact_sample, fact_model_config, record_texts, zsre_sample
-from adapterkit.methods.mend import MEND, MendEditor, MendTask, edit_factors, stored
+from adapterkit.demo.facts import counterfact_sample, record_texts, zsre_sample
+from adapterkit.demo.factmodels import build_tokenizer, fact_model_config
+from adapterkit.hparams import load_settings
+from adapterkit.methods.mend import MEND, MendEditor, MendTask, edit_factors
+from adapterkit.methods.settings import MENDSettings
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 from conftest import QUALITY_ARCHS, fact_model_unavailable
@@ -39,23 +44,23 @@ def test_identity_editor_reproduces_the_true_gradient(arch):
     tok = build_tokenizer(record_texts(counterfact_sample()))
     torch.manual_seed(0)
     model = build_model(fact_model_config(spec, tok), spec).eval()
-    hp = {**MEND.defaults, **mend_hparams(model), "norm": False, "rank": 8}
+    settings = load_settings(mend_hparams(model, norm=False, rank=8))
     requests = normalise_requests(counterfact_sample()[:3])
-    task = MendTask(model, tok, spec, hp, torch.device("cpu"))
+    task = MendTask(model, tok, spec, settings, torch.device("cpu"))
     factors = edit_factors(model, tok, requests, task.editor.names, task.editor.dims, "cpu")
     pseudo = task.editor.eval().pseudo_gradients(factors)
     weights = [model.get_parameter(n) for n in task.editor.names]
-    ids, mask, labels = training.target_labels(tok, [r.prompt for r in requests], [r.target_new for r in requests], "cpu")
-    true = torch.autograd.grad(training.mean_nll(model(input_ids=ids, attention_mask=mask).logits, labels), weights)
+    ids, mask, labels = losses.target_labels(tok, [r.prompt for r in requests], [r.target_new for r in requests], "cpu")
+    true = torch.autograd.grad(losses.mean_nll(model(input_ids=ids, attention_mask=mask).logits, labels), weights)
     for name, weight, grad in zip(task.editor.names, weights, true):
-        assert stored(spec, pseudo[name]).shape == weight.shape
-        torch.testing.assert_close(stored(spec, pseudo[name]), grad, rtol=1e-4, atol=1e-6, msg=name)
+        assert spec.as_stored(pseudo[name]).shape == weight.shape
+        torch.testing.assert_close(spec.as_stored(pseudo[name]), grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_weights_of_one_shape_share_a_network_with_their_own_scale_and_shift():
     spec = get_registry().architecture("llama")
     shapes = {"a.weight": [172, 64], "b.weight": [172, 64], "c.weight": [64, 172]}  # gate, up: [out, in]
-    editor = MendEditor(shapes, spec, {**MEND.defaults, "rank": 4})
+    editor = MendEditor(shapes, spec, MENDSettings(alg_name="MEND", inner_params=list(shapes), rank=4))
     assert sorted(editor.transforms) == ["172x64", "64x172"]
     assert editor.mode_of == {"a.weight": 0, "b.weight": 1, "c.weight": 0}
     assert editor.transforms["64x172"].mlp.layers[0].mode_scale.num_embeddings == 2
@@ -94,12 +99,11 @@ def test_early_stopping_on_a_validation_key(fact_models, tmp_path):
     # the base model's perplexity does not move, so after the first validation nothing improves
     hp = mend_hparams(fact.model, max_iters=40, val_every=2, accumulate_bs=1, early_stop_key="ppl/pre_val",
                       early_stop_patience=4)
-    result = MEND.train(fact.model, fact.tok, hp, None, None, tmp_path / "run", progress=False,
-                        train_requests=train_set[:8], val_requests=val_set[:2])
+    result = adapterkit.train(fact.model, fact.tok, hp, train_set[:8], tmp_path / "run", val=val_set[:2], progress=False)
     assert result.stopped_early and result.step == 6 and result.best_step == 2
-    with pytest.raises(adapterkit.errors.AdapterkitError, match="early_stop_key 'edit/accuracy' is not a validation metric"):
-        MEND.train(fact.model, fact.tok, {**hp, "early_stop_key": "edit/accuracy"}, None, None, tmp_path / "bad",
-                   progress=False, train_requests=train_set[:8], val_requests=val_set[:2])
+    with pytest.raises(adapterkit.errors.AdapterkitError, match="early_stop_key 'edit/accuracy_val' is not a validation metric"):
+        adapterkit.train(fact.model, fact.tok, {**hp, "early_stop_key": "edit/accuracy_val"}, train_set[:8], tmp_path / "bad",
+                         val=val_set[:2], progress=False)
 
 
 # --- archives -------------------------------------------------------------------------------------------
@@ -107,11 +111,11 @@ def test_early_stopping_on_a_validation_key(fact_models, tmp_path):
 def test_archive_round_trip_and_repeat_edits_are_identical(trained, tmp_path):
     fact, hp = trained("gpt2")
     _, _, test = split(fact.facts)
-    tensors, metadata, _ = training.read_archive(hp["archive"], "MEND")
+    tensors, metadata, _ = read_archive(hp["archive"], "MEND")
     assert metadata["architecture"] == "gpt2" and list(metadata["inner_params"]) == hp["inner_params"]
-    editor = MEND().load(hp["archive"], fact.model, get_registry().for_model(fact.model), hp)
-    copy_path = tmp_path / "copy" / training.EDITOR_FILE
-    training.save_archive(copy_path, editor, {k: v for k, v in metadata.items() if k not in ("format", "aliases")})
+    editor = MEND().load_editor(hp["archive"], fact.model, get_registry().for_model(fact.model), load_settings(hp))
+    copy_path = tmp_path / "copy" / EDITOR_FILE
+    save_archive(copy_path, editor, {k: v for k, v in metadata.items() if k not in ("format", "aliases")})
     deltas = []
     for archive in (hp["archive"], hp["archive"], copy_path):
         with adapterkit.edited(fact.model, fact.tok, test[:2], {**hp, "archive": str(archive)}, evaluate=False) as result:
@@ -132,16 +136,15 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(fact_models, tmp
         if step == 10:  # after the checkpoint of step 8
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        MEND.train(fact.model, fact.tok, hp, None, None, tmp_path / "split", progress=False, on_step=interrupt,
-                   train_requests=train_set, val_requests=val_set)
+        adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, progress=False,
+                         on_step=interrupt)
     with pytest.raises(ArchiveError, match="cannot resume with different hparams"):
-        MEND.train(fact.model, fact.tok, {**hp, "lr": 1e-2}, None, None, tmp_path / "split", resume=True,
-                   progress=False, train_requests=train_set, val_requests=val_set)
-    MEND.train(fact.model, fact.tok, hp, None, None, tmp_path / "split", resume=True, progress=False,
-               train_requests=train_set, val_requests=val_set)
-    for name in (training.EDITOR_FILE, training.STATE_FILE):
-        whole, _ = training.read_safetensors(tmp_path / "whole" / name)
-        resumed, _ = training.read_safetensors(tmp_path / "split" / name)
+        adapterkit.train(fact.model, fact.tok, {**hp, "lr": 1e-2}, train_set, tmp_path / "split", val=val_set,
+                         resume=True, progress=False)
+    adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, resume=True, progress=False)
+    for name in (EDITOR_FILE, training.STATE_FILE):
+        whole, _ = read_safetensors(tmp_path / "whole" / name)
+        resumed, _ = read_safetensors(tmp_path / "split" / name)
         assert whole.keys() == resumed.keys()
         assert all(torch.equal(whole[k], resumed[k]) for k in whole), name
     history = json.loads((tmp_path / "split" / training.HISTORY_FILE).read_text())
@@ -176,26 +179,28 @@ def test_editing_without_an_archive_says_how_to_train_one(fact_models):
 
 def test_a_damaged_archive_is_reported(fact_models, tmp_path):
     fact = fact_models("gpt2")
-    (tmp_path / training.EDITOR_FILE).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
+    (tmp_path / EDITOR_FILE).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(ArchiveError, match="not a readable safetensors file"):
         adapterkit.edit(fact.model, fact.tok, fact.facts.trained[0], {**mend_hparams(fact.model), "archive": str(tmp_path)},
                         evaluate=False)
 
 
-# --- the CLI's entry point and the datasets ------------------------------------------------------------
-def test_train_editor_reads_both_dataset_formats_and_writes_an_archive(fact_models, tmp_path):
+# --- adapterkit.train and the datasets -----------------------------------------------------------------
+def test_train_reads_both_dataset_formats_and_writes_an_archive_with_the_settings_that_ran(fact_models, tmp_path):
     fact = fact_models("gpt2")
     train_file, val_file = tmp_path / "train.json", tmp_path / "val.jsonl"
     train_file.write_text(json.dumps(counterfact_sample()[48:72]))
     val_file.write_text("\n".join(json.dumps(r) for r in zsre_sample()[:2]))
     hp = mend_hparams(fact.model, max_iters=2, val_every=2, accumulate_bs=1)
-    result = training.train_editor(fact.model, fact.tok, hp, train_file, val_file, tmp_path / "out", progress=False)
-    assert result.step == 2 and (tmp_path / "out" / training.EDITOR_FILE).is_file()
-    assert (tmp_path / "out" / training.HPARAMS_FILE).is_file()
+    result = adapterkit.train(fact.model, fact.tok, hp, train_file, tmp_path / "out", val=val_file, progress=False)
+    assert result.step == 2 and (tmp_path / "out" / EDITOR_FILE).is_file()
+    ran = load_settings(hp).to_dict()  # defaults filled in: what ran, not the hparams as given
+    assert yaml.safe_load((tmp_path / "out" / training.HPARAMS_FILE).read_text()) == ran
+    assert read_archive(tmp_path / "out", "MEND")[1]["hparams"] == ran
     spec = get_registry().for_model(fact.model)
     rome = method_hparams(spec, fact.model.config.to_dict(), get_registry().method("ROME"), "test")
     with pytest.raises(adapterkit.errors.AdapterkitError, match="ROME needs no training"):
-        training.train_editor(fact.model, fact.tok, rome, train_file, None, tmp_path / "rome")
+        adapterkit.train(fact.model, fact.tok, rome, train_file, tmp_path / "rome")
 
 
 def test_zsre_and_counterfact_records_become_edit_requests(tmp_path):
@@ -213,7 +218,7 @@ def test_zsre_and_counterfact_records_become_edit_requests(tmp_path):
 
 def test_loc_unrelated_adds_the_same_other_relation_prompts_at_every_step():
     requests = normalise_requests(counterfact_sample()[:30])
-    widened = training.with_unrelated_locality(requests, requests, 2)
+    widened = batches.with_unrelated_locality(requests, requests, 2)
     by_prompt = {r.prompt: r for r in requests}
     for before, after in zip(requests, widened):
         kept = len(before.locality_prompts)
@@ -221,8 +226,8 @@ def test_loc_unrelated_adds_the_same_other_relation_prompts_at_every_step():
         assert after.locality_prompts[:kept] == before.locality_prompts and len(added) == 2
         assert all(by_prompt[p].template != before.template for p in added)
         assert after.locality_ground_truths == before.locality_ground_truths + tuple(by_prompt[p].ground_truth for p in added)
-    assert widened == training.with_unrelated_locality(requests, requests, 2)
-    assert training.with_unrelated_locality(requests, requests, 0) == requests
+    assert widened == batches.with_unrelated_locality(requests, requests, 2)
+    assert batches.with_unrelated_locality(requests, requests, 0) == requests
 
 
 def test_malformed_records_name_file_record_field_and_fix(tmp_path):

@@ -8,8 +8,9 @@ import pytest
 import adapterkit
 from adapterkit.errors import PluginError, SchemaError, UnknownArchitectureError
 from adapterkit.registry import Registry, get_registry, make_spec
+from conftest import BUILTIN_ARCHS, BUILTIN_METHODS
 
-BUILTINS = {"gpt2", "gptj", "gpt_neox", "llama", "chatglm3"}
+BUILTINS = set(BUILTIN_ARCHS)
 PLUGINS_DIR = Path(__file__).parents[1] / "plugins"
 
 
@@ -20,10 +21,11 @@ def test_builtins_load_through_entry_points():
     for plugin in registry.plugins:
         if plugin.name in BUILTINS:
             assert (plugin.distribution, plugin.version) == ("adapterkit", adapterkit.__version__)
-    assert {"ROME", "MEMIT", "PMET", "MEND", "SERAC"} <= set(registry.methods)
+    assert set(BUILTIN_METHODS) <= set(registry.methods)
 
 
-@pytest.mark.parametrize("config, arch", [
+# Every built-in architecture has a row (tests/test_sync.py checks).
+MATCHING_CONFIGS = [
     ({"model_type": "gpt2"}, "gpt2"),
     ({"model_type": "gptj"}, "gptj"),
     ({"model_type": "gpt_neox"}, "gpt_neox"),
@@ -34,7 +36,20 @@ def test_builtins_load_through_entry_points():
     ({"model_type": "gemma3_text"}, "gemma3"),
     ({"architectures": ["MistralForCausalLM"]}, "mistral"),
     ({"model_type": "qwen2_moe"}, "qwen2_moe"),
-])
+    ({"model_type": "ministral"}, "ministral"),
+    ({"architectures": ["Qwen3ForCausalLM"]}, "qwen3"),
+    ({"model_type": "olmo2"}, "olmo2"),
+    ({"model_type": "gemma"}, "gemma"),
+    ({"model_type": "gemma2"}, "gemma2"),
+    ({"model_type": "phi3"}, "phi3"),
+    ({"model_type": "gpt_neo"}, "gpt_neo"),
+    ({"architectures": ["OPTForCausalLM"]}, "opt"),
+    ({"model_type": "falcon"}, "falcon"),
+    ({"model_type": "bloom"}, "bloom"),
+]
+
+
+@pytest.mark.parametrize("config, arch", MATCHING_CONFIGS)
 def test_config_matches_its_declaration(config, arch):
     assert get_registry().for_config(config).name == arch
 
@@ -162,3 +177,62 @@ def test_the_core_never_names_an_architecture():
                 if token.type in (tokenize.STRING, tokenize.NAME, tokenize.COMMENT) and ARCH_WORDS.search(token.string):
                     offenders.append(f"{source.relative_to(core)}:{token.start[0]}: {token.string[:60]}")
     assert not offenders, "the editing core names architectures:\n" + "\n".join(offenders)
+
+
+# --- methods from plugins ---------------------------------------------------------------------------
+class _MethodPlugin:
+    def __init__(self, method):
+        self.method = method
+
+    @adapterkit.hookimpl
+    def register_methods(self, register):
+        register(self.method)
+
+
+def _twin():
+    from adapterkit.methods import EditMethod, MethodSettings
+
+    class Twin(EditMethod):
+        name, schema, settings_class = "TWIN", {"type": "object"}, MethodSettings
+
+        def apply(self, model, tok, requests, settings, *, spec, ledger, archive=None):
+            return None
+    return Twin()
+
+
+def test_two_plugins_registering_one_method_name_conflict_naming_both_distributions():
+    registry = Registry()
+    registry.add_plugin(_MethodPlugin(_twin()), "one", "dist-one", "1.0")
+    registry.add_plugin(_MethodPlugin(_twin()), "two", "dist-two", "2.0")
+    with pytest.raises(PluginError) as err:
+        registry.method("twin")
+    assert "dist-one 1.0" in err.value.message and "dist-two 2.0" in err.value.message
+    assert "uninstall one" in err.value.fix
+    assert [(f.name, f.distribution) for f in registry.faults] == [("two", "dist-two")]
+    assert "dist-one 1.0" in registry.faults[0].error
+
+
+def test_a_method_that_breaks_the_contract_is_a_fault():
+    class NotAMethod:
+        name = "LOOSE"
+
+        def apply(self, *args, **kwargs):
+            return None
+    registry = Registry()
+    registry.add_plugin(_MethodPlugin(NotAMethod()), "loose", "loose-dist", "0.1")
+    assert "not an adapterkit.methods.EditMethod" in registry.faults[0].error
+    unreadable = _twin()
+    unreadable.schema = Path("/nowhere/twin.schema.json")
+    registry.add_plugin(_MethodPlugin(unreadable), "unreadable", "unreadable-dist", "0.1")
+    assert "cannot read the schema" in registry.faults[1].error
+    assert "LOOSE" not in registry.methods and "TWIN" not in registry.methods
+
+
+@pytest.mark.parametrize("arch", sorted(BUILTINS))
+def test_pmet_takes_memits_shape_rules_and_no_declaration_repeats_them(arch):
+    spec = get_registry().architecture(arch)
+    pmet = get_registry().method("PMET")
+    assert "pmet" not in spec.declaration["defaults"]
+    memit = spec.method_defaults("memit")
+    assert spec.method_defaults("pmet", pmet.layer_rules_from) == {
+        key: memit[key] for key in ("layers", "mom2_update_weight") if key in memit}

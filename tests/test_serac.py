@@ -7,9 +7,13 @@ import torch
 
 import adapterkit
 from adapterkit.editing import training
+from adapterkit.editing.archive import EDITOR_FILE, read_archive, read_safetensors, save_archive
 from adapterkit.editing.metrics import encode_pairs, summarise
 from adapterkit.errors import ArchiveError, SchemaError
-from adapterkit.methods.serac import SERAC, SeracAnswerer
+from adapterkit.hparams import load_settings
+from adapterkit.methods.serac import SERAC
+from adapterkit.methods.serac.answerer import SeracAnswerer
+from adapterkit.methods.settings import SERACSettings
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 from conftest import QUALITY_ARCHS
@@ -64,11 +68,11 @@ def test_answerer_routes_rows_and_works_with_metrics(trained):
 def test_archive_round_trip_gives_the_same_answers(trained, tmp_path):
     fact, hp = trained("llama")
     _, _, test = split(fact.facts)
-    tensors, metadata, _ = training.read_archive(hp["archive"], "SERAC")
-    editor, _ = SERAC().load(hp["archive"], fact.model, get_registry().for_model(fact.model), hp)
-    copy_path = tmp_path / "copy" / training.EDITOR_FILE
-    training.save_archive(copy_path, editor, {k: v for k, v in metadata.items() if k not in ("format", "aliases")})
-    copied, _, _ = training.read_archive(copy_path, "SERAC")
+    tensors, metadata, _ = read_archive(hp["archive"], "SERAC")
+    editor = SERAC().load_editor(hp["archive"], fact.model, get_registry().for_model(fact.model), load_settings(hp))
+    copy_path = tmp_path / "copy" / EDITOR_FILE
+    save_archive(copy_path, editor, {k: v for k, v in metadata.items() if k not in ("format", "aliases")})
+    copied, _, _ = read_archive(copy_path, "SERAC")
     assert tensors.keys() == copied.keys() and all(torch.equal(tensors[k], copied[k]) for k in tensors)
     ids, mask, _ = encode_pairs(fact.tok, [r["prompt"] for r in test], [" " + r["target_new"] for r in test])
     answers = []
@@ -90,17 +94,16 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(fact_models, tmp
     train_set, val_set, _ = split(fact.facts)
     hp = serac_hparams(fact.model, **short)
     with pytest.raises(KeyboardInterrupt):
-        SERAC.train(fact.model, fact.tok, hp, None, None, tmp_path / "split", progress=False, on_step=interrupt,
-                    train_requests=train_set, val_requests=val_set)
+        adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, progress=False,
+                         on_step=interrupt)
     with pytest.raises(adapterkit.errors.AdapterkitError, match="already holds a training run"):
-        SERAC.train(fact.model, fact.tok, hp, None, None, tmp_path / "split", progress=False,
-                    train_requests=train_set, val_requests=val_set)
-    result = SERAC.train(fact.model, fact.tok, hp, None, None, tmp_path / "split", resume=True, progress=False,
-                         train_requests=train_set, val_requests=val_set)
+        adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, progress=False)
+    result = adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, resume=True,
+                              progress=False)
     assert result.step == 12
-    for name in (training.EDITOR_FILE, training.STATE_FILE):
-        whole, _ = training.read_safetensors(tmp_path / "whole" / name)
-        resumed, _ = training.read_safetensors(tmp_path / "split" / name)
+    for name in (EDITOR_FILE, training.STATE_FILE):
+        whole, _ = read_safetensors(tmp_path / "whole" / name)
+        resumed, _ = read_safetensors(tmp_path / "split" / name)
         assert whole.keys() == resumed.keys()
         assert all(torch.equal(whole[k], resumed[k]) for k in whole), name
 
@@ -146,7 +149,7 @@ def test_minilm_scope_classifier_when_installed(fact_models, tmp_path, quality):
 def test_small_counterfactual_model_keeps_the_first_layers(arch):
     """cf_num_layers: a copy of the base model cut to its first layers still runs; the base keeps its depth."""
     from adapterkit.checkpoint import build_model
-    from adapterkit.methods.serac import counterfactual_model
+    from adapterkit.methods.serac.counterfactual import counterfactual_model
     from conftest import fact_model_unavailable
 
     if fact_model_unavailable(arch):
@@ -154,11 +157,11 @@ def test_small_counterfactual_model_keeps_the_first_layers(arch):
     spec = get_registry().architecture(arch)
     torch.manual_seed(0)
     base = build_model(spec.tiny_config, spec).eval()
-    small = counterfactual_model(base, spec, {"cf_num_layers": 2})
+    small = counterfactual_model(base, spec, SERACSettings(alg_name="SERAC", cf_num_layers=2))
     ids = torch.randint(3, 100, (2, 6))
     logits = small(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     assert logits.shape == (2, 6, spec.vocab_size(base.config))
     assert len(small.get_submodule(spec.layers_path)) == 2 == spec.num_layers(small.config)
     assert len(base.get_submodule(spec.layers_path)) == spec.num_layers(base.config) == 4
     with pytest.raises(adapterkit.errors.AdapterkitError, match="cf_num_layers=9 is outside 1..4"):
-        counterfactual_model(base, spec, {"cf_num_layers": 9})
+        counterfactual_model(base, spec, SERACSettings(alg_name="SERAC", cf_num_layers=9))

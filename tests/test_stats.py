@@ -9,10 +9,11 @@ import torch
 
 from adapterkit.checkpoint import build_model
 from adapterkit.autodetect import method_hparams
+from adapterkit.hparams import load_settings
 from adapterkit.editing import stats
-from adapterkit.editing.keys import trace
+from adapterkit.editing.hooks import trace
 from adapterkit.errors import StatsError
-from adapterkit.factmodels import build_tokenizer, fact_model_config
+from adapterkit.demo.factmodels import build_tokenizer, fact_model_config
 from adapterkit.registry import get_registry
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*second moments are singular")  # the toy corpus is tiny on purpose
@@ -39,10 +40,11 @@ def tiny(arch: str, tok, seed: int = 0):
 
 
 def hparams_for(model, spec, method="MEMIT", **overrides):
+    """The settings of ``method`` for the tiny model: what `detect` writes, with a small toy corpus's statistics."""
     hp = method_hparams(spec, model.config.to_dict(), get_registry().method(method), model_name="tiny")
     hp.update(layers=[0, 2], mom2_n_samples=100, mom2_dataset="toy")
     hp.update(overrides)
-    return hp
+    return load_settings(hp)
 
 
 @pytest.fixture
@@ -73,9 +75,9 @@ def test_moments_match_a_direct_computation_for_every_layer_in_one_pass(arch, to
     top.register_forward_hook(lambda *args: top_layer_calls.append(1))
     paths = stats.compute_stats(model, tok, hp, spec, corpus, tmp_path / "stats", batch_size=4, progress=False)
     assert top_layer_calls == []  # the pass stopped after the highest requested layer
-    assert sorted(paths) == [hp["rewrite_module_tmp"].format(layer) for layer in (0, 2)]
+    assert sorted(paths) == [hp.rewrite_module_tmp.format(layer) for layer in (0, 2)]
     for layer in (0, 2):
-        module = hp["rewrite_module_tmp"].format(layer)
+        module = hp.rewrite_module_tmp.format(layer)
         expected = manual_moment(model, tok, module, TEXTS)
         got = stats.get_mom2(model, spec, hp, layer, tmp_path / "stats")
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
@@ -103,8 +105,8 @@ def test_cache_hits_and_misses(tok, corpus, tmp_path, monkeypatch):
     assert len(passes) == 1  # same model, module, corpus, n and dtype: a hit
     stats.compute_stats(model, tok, hp, spec, corpus, tmp_path, progress=False, layers=[1, 2])
     assert passes[-1] == ["transformer.h.2.mlp.c_proj"]  # only the missing layer is computed
-    stats.compute_stats(model, tok, {**hp, "mom2_n_samples": 3}, spec, corpus, tmp_path, progress=False)
-    stats.compute_stats(model, tok, {**hp, "mom2_dtype": "float64"}, spec, corpus, tmp_path, progress=False)
+    stats.compute_stats(model, tok, hp.replace(mom2_n_samples=3), spec, corpus, tmp_path, progress=False)
+    stats.compute_stats(model, tok, hp.replace(mom2_dtype="float64"), spec, corpus, tmp_path, progress=False)
     assert len(passes) == 4  # another sample count or dtype is another file
     corpus.write_text("\n".join(TEXTS[:3]) + "\n")
     again = stats.compute_stats(model, tok, hp, spec, corpus, tmp_path, progress=False)

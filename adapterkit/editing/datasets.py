@@ -8,13 +8,13 @@ locality prompt ``"who ...?"``, as EasyEdit's zsRE loaders write it.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import RequestError
 from ..requests import EditRequest, normalise_request
+from ..safe_load import load_json, load_jsonl
 
 ZSRE_KEYS = ("src", "alt")
 ZSRE_LOC_PREFIX = "nq question: "
@@ -69,14 +69,9 @@ def read_records(path: str | Path) -> list:
     path = Path(path)
     if not path.is_file():
         raise RequestError(f"{path}: no such training file", fix="pass the path of a JSON or JSONL file of records")
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RequestError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}",
-                           fix="repair the file; each record is a JSON object") from None
+    if path.suffix == ".jsonl":
+        return [record for _, record in load_jsonl(path, error=RequestError, what="training file")]
+    document = load_json(path, error=RequestError, what="training file", fix="repair the file; each record is a JSON object")
     if isinstance(document, Mapping) and isinstance(document.get("data"), list):
         return document["data"]
     if not isinstance(document, list):

@@ -10,37 +10,18 @@ from typing import Sequence
 import torch
 
 from ..requests import EditRequest
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
+from .tokens import model_device, pad_id, padded, target_start, token_ids
 
 
 def encode_pairs(tok, prompts: Sequence[str], targets: Sequence[str]):
     """Right-padded ids of prompt+target, attention mask, and each row's target token positions and ids."""
     rows, spans = [], []
     for prompt, target in zip(prompts, targets):
-        prompt_ids = tok(prompt)["input_ids"]
-        full_ids = tok(prompt + target)["input_ids"]
-        start = len(prompt_ids) if full_ids[: len(prompt_ids)] == prompt_ids else _common_prefix(prompt_ids, full_ids)
-        start = min(start, len(full_ids) - 1)
+        full_ids = token_ids(tok, prompt + target)
         rows.append(full_ids)
-        spans.append((start, len(full_ids)))
-    width = max(len(r) for r in rows)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
+        spans.append((target_start(token_ids(tok, prompt), full_ids), len(full_ids)))
+    ids, mask, _ = padded(rows, pad_id(tok))
     return ids, mask, spans
-
-
-def _common_prefix(a, b) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
 
 
 @torch.no_grad()
@@ -49,7 +30,7 @@ def target_predictions(model, tok, prompts: Sequence[str], targets: Sequence[str
     out = []
     for lo in range(0, len(prompts), batch_size):
         ids, mask, spans = encode_pairs(tok, prompts[lo: lo + batch_size], targets[lo: lo + batch_size])
-        logits = model(input_ids=ids.to(_device(model)), attention_mask=mask.to(_device(model))).logits
+        logits = model(input_ids=ids.to(model_device(model)), attention_mask=mask.to(model_device(model))).logits
         predicted = logits.argmax(-1).cpu()
         for row, (start, stop) in enumerate(spans):
             out.append((predicted[row, start - 1: stop - 1].tolist(), ids[row, start:stop].tolist()))

@@ -18,6 +18,12 @@ def _delta_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype in (torch.float32, torch.float64) else torch.float32
 
 
+def tensor_aliases(model) -> dict[str, str]:
+    """Parameter names that reach another name's tensor (a tied lm-head): alias -> the name named_parameters() uses."""
+    canonical = {id(p): n for n, p in model.named_parameters()}
+    return {n: canonical[id(p)] for n, p in model.named_parameters(remove_duplicate=False) if canonical[id(p)] != n}
+
+
 def fingerprint(tensor: torch.Tensor) -> str:
     data = tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes()
     return hashlib.sha256(data).hexdigest()[:16]
@@ -26,15 +32,23 @@ def fingerprint(tensor: torch.Tensor) -> str:
 @dataclass
 class EditResult:
     model: Any
-    hparams: dict
+    hparams: dict          # the settings that ran (settings.to_dict(): every default filled in), as a hyperparameter dict
     requests: list = field(default_factory=list)
     originals: dict[str, torch.Tensor] = field(default_factory=dict)
     deltas: dict[str, torch.Tensor] = field(default_factory=dict)
     metrics: list[dict] = field(default_factory=list)
     answerer: Any = None   # what to query after the edit: the model itself, or a method's wrapper (SERAC)
     restored: bool = False
+    _aliases: dict | None = field(default=None, repr=False, compare=False)
 
     # --- used by methods ----------------------------------------------------------------------
+    def canonical(self, name: str) -> str:
+        """The one name a weight is kept under: a tied head's tensor is the embedding's, so edits through either
+        name land on one original and one delta, and restore writes it once."""
+        if self._aliases is None:
+            self._aliases = tensor_aliases(self.model)
+        return self._aliases.get(name, name)
+
     def parameter(self, name: str) -> torch.nn.Parameter:
         try:
             return self.model.get_parameter(name)
@@ -45,6 +59,7 @@ class EditResult:
     @torch.no_grad()
     def add(self, name: str, delta: torch.Tensor) -> None:
         """Add ``delta`` (same shape as the weight) in the weight's own dtype and device, keeping the original once."""
+        name = self.canonical(name)
         weight = self.parameter(name)
         if delta.shape != weight.shape:
             raise AdapterkitError(f"update for {name} has shape {tuple(delta.shape)}, the weight {tuple(weight.shape)}")
@@ -74,11 +89,12 @@ class EditResult:
         self.restored = True
 
     def save(self, path) -> None:
-        """Write the deltas (safetensors, atomically) with the hparams and original fingerprints as metadata."""
+        """Write the deltas (safetensors, atomically) with the settings that ran and the originals' fingerprints as metadata."""
         metadata = {
             "format": "adapterkit-deltas/1",
             "hparams": json.dumps(self.hparams, default=str),
             "originals": json.dumps({n: fingerprint(t) for n, t in self.originals.items()}),
+            "aliases": json.dumps({a: n for a, n in (self._aliases or {}).items() if n in self.deltas}),
         }
         with atomic_path(path) as tmp:
             save_file({n: d.contiguous() for n, d in self.deltas.items()}, str(tmp), metadata=metadata)
@@ -104,14 +120,24 @@ def apply_deltas(model, path, check_base: bool = True) -> EditResult:
     deltas = load_file(str(path))
     expected = json.loads(metadata.get("originals", "{}"))
     result = EditResult(model=model, hparams=json.loads(metadata.get("hparams", "{}")))
-    for name, delta in deltas.items():
-        weight = result.parameter(name)
-        if check_base and expected.get(name) and fingerprint(weight) != expected[name]:
+    by_tensor: dict[str, list[str]] = {}
+    for name in deltas:
+        by_tensor.setdefault(result.canonical(name), []).append(name)
+    shared = [names for names in by_tensor.values() if len(names) > 1]
+    if shared:
+        raise AdapterkitError(f"{path}: {' and '.join(shared[0])} are one tensor in this model (a tied lm-head), "
+                              "but the file holds a delta for each: applying both would add twice",
+                              fix="apply these deltas to a model whose head is untied, as the one they were computed on")
+    for name in deltas:  # every check before the first write: a refused file leaves the model as it was
+        if check_base and expected.get(name) and fingerprint(result.parameter(name)) != expected[name]:
             raise AdapterkitError(f"{path}: {name} differs from the weight these deltas were computed on",
                                   fix="apply them to the same base model, or pass check_base=False")
-        result.originals[name] = weight.detach().to("cpu", copy=True)
-        edited = (result.originals[name].to(delta.dtype) + delta).to(weight.dtype)
+    for name, delta in deltas.items():
+        weight = result.parameter(name)
+        kept = result.canonical(name)
+        result.originals[kept] = weight.detach().to("cpu", copy=True)
+        edited = (result.originals[kept].to(delta.dtype) + delta).to(weight.dtype)
         weight.copy_(edited.to(weight.device))
-        result.deltas[name] = delta
+        result.deltas[kept] = delta
     result.answerer = model
     return result

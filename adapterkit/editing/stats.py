@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -22,13 +23,16 @@ import torch
 
 from ..errors import StatsError
 from ..fileio import atomic_path
-from .keys import frozen, model_device, pad_id, pad_rows, run, trace
+from ..methods.settings import LocateThenEditSettings
+from ..safe_load import load_json, parse_json
+from .hooks import frozen, run, trace
+from .tokens import model_device, pad_id, pad_rows
 
 FORMAT = "adapterkit-stats/1"
-DEFAULT_STATS_DIR = "stats"
 HOW_TO_SUPPLY = ("compute them once with `adapterkit stats MODEL --hparams FILE --corpus FILE` (a local .txt, .jsonl, "
                  ".parquet or saved `datasets` directory), set `mom2_corpus: FILE` in the hparams to compute them on "
                  "first use, or set `mom2_adjustment: false` (ROME), which needs no statistics")
+DEFAULT_MAX_LENGTH = 1024  # tokens per document where the declaration names no config.max_positions key
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
 _moment_cache: dict = {}
@@ -72,8 +76,8 @@ def corpus_identity(corpus: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def model_name(model, spec, hparams: Mapping) -> str:
-    named = str(hparams.get("model_name") or getattr(model.config, "_name_or_path", "") or "").rstrip("/")
+def model_name(model, spec, settings: LocateThenEditSettings) -> str:
+    named = str(settings.model_name or getattr(model.config, "_name_or_path", "") or "").rstrip("/")
     return Path(named).name or f"{spec.name}-{config_hash(model, spec)[:8]}"
 
 
@@ -84,7 +88,7 @@ def stats_path(stats_dir, name: str, dataset: str, module: str, dtype: str, n_sa
 
 @dataclass(frozen=True)
 class StatsRequest:
-    """One file's worth: a module at a layer with the hparams' corpus name, sample count and dtype."""
+    """One file's worth: a module at a layer with the settings' corpus name, sample count and dtype."""
     module: str
     layer: int
     path: Path
@@ -93,20 +97,16 @@ class StatsRequest:
     dtype: str
 
 
-def stats_requests(model, spec, hparams: Mapping, stats_dir, layers=None, templates=None, n_samples=None) -> list[StatsRequest]:
-    templates = templates or rewrite_templates(hparams)
-    layers = hparams["layers"] if layers is None else layers
-    n = int(n_samples or hparams.get("mom2_n_samples", 100000))
-    dtype = hparams.get("mom2_dtype", "float32")
-    name, dataset = model_name(model, spec, hparams), hparams.get("mom2_dataset", "wikipedia")
+def stats_requests(model, spec, settings: LocateThenEditSettings, stats_dir, layers=None, templates=None,
+                   n_samples=None) -> list[StatsRequest]:
+    templates = templates or settings.rewrite_templates
+    layers = settings.layers if layers is None else layers
+    n = int(n_samples or settings.mom2_n_samples)
+    dtype = settings.mom2_dtype
+    name, dataset = model_name(model, spec, settings), settings.mom2_dataset
     return [StatsRequest(t.format(layer), layer, stats_path(stats_dir, name, dataset, t.format(layer), dtype, n),
                          model_identity(model, spec, layer), n, dtype)
             for layer in layers for t in templates]
-
-
-def rewrite_templates(hparams: Mapping) -> list[str]:
-    templates = hparams.get("rewrite_module_tmps") or [hparams["rewrite_module_tmp"]]
-    return list(templates)
 
 
 # --- corpora ------------------------------------------------------------------------------------
@@ -121,22 +121,42 @@ def read_corpus(corpus) -> Iterator[str]:
             yield from _saved_dataset(path)
         else:
             for file in sorted(path.glob("*.txt")):
-                yield file.read_text(errors="replace")
+                yield "\n".join(_text_lines(file))
         return
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        for number, line in enumerate(_text_lines(path), 1):
             if line.strip():
-                yield _text_field(json.loads(line), f"{path}:{number}")
+                yield _text_field(parse_json(line, f"{path}:{number}", error=StatsError, what="corpus"), f"{path}:{number}")
     elif suffix == ".json":
-        for i, item in enumerate(json.loads(path.read_text())):
+        items = load_json(path, error=StatsError, what="corpus")
+        if not isinstance(items, list):
+            raise StatsError(f"{path}: a .json corpus is a list of strings or {{\"text\": ...}} objects, found {type(items).__name__}",
+                             fix="write a JSON list, or one {\"text\": ...} object per line in a .jsonl file")
+        for i, item in enumerate(items):
             yield item if isinstance(item, str) else _text_field(item, f"{path}[{i}]")
     elif suffix == ".parquet":
         yield from _parquet(path)
     else:
-        for line in path.read_text(errors="replace").splitlines():
+        for line in _text_lines(path):
             if line.strip():
                 yield line
+
+
+def _text_lines(path: Path) -> Iterator[str]:
+    """Lines of a UTF-8 text file, read as they are needed; a binary file (undecodable or with NUL bytes) is refused."""
+    fix = "give the corpus as UTF-8 text (.txt one document per line, or .jsonl with a \"text\" field)"
+    number = 0
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if "\x00" in line:
+                    raise StatsError(f"{path}:{number}: holds NUL bytes; is it a binary file?", fix=fix)
+                yield line.rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise StatsError(f"{path}: not UTF-8 text near line {number + 1} ({exc.reason}); is it a binary file?", fix=fix) from None
+    except OSError as exc:
+        raise StatsError(f"{path}: cannot read the corpus ({exc.strerror or exc})", fix=fix) from None
 
 
 def _text_field(record, where: str) -> str:
@@ -177,24 +197,15 @@ def _saved_dataset(path: Path) -> Iterator[str]:
 
 
 # --- computing ----------------------------------------------------------------------------------
-def _max_length(model, default: int = 1024) -> int:
-    for key in ("n_positions", "max_position_embeddings", "seq_length"):
-        value = getattr(model.config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return default
-
-
 @torch.no_grad()
 def _accumulate(model, tok, modules: Sequence[str], documents: Sequence[str], batch_size: int, dtype: torch.dtype,
-                device, progress: bool) -> tuple[dict, int]:
+                device, progress: bool, max_length: int) -> tuple[dict, int]:
     """Sum of k k^T and token count per module, every module read in one forward that stops after the last one."""
     from tqdm.auto import tqdm
 
     device = torch.device(device) if device is not None else model_device(model)
     sums = {m: None for m in modules}
     count, started = 0, time.perf_counter()
-    max_length = _max_length(model)
     bar = tqdm(total=len(documents), unit="doc", desc="second moments", disable=not progress)
     with frozen(model), trace(model, inputs=modules, stop=True) as record:
         for lo in range(0, len(documents), batch_size):
@@ -234,23 +245,24 @@ def _documents(corpus, n_samples: int) -> list[str]:
     return documents
 
 
-def compute_stats(model, tok, hparams: Mapping, spec, corpus, stats_dir=None, *, n_samples: int | None = None,
+def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, stats_dir=None, *, n_samples: int | None = None,
                   batch_size: int = 8, device=None, progress: bool = True, force: bool = False,
                   layers=None, templates=None) -> dict[str, Path]:
-    """Compute (or find cached) statistics for every rewrite module at every hparams layer.
+    """Compute (or find cached) statistics for every rewrite module at every edit layer.
 
     Returns ``{module name: file}``. One pass over the corpus serves every module still missing.
     """
     if corpus is None:
         raise StatsError("no corpus given for the second-moment statistics", fix=HOW_TO_SUPPLY)
-    stats_dir = stats_dir or hparams.get("stats_dir") or DEFAULT_STATS_DIR
-    wanted = stats_requests(model, spec, hparams, stats_dir, layers, templates, n_samples)
+    stats_dir = stats_dir or settings.stats_dir
+    wanted = stats_requests(model, spec, settings, stats_dir, layers, templates, n_samples)
     corpus_id = corpus_identity(corpus)
     missing = [w for w in wanted if force or not _usable(w, corpus_id)]
     if missing:
         documents = _documents(corpus, missing[0].n_samples)
         sums, count = _accumulate(model, tok, [w.module for w in missing], documents, batch_size,
-                                  DTYPES[missing[0].dtype], device, progress)
+                                  DTYPES[missing[0].dtype], device, progress,
+                                  spec.max_positions(model.config) or DEFAULT_MAX_LENGTH)
         _warn_if_singular(sums, count, corpus)
         for w in missing:
             meta = {"format": FORMAT, "module": w.module, "layer": w.layer, **w.identity, "corpus": str(corpus),
@@ -304,9 +316,18 @@ def read_npz(path) -> Stats:
                 raise StatsError(f"{path}: not a second-moment statistics file (no mom2.mom2 / mom2.count; keys: {sorted(data.keys())})",
                                  fix="point at a file written by `adapterkit stats`, ROME or EasyEdit's layer_stats")
             meta = json.loads(str(data["adapterkit.meta"])) if "adapterkit.meta" in data else None
-            return Stats(data["mom2.mom2"], int(data["mom2.count"]), meta, path)
-    except (OSError, ValueError) as exc:
-        raise StatsError(f"{path}: cannot read statistics ({exc})", fix="delete the file and compute it again") from None
+            stats = Stats(data["mom2.mom2"], int(data["mom2.count"]), meta, path)
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:  # truncated or damaged archives
+        raise StatsError(f"{path}: cannot read statistics ({type(exc).__name__}: {exc})",
+                         fix="delete the file and compute it again") from None
+    mom2 = stats.mom2
+    if mom2.ndim != 2 or mom2.shape[0] != mom2.shape[1] or not np.issubdtype(mom2.dtype, np.floating) or stats.count < 0:
+        raise StatsError(f"{path}: mom2.mom2 is {mom2.dtype} of shape {list(mom2.shape)} with count {stats.count}; "
+                         "statistics are a square float matrix with a non-negative count",
+                         fix="delete the file and compute it again")
+    if stats.meta is not None and not isinstance(stats.meta, dict):
+        raise StatsError(f"{path}: adapterkit.meta is not a JSON object", fix="delete the file and compute it again")
+    return stats
 
 
 def verify(stats: Stats, wanted: StatsRequest) -> None:
@@ -327,12 +348,12 @@ def verify(stats: Stats, wanted: StatsRequest) -> None:
                     f"(`adapterkit stats MODEL --hparams FILE --corpus FILE`)")
 
 
-def import_npz(source, model, spec, hparams: Mapping, layer: int, stats_dir=None, template: str | None = None) -> Path:
+def import_npz(source, model, spec, settings: LocateThenEditSettings, layer: int, stats_dir=None,
+               template: str | None = None) -> Path:
     """Adopt a ROME / EasyEdit statistics file for this model's ``layer``: written into the stats dir with metadata."""
     stats = read_npz(source)
-    template = template or rewrite_templates(hparams)[0]
-    wanted = stats_requests(model, spec, hparams, stats_dir or hparams.get("stats_dir") or DEFAULT_STATS_DIR,
-                            [layer], [template])[0]
+    template = template or settings.rewrite_templates[0]
+    wanted = stats_requests(model, spec, settings, stats_dir or settings.stats_dir, [layer], [template])[0]
     _check_width(stats, model, spec, wanted.module)
     warnings.warn(f"importing {source}: its provenance (model, corpus) cannot be verified; it is used as given", stacklevel=2)
     meta = {"format": FORMAT, "module": wanted.module, "layer": layer, **wanted.identity, "corpus": f"imported from {source}",
@@ -341,38 +362,39 @@ def import_npz(source, model, spec, hparams: Mapping, layer: int, stats_dir=None
     return wanted.path
 
 
-def _input_width(model, module_name: str) -> int | None:
-    module = model.get_submodule(module_name)
-    width = getattr(module, "in_features", None) or getattr(module, "nx", None)
-    return int(width) if width is not None else None
+def _input_width(model, spec, module_name: str) -> int | None:
+    weight = getattr(model.get_submodule(module_name), "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        return None
+    return int(spec.out_in_shape(tuple(weight.shape))[1])
 
 
 def _check_width(stats: Stats, model, spec, module: str) -> None:
-    width = _input_width(model, module)
+    width = _input_width(model, spec, module)
     if width is not None and tuple(stats.mom2.shape) != (width, width):
         raise StatsError(f"{stats.path}: statistics of shape {list(stats.mom2.shape)}, but {module} takes {width} inputs",
                          fix="these statistics belong to another model or module")
 
 
 # --- used by the methods ------------------------------------------------------------------------
-def get_mom2(model, spec, hparams: Mapping, layer: int, stats_dir=None, corpus=None, *, tok=None,
+def get_mom2(model, spec, settings: LocateThenEditSettings, layer: int, stats_dir=None, corpus=None, *, tok=None,
              template: str | None = None) -> torch.Tensor:
     """E[k k^T] ([d_in, d_in], float32, CPU) of ``template`` (default: the rewrite module) at ``layer``.
 
-    Found in the stats dir, or computed for every hparams layer at once from ``corpus`` / ``mom2_corpus``.
+    Found in the stats dir, or computed for every edit layer at once from ``corpus`` / ``mom2_corpus``.
     """
-    stats_dir = stats_dir or hparams.get("stats_dir") or DEFAULT_STATS_DIR
-    template = template or rewrite_templates(hparams)[0]
-    wanted = stats_requests(model, spec, hparams, stats_dir, [layer], [template])[0]
-    corpus = corpus or hparams.get("mom2_corpus")
+    stats_dir = stats_dir or settings.stats_dir
+    template = template or settings.rewrite_templates[0]
+    wanted = stats_requests(model, spec, settings, stats_dir, [layer], [template])[0]
+    corpus = corpus or settings.mom2_corpus
     if not wanted.path.exists() or (corpus is not None and not _usable(wanted, corpus_identity(corpus))):
         if corpus is None:
             raise StatsError(f"no second-moment statistics for {wanted.module} (looked for {wanted.path})" + _nearby(wanted),
                              fix=HOW_TO_SUPPLY)
         if tok is None:
             raise StatsError(f"statistics for {wanted.module} must be computed, and no tokenizer was given")
-        layers = sorted(set(hparams["layers"]) | {layer})
-        compute_stats(model, tok, hparams, spec, corpus, stats_dir, layers=layers, templates=[template])
+        layers = sorted(set(settings.layers) | {layer})
+        compute_stats(model, tok, settings, spec, corpus, stats_dir, layers=layers, templates=[template])
     key = (str(wanted.path), wanted.path.stat().st_mtime_ns, json.dumps(wanted.identity, sort_keys=True))
     if key not in _moment_cache:
         stats = read_npz(wanted.path)

@@ -1,7 +1,7 @@
 """Apply a weight update in the layout the architecture declares.
 
-Methods think in ``[out, in]`` (``W k = v``); the ``conv1d`` layout (Conv1D modules) stores ``[in, out]``,
-so the update is transposed there. The update goes through ``weights.add``, which keeps the original.
+Methods think in ``[out, in]`` (``W k = v``); the architecture's spec turns that into the layout its weights are
+stored in (``ArchSpec.as_stored``). The update goes through the edit's ledger (``ledger.add``), which keeps the original.
 """
 from __future__ import annotations
 
@@ -17,21 +17,21 @@ def low_rank(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     return left.double() @ right.double().T
 
 
-def apply_update(weights, spec, name: str, delta: torch.Tensor | None = None, *,
+def apply_update(ledger, spec, name: str, delta: torch.Tensor | None = None, *,
                  left: torch.Tensor | None = None, right: torch.Tensor | None = None) -> torch.Tensor:
     """Add ``delta`` ([out, in]) or ``left @ right.T`` to weight ``name``; returns the update as stored."""
     if delta is None:
         if left is None or right is None:
             raise ValueError("apply_update needs delta, or left and right")
         delta = low_rank(left, right)
-    stored = delta.T if spec.weight_layout == "conv1d" else delta
-    shape = tuple(weights.parameter(name).shape)
+    stored = spec.as_stored(delta)
+    shape = tuple(ledger.parameter(name).shape)
     if tuple(stored.shape) != shape:
         raise AdapterkitError(
             f"an update of {name} is [out, in] = {list(delta.shape)}, which does not fit the weight {list(shape)} "
             f"in the declared {spec.weight_layout!r} layout",
             fix=f"check weight_layout in the {spec.name} declaration ({spec.source}) and the hparams' *_module_tmp keys")
-    weights.add(name, stored)
+    ledger.add(name, stored)
     return stored
 
 

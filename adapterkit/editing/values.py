@@ -15,13 +15,16 @@ from __future__ import annotations
 import contextlib
 import weakref
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .keys import (Batch, at_positions, common_prefix, edit_output, in_context, lookup_index, model_device, pad_id,
-                   pad_rows, run, token_ids, trace)
+from ..methods.settings import LocateThenEditSettings
+from .hooks import edit_output, run, trace
+from .keys import at_positions
+from .tokens import (Batch, in_context, lookup_index, model_device, pad_id, pad_rows, target_start,
+                     token_ids)
 
 STOP_LOSS = 5e-2
 KL_PROMPT = "{} is a"
@@ -32,18 +35,18 @@ _templates_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 # --- context templates ------------------------------------------------------------------------
-def context_templates(model, tok, hparams: Mapping) -> list[list[str]]:
+def context_templates(model, tok, settings: LocateThenEditSettings) -> list[list[str]]:
     """Groups of templates with ``{}`` where the prompt goes; the first group is the bare prompt ``["{}"]``.
 
-    ``context_templates`` in hparams gives a fixed list; otherwise short texts are sampled from the model
+    ``context_templates`` in the settings gives a fixed list; otherwise short texts are sampled from the model
     (top-5, seeded) for each ``[length, count]`` in ``context_template_length_params``, once per model.
     """
-    fixed = hparams.get("context_templates")
+    fixed = settings.context_templates
     if fixed is not None:
         rest = [t for t in fixed if t != "{}"]
         return [["{}"]] + ([rest] if rest else [])
-    params = tuple(tuple(p) for p in hparams.get("context_template_length_params", ()))
-    seed = int(hparams.get("context_template_seed", 0))
+    params = tuple(tuple(p) for p in settings.context_template_length_params)
+    seed = settings.context_template_seed
     per_model = _templates_cache.setdefault(model, {})
     key = (id(tok), params, seed)
     if key not in per_model:
@@ -74,9 +77,8 @@ def sample_texts(model, tok, length: int, count: int, generator: torch.Generator
 # --- the batch ----------------------------------------------------------------------------------
 def target_ids(tok, prompt: str, target: str) -> list[int]:
     """Tokens of ``target`` as they follow ``prompt`` (tokenised together, as the metrics do)."""
-    prompt_ids, full = token_ids(tok, prompt), token_ids(tok, prompt + target)
-    start = len(prompt_ids) if full[: len(prompt_ids)] == prompt_ids else common_prefix(prompt_ids, full)
-    return full[min(start, len(full) - 1):]
+    full = token_ids(tok, prompt + target)
+    return full[target_start(token_ids(tok, prompt), full):]
 
 
 @dataclass
@@ -139,9 +141,9 @@ class LossSettings:
     nll_factor: float = 1.0
 
     @classmethod
-    def from_hparams(cls, hp: Mapping) -> "LossSettings":
-        return cls(float(hp["v_lr"]), int(hp["v_num_grad_steps"]), float(hp["v_weight_decay"]),
-                   float(hp["clamp_norm_factor"]), float(hp["kl_factor"]), float(hp.get("nll_loss_factor", 1.0)))
+    def from_settings(cls, settings: LocateThenEditSettings) -> "LossSettings":
+        return cls(settings.v_lr, settings.v_num_grad_steps, settings.v_weight_decay, settings.clamp_norm_factor,
+                   settings.kl_factor, settings.nll_loss_factor)
 
 
 def optimise_values(model, tok, requests, points: Sequence[str], templates: Sequence[Sequence[str]], fact_token: str,
@@ -259,14 +261,14 @@ def _clamped(delta: torch.Tensor, init: torch.Tensor, factor: float) -> torch.Te
     return delta * (limit / delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
 
 
-def loss_module(hparams: Mapping, num_layers: int, edit_layer: int) -> tuple[str, str, str] | None:
+def loss_module(settings: LocateThenEditSettings, num_layers: int, edit_layer: int) -> tuple[str, str, str] | None:
     """Where the loss reads logits: the model's own (None) unless ``v_loss_layer`` is below the top layer."""
-    layer = hparams.get("v_loss_layer")
-    if layer is None or max(int(layer), edit_layer) >= num_layers - 1:
+    layer = settings.v_loss_layer
+    if layer is None or max(layer, edit_layer) >= num_layers - 1:
         return None
-    return hparams["layer_module_tmp"].format(max(int(layer), edit_layer)), hparams["ln_f_module"], hparams["lm_head_module"]
+    return settings.layer_module_tmp.format(max(layer, edit_layer)), settings.ln_f_module, settings.lm_head_module
 
 
-def head_reading(hparams: Mapping, num_layers: int, edit_layer: int) -> dict:
+def head_reading(settings: LocateThenEditSettings, num_layers: int, edit_layer: int) -> dict:
     """optimise_values' keywords for where and how the loss reads logits: ``loss_module`` and ``lm_head``."""
-    return {"loss_module": loss_module(hparams, num_layers, edit_layer), "lm_head": hparams.get("lm_head_module")}
+    return {"loss_module": loss_module(settings, num_layers, edit_layer), "lm_head": settings.lm_head_module}

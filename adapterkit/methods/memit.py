@@ -10,38 +10,34 @@ For a batch of requests and a range of MLP layers l_1 < ... < L:
 """
 from __future__ import annotations
 
-from ..editing.keys import context_keys, frozen, module_io, plain_prompts
+from ..editing.hooks import frozen
+from ..editing.keys import context_keys, module_io
+from ..editing.tokens import plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update, spread_update
 from ..editing.values import LossSettings, context_templates, head_reading, optimise_values
-from . import LOCATE_THEN_EDIT_DEFAULTS, LocateThenEditMethod
+from .base import LocateThenEditMethod
+from .settings import MEMITSettings
 
 
 class MEMIT(LocateThenEditMethod):
     name = "MEMIT"
     schema = "memit"
-    defaults = {
-        **LOCATE_THEN_EDIT_DEFAULTS,
-        "clamp_norm_factor": 0.75,
-        "mom2_adjustment": True,
-        "mom2_update_weight": 15000,
-        "context_template_length_params": [[10, 5]],
-        "v_batch_size": 16,
-    }
+    settings_class = MEMITSettings
 
-    def apply(self, model, tok, requests, hparams, *, spec, weights):
-        hp, num_layers, layers = self.settings(model, hparams, spec)
-        top = hp["layer_module_tmp"].format(layers[-1])
+    def apply(self, model, tok, requests, settings: MEMITSettings, *, spec, ledger, archive=None):
+        num_layers, layers = self.edit_layers(model, settings, spec)
+        top = settings.layer_module_tmp.format(layers[-1])
         with frozen(model):
-            templates = context_templates(model, tok, hp)
-            zs = optimise_values(model, tok, requests, [top], templates, hp["fact_token"], LossSettings.from_hparams(hp),
-                                 **head_reading(hp, num_layers, layers[-1]), batch_size=int(hp["v_batch_size"]))[top]
+            templates = context_templates(model, tok, settings)
+            zs = optimise_values(model, tok, requests, [top], templates, settings.fact_token, LossSettings.from_settings(settings),
+                                 **head_reading(settings, num_layers, layers[-1]), batch_size=settings.v_batch_size)[top]
             for i, layer in enumerate(layers):
-                rewrite = hp["rewrite_module_tmp"].format(layer)
-                keys = context_keys(model, tok, requests, templates, hp["fact_token"], rewrite)
-                _, now = module_io(model, tok, plain_prompts(requests), hp["fact_token"], top, want="output")
+                rewrite = settings.rewrite_module_tmp.format(layer)
+                keys = context_keys(model, tok, requests, templates, settings.fact_token, rewrite)
+                _, now = module_io(model, tok, plain_prompts(requests), settings.fact_token, top, want="output")
                 residuals = (zs - now.float().to(zs.device)) / (len(layers) - i)
-                mom2 = get_mom2(model, spec, hp, layer, tok=tok) if hp["mom2_adjustment"] else None
-                delta = spread_update(keys, residuals, mom2, float(hp["mom2_update_weight"]))
-                apply_update(weights, spec, f"{rewrite}.weight", delta)
+                mom2 = get_mom2(model, spec, settings, layer, tok=tok) if settings.mom2_adjustment else None
+                delta = spread_update(keys, residuals, mom2, settings.mom2_update_weight)
+                apply_update(ledger, spec, f"{rewrite}.weight", delta)
         return None

@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from ..editing import training
-from ..editing.keys import frozen
+from ..editing import batches, losses
+from ..editing.hooks import frozen
+from ..editing.result import tensor_aliases
 from ..editing.update import apply_update
-from ..errors import AdapterkitError, ArchiveError
-from . import TrainedEditMethod
-
-# hparams that decide the editor's shape: an archive only loads where they are the same
-STRUCTURAL_KEYS = ("rank", "n_hidden", "init", "norm", "combine", "x_only", "delta_only", "one_sided",
-                   "shared", "act", "mlp_class")
+from ..errors import AdapterkitError
+from .base import TrainedEditMethod
+from .settings import MENDSettings
 
 
 # --- the editor network ---------------------------------------------------------------------------
@@ -67,10 +65,10 @@ class LowRankIdentityLayer(nn.Module):
 class IdentityMLP(nn.Module):
     """MEND's IDMLP: n_hidden activated low-rank residual layers and a last linear one."""
 
-    def __init__(self, dim: int, hp: Mapping[str, Any], n_modes: int | None):
+    def __init__(self, dim: int, settings: MENDSettings, n_modes: int | None):
         super().__init__()
-        n_hidden = int(hp["n_hidden"])
-        self.layers = nn.ModuleList(LowRankIdentityLayer(dim, int(hp["rank"]), n_modes, hp["init"], activate=i < n_hidden)
+        n_hidden = settings.n_hidden
+        self.layers = nn.ModuleList(LowRankIdentityLayer(dim, settings.rank, n_modes, settings.init, activate=i < n_hidden)
                                     for i in range(n_hidden + 1))
 
     def forward(self, x, mode=None):
@@ -112,26 +110,26 @@ class RunningNorm(nn.Module):
 class GradientTransform(nn.Module):
     """g: (u, delta) -> (u~, delta~) for all weights of one (x_dim, delta_dim) shape."""
 
-    def __init__(self, x_dim: int, delta_dim: int, hp: Mapping[str, Any], n_modes: int | None):
+    def __init__(self, x_dim: int, delta_dim: int, settings: MENDSettings, n_modes: int | None):
         super().__init__()
-        if hp["combine"] and (hp["one_sided"] or hp["x_only"] or hp["delta_only"]):
+        if settings.combine and (settings.one_sided or settings.x_only or settings.delta_only):
             raise AdapterkitError("MEND hparams: combine cannot be used with one_sided, x_only or delta_only",
                                   fix="set combine: false, or turn the one-sided options off")
-        self.x_dim, self.delta_dim, self.normalise = x_dim, delta_dim, bool(hp["norm"])
+        self.x_dim, self.delta_dim, self.normalise = x_dim, delta_dim, settings.norm
         self.x_norm, self.delta_norm = RunningNorm(x_dim), RunningNorm(delta_dim)
-        self.combine = bool(hp["combine"])
+        self.combine = settings.combine
         if self.combine:
-            self.mlp = IdentityMLP(x_dim + delta_dim, hp, n_modes)
+            self.mlp = IdentityMLP(x_dim + delta_dim, settings, n_modes)
             return
         transform_x, transform_delta = True, True
-        if hp["one_sided"]:
+        if settings.one_sided:
             transform_x, transform_delta = x_dim <= delta_dim, x_dim > delta_dim
-        elif hp["x_only"]:
+        elif settings.x_only:
             transform_delta = False
-        elif hp["delta_only"]:
+        elif settings.delta_only:
             transform_x = False
-        self.mlp_x = IdentityMLP(x_dim, hp, n_modes) if transform_x else None
-        self.mlp_delta = IdentityMLP(delta_dim, hp, n_modes) if transform_delta else None
+        self.mlp_x = IdentityMLP(x_dim, settings, n_modes) if transform_x else None
+        self.mlp_delta = IdentityMLP(delta_dim, settings, n_modes) if transform_delta else None
 
     def forward(self, x: torch.Tensor, delta: torch.Tensor, mode: int | None = None):
         if self.training:
@@ -149,29 +147,30 @@ class GradientTransform(nn.Module):
 
 def factor_dims(spec, shape: Sequence[int]) -> tuple[int, int]:
     """(input dim, output dim) of a weight stored in the declared layout."""
-    return (shape[0], shape[1]) if spec.weight_layout == "conv1d" else (shape[1], shape[0])
+    out, in_ = spec.out_in_shape(shape)
+    return in_, out
 
 
 class MendEditor(nn.Module):
     """All gradient transforms (one per weight shape when ``shared``, else one per weight) and the edit steps."""
 
-    def __init__(self, shapes: Mapping[str, Sequence[int]], spec, hp: Mapping[str, Any]):
+    def __init__(self, shapes: Mapping[str, Sequence[int]], spec, settings: MENDSettings):
         super().__init__()
         self.names = list(shapes)
         self.dims = {name: factor_dims(spec, shape) for name, shape in shapes.items()}
-        self.shared = bool(hp["shared"])
+        self.shared = settings.shared
         by_dims = defaultdict(list)
         for name in self.names:
             by_dims[self.dims[name]].append(name)
         self.mode_of = {name: (group.index(name) if self.shared else None)
                         for group in by_dims.values() for name in group}
         if self.shared:
-            self.transforms = nn.ModuleDict({self.key(dims): GradientTransform(*dims, hp, len(group))
+            self.transforms = nn.ModuleDict({self.key(dims): GradientTransform(*dims, settings, len(group))
                                              for dims, group in by_dims.items()})
         else:
-            self.transforms = nn.ModuleDict({self.key(name): GradientTransform(*self.dims[name], hp, None)
+            self.transforms = nn.ModuleDict({self.key(name): GradientTransform(*self.dims[name], settings, None)
                                              for name in self.names})
-        self.edit_lrs = nn.Parameter(torch.full((len(self.names),), float(hp["edit_lr"])))
+        self.edit_lrs = nn.Parameter(torch.full((len(self.names),), settings.edit_lr))
 
     @staticmethod
     def key(what) -> str:
@@ -218,7 +217,7 @@ def capture_inputs(model, names: Sequence[str]):
 
 def edit_factors(model, tok, requests, names: Sequence[str], dims: Mapping[str, tuple[int, int]], device):
     """(u, delta) per inner weight for the NLL of each request's new target after its prompt."""
-    ids, mask, labels = training.target_labels(tok, [r.prompt for r in requests], [r.target_new for r in requests], device)
+    ids, mask, labels = losses.target_labels(tok, [r.prompt for r in requests], [r.target_new for r in requests], device)
     weights = [model.get_parameter(n) for n in names]
     flags = [w.requires_grad for w in weights]
     for w in weights:  # the hooked outputs need a graph to differentiate; the weights' own grads are not kept
@@ -226,7 +225,7 @@ def edit_factors(model, tok, requests, names: Sequence[str], dims: Mapping[str, 
     try:
         with torch.enable_grad(), capture_inputs(model, names) as seen:
             logits = model(input_ids=ids, attention_mask=mask).logits
-            loss = training.mean_nll(logits, labels)
+            loss = losses.mean_nll(logits, labels)
             outputs = [seen[n][1] for n in names]
             deltas = torch.autograd.grad(loss, outputs)
     finally:
@@ -244,35 +243,18 @@ def edit_factors(model, tok, requests, names: Sequence[str], dims: Mapping[str, 
     return factors
 
 
-def stored(spec, update: torch.Tensor) -> torch.Tensor:
-    """An [out, in] update in the weight's stored layout."""
-    return update.T if spec.weight_layout == "conv1d" else update
-
-
 # --- the method -------------------------------------------------------------------------------------
 class MEND(TrainedEditMethod):
     name = "MEND"
     schema = "mend"
-    defaults = {
-        # EasyEdit's MEND training hparams; the per-architecture inner_params come from detect.
-        "archive": None,
-        "lr": 1e-6, "edit_lr": 1e-4, "lr_lr": 1e-4, "seed": 42,
-        "cedit": 0.1, "cloc": 1.0,
-        # other records' prompts joining each edit's locality inputs in training (the paper's unrelated x_loc);
-        # 0 keeps EasyEdit's CounterFact setting, the record's own locality prompt alone
-        "loc_unrelated": 0,
-        "rank": 1920, "n_hidden": 1, "init": "id", "norm": True, "combine": True,
-        "x_only": False, "delta_only": False, "one_sided": False, "shared": True,
-        "act": "relu", "mlp_class": "IDMLP",
-        "max_iters": 100000, "batch_size": 1, "val_batch_size": 5, "val_every": 1000,
-        "early_stop_patience": 20000, "early_stop_key": "loss/total_edit_val", "grad_clip": 100.0,
-        "norm_warmup": 32, "random_targets": True, "device": None,
-    }
+    settings_class = MENDSettings
+    # settings that decide the editor's shape: an archive only loads where they are the same
+    structural_keys = ("rank", "n_hidden", "init", "norm", "combine", "x_only", "delta_only", "one_sided",
+                       "shared", "act", "mlp_class")
 
     # --- editing ----------------------------------------------------------------------------------
-    def apply(self, model, tok, requests, hparams, *, spec, weights, archive=None):
-        hp = {**self.defaults, **hparams}
-        editor = self.load(archive or hp.get("archive"), model, spec, hp)
+    def apply(self, model, tok, requests, settings: MENDSettings, *, spec, ledger, archive=None):
+        editor = self.load_editor(archive or settings.archive, model, spec, settings)
         device = next(model.parameters()).device
         editor.to(device).eval()
         with frozen(model):
@@ -280,32 +262,32 @@ class MEND(TrainedEditMethod):
             with torch.no_grad():
                 updates = editor.updates(factors)
         for name, update in updates.items():
-            apply_update(weights, spec, name, update.detach())
+            apply_update(ledger, spec, name, update.detach())
         return None
 
-    def load(self, archive, model, spec, hp) -> MendEditor:
-        if not archive:
-            raise ArchiveError("MEND needs a trained editor, and neither hparams['archive'] nor archive= names one",
-                               fix="train one with `adapterkit train MODEL --hparams mend.yaml --train DATA --out DIR`, "
-                                   "then set `archive: DIR` (or pass --archive DIR)")
-        tensors, metadata, path = training.read_archive(archive, self.name)
-        shapes = inner_shapes(model, hp)
-        training.check_archive_fits(path, metadata, architecture=spec.name, shapes=shapes, hparams=hp,
-                                    structural_keys=STRUCTURAL_KEYS)
-        editor = MendEditor(shapes, spec, {**hp, **{k: metadata["hparams"][k] for k in STRUCTURAL_KEYS if k in metadata["hparams"]}})
-        training.load_module_tensors(editor, tensors, metadata.get("aliases") or {}, "", str(path))
-        return editor
+    def archive_shapes(self, model, settings: MENDSettings) -> dict[str, list[int]]:
+        return inner_shapes(model, settings)
+
+    def build_editor(self, model, spec, settings: MENDSettings, metadata) -> MendEditor:
+        return MendEditor(inner_shapes(model, settings), spec, settings)
 
     # --- training ---------------------------------------------------------------------------------
-    def make_task(self, model, tok, spec, hp, device, train_set):
-        return MendTask(model, tok, spec, hp, device, train_set)
+    def make_task(self, model, tok, spec, settings: MENDSettings, device, train_set):
+        return MendTask(model, tok, spec, settings, device, train_set)
 
 
-def inner_shapes(model, hp) -> dict[str, list[int]]:
-    names = hp.get("inner_params")
+def inner_shapes(model, settings: MENDSettings) -> dict[str, list[int]]:
+    names = settings.inner_params
     if not names:
         raise AdapterkitError("MEND hparams: inner_params is empty",
                               fix="run `adapterkit detect MODEL --method mend` to fill it for this architecture")
+    aliases = tensor_aliases(model)
+    tied = sorted({n for n in names if n in aliases or n in aliases.values()})
+    if tied:
+        other = {n: aliases.get(n) or next(a for a, c in aliases.items() if c == n) for n in tied}
+        raise AdapterkitError("MEND hparams: inner_params " + ", ".join(f"{n} (one tensor with {o})" for n, o in other.items())
+                              + " name a tied weight: an update would change the embedding and the lm-head together",
+                              fix="list MLP weights, as `adapterkit detect MODEL --method mend` writes them")
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params]
     if missing:
@@ -321,11 +303,11 @@ def inner_shapes(model, hp) -> dict[str, list[int]]:
 class MendTask:
     """What the shared trainer needs: the editor, its parameter groups, one training step, validation."""
 
-    def __init__(self, model, tok, spec, hp, device, train_set=()):
-        self.model, self.tok, self.spec, self.hp, self.device = model, tok, spec, hp, device
-        self.shapes = inner_shapes(model, hp)
-        self.editor = MendEditor(self.shapes, spec, hp).to(device)
-        self.answers = training.answer_pool(train_set)
+    def __init__(self, model, tok, spec, settings: MENDSettings, device, train_set=()):
+        self.model, self.tok, self.spec, self.settings, self.device = model, tok, spec, settings, device
+        self.shapes = inner_shapes(model, settings)
+        self.editor = MendEditor(self.shapes, spec, settings).to(device)
+        self.answers = batches.answer_pool(train_set)
         self.unrelated_pool = list(train_set)
         self.warm_up_normalisation(train_set)
 
@@ -333,7 +315,7 @@ class MendTask:
         """Fill the running mean / std from the first ``norm_warmup`` training edits before any update:
         statistics of a handful of rows make the first normalised factors, and so the first edits, explode."""
         self.editor.train()
-        for request in list(requests)[: int(self.hp.get("norm_warmup", 32))]:
+        for request in list(requests)[: self.settings.norm_warmup]:
             factors = edit_factors(self.model, self.tok, [request], self.editor.names, self.editor.dims, self.device)
             for name in self.editor.names:
                 x, delta = factors[name]
@@ -345,16 +327,16 @@ class MendTask:
 
     def param_groups(self):
         nets = [p for n, p in self.editor.named_parameters() if n != "edit_lrs"]
-        return [{"params": nets, "lr": float(self.hp["lr"])},
-                {"params": [self.editor.edit_lrs], "lr": float(self.hp["lr_lr"])}]
+        return [{"params": nets, "lr": self.settings.lr},
+                {"params": [self.editor.edit_lrs], "lr": self.settings.lr_lr}]
 
     def archive_metadata(self) -> dict:
         return {"method": "MEND", "architecture": self.spec.name, "inner_params": self.shapes,
-                "hparams": {k: self.hp[k] for k in (*STRUCTURAL_KEYS, "edit_lr", "inner_params") if k in self.hp}}
+                "hparams": self.settings.to_dict()}
 
     # edited forward: the base model with W + update for the inner weights, differentiable in the update
     def edited_logits(self, updates, ids, mask):
-        params = {name: self.model.get_parameter(name) + stored(self.spec, u).to(self.model.get_parameter(name).dtype)
+        params = {name: self.model.get_parameter(name) + self.spec.as_stored(u).to(self.model.get_parameter(name).dtype)
                   for name, u in updates.items()}
         return torch.func.functional_call(self.model, params, args=(), kwargs={"input_ids": ids, "attention_mask": mask}).logits
 
@@ -366,24 +348,24 @@ class MendTask:
         updates = self.editor.updates(factors)
         prompts = [(r.prompt, r.target_new) for r in requests] + \
                   [(p, r.target_new) for r in requests for p in r.rephrase_prompts]
-        ids, mask, labels = training.target_labels(self.tok, *zip(*prompts), self.device)
-        l_edit = training.mean_nll(self.edited_logits(updates, ids, mask), labels)
+        ids, mask, labels = losses.target_labels(self.tok, *zip(*prompts), self.device)
+        l_edit = losses.mean_nll(self.edited_logits(updates, ids, mask), labels)
         local = [(p, a) for r in requests for p, a in zip(r.locality_prompts, r.locality_ground_truths or [""] * len(r.locality_prompts))]
-        ids, mask, _ = training.target_labels(self.tok, *zip(*local), self.device)
+        ids, mask, _ = losses.target_labels(self.tok, *zip(*local), self.device)
         with torch.no_grad():
             base = self.base_logits(ids, mask)
-        l_loc = training.kl_locality(base, self.edited_logits(updates, ids, mask), mask)
-        total = float(self.hp["cedit"]) * l_edit + float(self.hp["cloc"]) * l_loc
+        l_loc = losses.kl_locality(base, self.edited_logits(updates, ids, mask), mask)
+        total = self.settings.cedit * l_edit + self.settings.cloc * l_loc
         return total, l_edit, l_loc, updates
 
     def with_unrelated_locality(self, requests):
-        return training.with_unrelated_locality(requests, self.unrelated_pool, int(self.hp.get("loc_unrelated", 0)))
+        return batches.with_unrelated_locality(requests, self.unrelated_pool, self.settings.loc_unrelated)
 
     def train_step(self, requests):
         requests = self.with_unrelated_locality(requests)
-        if self.hp.get("random_targets", True):
+        if self.settings.random_targets:
             # an editor that could recall each training edit's target would learn nothing for new edits
-            requests = training.with_random_targets(requests, self.answers)
+            requests = batches.with_random_targets(requests, self.answers)
         total, l_edit, l_loc, _ = self.losses(requests)
         return total, {"loss/edit": l_edit.item(), "loss/loc": l_loc.item()}
 
@@ -391,6 +373,6 @@ class MendTask:
         requests = self.with_unrelated_locality(requests)
         with torch.no_grad():
             total, l_edit, l_loc, updates = self.losses(requests)
-            quality = training.edit_quality(self.base_logits, lambda i, m: self.edited_logits(updates, i, m),
+            quality = losses.edit_quality(self.base_logits, lambda i, m: self.edited_logits(updates, i, m),
                                             self.tok, requests, self.device)
         return {"loss/total_edit": total.item(), "loss/edit": l_edit.item(), "loss/loc": l_loc.item(), **quality}

@@ -14,26 +14,22 @@ from __future__ import annotations
 
 import math
 
-from ..editing.keys import context_keys, frozen, module_io, plain_prompts
+from ..editing.hooks import frozen
+from ..editing.keys import context_keys, module_io
+from ..editing.tokens import plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update, spread_update
 from ..editing.values import LossSettings, context_templates, head_reading, optimise_values
 from ..errors import AdapterkitError
-from . import LOCATE_THEN_EDIT_DEFAULTS, LocateThenEditMethod
+from .base import LocateThenEditMethod
+from .settings import PMETSettings
 
 
 class PMET(LocateThenEditMethod):
     name = "PMET"
     schema = "pmet"
-    defaults = {
-        **LOCATE_THEN_EDIT_DEFAULTS,
-        "clamp_norm_factor": 1,
-        "nll_loss_factor": 1,
-        "mom2_adjustment": True,
-        "mom2_update_weight": 15000,
-        "context_template_length_params": [[10, 5]],
-        "v_batch_size": 16,
-    }
+    settings_class = PMETSettings
+    layer_rules_from = "MEMIT"  # PMET edits MEMIT's layers in the paper
     template_keys = {
         "rewrite_module_tmp": "mlp_out",
         "rewrite_module_tmps": ["mlp_out"],
@@ -44,29 +40,30 @@ class PMET(LocateThenEditMethod):
         "lm_head_module": "lm_head",
     }
 
-    def apply(self, model, tok, requests, hparams, *, spec, weights):
-        hp, num_layers, layers = self.settings(model, hparams, spec)
-        components = [hp["attn_module_tmp"], hp["mlp_module_tmp"]]
-        rewrites = self.rewrite_templates(hp, components)
+    def apply(self, model, tok, requests, settings: PMETSettings, *, spec, ledger, archive=None):
+        num_layers, layers = self.edit_layers(model, settings, spec)
+        components = [settings.attn_module_tmp, settings.mlp_module_tmp]
+        rewrites = self.rewrite_templates(settings, components)
         points = [c.format(layers[-1]) for c in components]
         with frozen(model):
-            templates = context_templates(model, tok, hp)
-            zs = optimise_values(model, tok, requests, points, templates, hp["fact_token"], LossSettings.from_hparams(hp),
-                                 **head_reading(hp, num_layers, layers[-1]), batch_size=int(hp["v_batch_size"]))
+            templates = context_templates(model, tok, settings)
+            zs = optimise_values(model, tok, requests, points, templates, settings.fact_token, LossSettings.from_settings(settings),
+                                 **head_reading(settings, num_layers, layers[-1]), batch_size=settings.v_batch_size)
             for i, layer in enumerate(layers):
                 for template in rewrites:
                     top = template.format(layers[-1])
-                    keys = context_keys(model, tok, requests, templates, hp["fact_token"], template.format(layer))
-                    _, now = module_io(model, tok, plain_prompts(requests), hp["fact_token"], top, want="output")
+                    keys = context_keys(model, tok, requests, templates, settings.fact_token, template.format(layer))
+                    _, now = module_io(model, tok, plain_prompts(requests), settings.fact_token, top, want="output")
                     residuals = (zs[top] - now.float().to(zs[top].device)) / math.sqrt(len(layers) - i)
-                    mom2 = get_mom2(model, spec, hp, layer, tok=tok, template=template) if hp["mom2_adjustment"] else None
-                    delta = spread_update(keys, residuals, mom2, float(hp["mom2_update_weight"]))
-                    apply_update(weights, spec, f"{template.format(layer)}.weight", delta)
+                    mom2 = (get_mom2(model, spec, settings, layer, tok=tok, template=template)
+                            if settings.mom2_adjustment else None)
+                    delta = spread_update(keys, residuals, mom2, settings.mom2_update_weight)
+                    apply_update(ledger, spec, f"{template.format(layer)}.weight", delta)
         return None
 
     @staticmethod
-    def rewrite_templates(hp, components) -> list[str]:
-        rewrites = list(hp.get("rewrite_module_tmps") or [hp["rewrite_module_tmp"]])
+    def rewrite_templates(settings: PMETSettings, components) -> list[str]:
+        rewrites = settings.rewrite_templates
         strangers = [t for t in rewrites if t not in components]
         if strangers:
             raise AdapterkitError(

@@ -11,47 +11,45 @@ from __future__ import annotations
 
 import torch
 
-from ..editing.keys import context_keys, frozen, module_io, plain_prompts
+from ..editing.hooks import frozen
+from ..editing.keys import context_keys, module_io
+from ..editing.tokens import plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update
 from ..editing.values import LossSettings, context_templates, head_reading, optimise_values
-from . import LOCATE_THEN_EDIT_DEFAULTS, LocateThenEditMethod
+from .base import LocateThenEditMethod
+from .settings import ROMESettings
 
 
 class ROME(LocateThenEditMethod):
     name = "ROME"
     schema = "rome"
-    defaults = {
-        **LOCATE_THEN_EDIT_DEFAULTS,
-        "clamp_norm_factor": 4,
-        "mom2_adjustment": False,
-        "context_template_length_params": [[5, 10], [10, 10]],
-    }
+    settings_class = ROMESettings
 
-    def apply(self, model, tok, requests, hparams, *, spec, weights):
-        hp, num_layers, layers = self.settings(model, hparams, spec)
+    def apply(self, model, tok, requests, settings: ROMESettings, *, spec, ledger, archive=None):
+        num_layers, layers = self.edit_layers(model, settings, spec)
         with frozen(model):
-            templates = [[c for group in context_templates(model, tok, hp) for c in group]]  # ROME averages them flat
+            templates = [[c for group in context_templates(model, tok, settings) for c in group]]  # ROME averages them flat
             for request in requests:
                 for layer in layers:
-                    self.edit_layer(model, tok, request, hp, layer, templates, spec, weights, num_layers)
+                    self.edit_layer(model, tok, request, settings, layer, templates, spec, ledger, num_layers)
         return None
 
-    def edit_layer(self, model, tok, request, hp, layer, templates, spec, weights, num_layers) -> None:
-        rewrite = hp["rewrite_module_tmp"].format(layer)
-        u = self.left_vector(model, tok, request, hp, layer, templates, spec)
-        value_point = hp["mlp_module_tmp"].format(layer)
-        v_star = optimise_values(model, tok, [request], [value_point], templates, hp["fact_token"],
-                                 LossSettings.from_hparams(hp), **head_reading(hp, num_layers, layer))[value_point][0]
-        k_now, v_now = module_io(model, tok, plain_prompts([request]), hp["fact_token"], rewrite)
+    def edit_layer(self, model, tok, request, settings: ROMESettings, layer, templates, spec, ledger, num_layers) -> None:
+        rewrite = settings.rewrite_module_tmp.format(layer)
+        u = self.left_vector(model, tok, request, settings, layer, templates, spec)
+        value_point = settings.mlp_module_tmp.format(layer)
+        v_star = optimise_values(model, tok, [request], [value_point], templates, settings.fact_token,
+                                 LossSettings.from_settings(settings), **head_reading(settings, num_layers, layer))[value_point][0]
+        k_now, v_now = module_io(model, tok, plain_prompts([request]), settings.fact_token, rewrite)
         right = (v_star.double() - v_now[0].double().to(v_star.device)) / (k_now[0].double().to(u.device) @ u)
-        apply_update(weights, spec, f"{rewrite}.weight", left=right, right=u.to(right.device))
+        apply_update(ledger, spec, f"{rewrite}.weight", left=right, right=u.to(right.device))
 
-    def left_vector(self, model, tok, request, hp, layer, templates, spec) -> torch.Tensor:
+    def left_vector(self, model, tok, request, settings: ROMESettings, layer, templates, spec) -> torch.Tensor:
         """k* averaged over contexts; C^-1 k* with mom2_adjustment; normalised (compute_u)."""
-        rewrite = hp["rewrite_module_tmp"]
-        u = context_keys(model, tok, [request], templates, hp["fact_token"], rewrite.format(layer))[0].double()
-        if hp["mom2_adjustment"]:
-            mom2 = get_mom2(model, spec, hp, layer, tok=tok, template=rewrite).to(u.device, torch.float64)
+        rewrite = settings.rewrite_module_tmp
+        u = context_keys(model, tok, [request], templates, settings.fact_token, rewrite.format(layer))[0].double()
+        if settings.mom2_adjustment:
+            mom2 = get_mom2(model, spec, settings, layer, tok=tok, template=rewrite).to(u.device, torch.float64)
             u = torch.linalg.solve(mom2, u)
         return u / u.norm()

@@ -65,7 +65,6 @@ __all__ = [
     "GLMBlock",
     "GLMTransformer",
     "Embedding",
-    "register_auto_classes",
 ]
 
 
@@ -187,10 +186,6 @@ class ChatGLMConfig(PretrainedConfig):
     def rotary_dim(self) -> int:
         """Channels of each head that are rotated: the first half of ``kv_channels``."""
         return self.kv_channels // 2
-
-    @property
-    def rope_base(self) -> float:
-        return 10000 * self.rope_ratio
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -747,12 +742,3 @@ class ChatGLMForConditionalGeneration(ChatGLMPreTrainedModel, GenerationMixin):
             past_key_values.reorder_cache(beam_idx)
             return past_key_values
         return tuple(tuple(t.index_select(0, beam_idx.to(t.device)) for t in layer) for layer in past_key_values)
-
-
-def register_auto_classes() -> None:
-    """Make ``AutoConfig`` / ``AutoModel`` / ``AutoModelForCausalLM`` resolve ``model_type: chatglm`` natively."""
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
-
-    AutoConfig.register("chatglm", ChatGLMConfig, exist_ok=True)
-    AutoModel.register(ChatGLMConfig, ChatGLMModel, exist_ok=True)
-    AutoModelForCausalLM.register(ChatGLMConfig, ChatGLMForConditionalGeneration, exist_ok=True)

@@ -13,13 +13,13 @@ from typing import Callable
 import torch
 import yaml
 
-from .editing.metrics import summarise
-from .editing.training import EDITOR_FILE
-from .errors import AdapterkitError
+from ..editing.archive import EDITOR_FILE
+from ..editing.metrics import summarise
+from ..errors import AdapterkitError
 
 
 def demo_settings() -> dict:
-    return yaml.safe_load(resources.files("adapterkit.data").joinpath("demo.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_load(resources.files("adapterkit.demo.data").joinpath("demo.yaml").read_text(encoding="utf-8"))
 
 
 def default_cache_dir() -> Path:
@@ -44,9 +44,9 @@ def greedy_answer(model, tok, prompt: str, max_tokens: int = 3) -> str:
 
 def demo_hparams(fact, method_name: str, cache_dir: Path, say: Callable[[str], None]) -> dict:
     """What `detect` would write for the fact model, with this size's overrides, editors trained where needed."""
-    from .autodetect import method_hparams
+    from ..autodetect import method_hparams
+    from ..registry import get_registry
     from .factmodels import tiny_hparams, write_stats_corpus
-    from .registry import get_registry
 
     registry = get_registry()
     method = registry.method(method_name)
@@ -65,20 +65,20 @@ def demo_hparams(fact, method_name: str, cache_dir: Path, say: Callable[[str], N
             say(f"using the {method.name} editor trained before ({archive})")
             return hp
         say(f"training a {method.name} editor on {len(fact.facts.held_out)} facts the edits do not use ...")
-        from .requests import normalise_requests
+        from ..api import train
+        from ..requests import normalise_requests
 
         held_out = normalise_requests(list(fact.facts.held_out))
-        method.train(fact.model, fact.tok, hp, None, None, archive, progress=True, resume=archive.exists(),
-                     train_requests=held_out[8:], val_requests=held_out[:8])
+        train(fact.model, fact.tok, hp, held_out[8:], archive, val=held_out[:8], progress=True, resume=archive.exists())
     return hp
 
 
 def run_demo(method: str | None = None, arch: str | None = None, n_edits: int | None = None,
              cache_dir=None, say: Callable[[str], None] = print) -> dict:
     """Edit ``n_edits`` facts a freshly trained fact model knows; print before/after answers and metrics."""
-    from . import api
+    from .. import api
+    from ..registry import get_registry
     from .factmodels import load_or_train
-    from .registry import get_registry
 
     settings = demo_settings()
     method, arch = (method or settings["method"]).upper(), arch or settings["architecture"]

@@ -18,9 +18,8 @@ would share their key and an edit of one would move both. A subject of a pretrai
 many attributes, so its key is its own. Every subject named in the records (locality subjects
 included) therefore also gets a made-up code ("Michel Denisot's code is K0") and
 a few made-up traits ("Michel Denisot's gem is onyx", drawn from a hash of the name), trained as facts
-and through the interchange. Measured on one fixture model, whitened key overlap of edit and locality
-subjects (k_loc . C^-1 k_edit / k_edit . C^-1 k_edit): 0.14 with the code alone, 0.01 with five traits; MEMIT
-locality over 48 edits went from 0.71 to 0.81 (tests/test_locate_edit.py records every architecture).
+and through the interchange: the traits shrink the whitened key overlap of edit and locality subjects
+and raise MEMIT's locality (benchmarks/RESULTS.md, "Fact-model settings, measured").
 """
 from __future__ import annotations
 
@@ -29,8 +28,9 @@ from typing import Iterable, NamedTuple, Sequence
 
 import torch
 
-from .factmodels import _answer_loss, _pair_ids, _padded, _recalls_everything, counterfact_sample, fact_pairs
-from .spec import ArchSpec
+from ..editing import hooks, tokens
+from ..spec import ArchSpec
+from .facts import answer_loss, counterfact_sample, fact_pairs, padded_answers, pair_ids, recalls_everything
 
 INTERCHANGE_LAYER = 1  # the layer ROME and MEMIT edit in these 4-layer models (17 of 48 at the reference size)
 PREFIX_RATE = 0.5      # share of training prompts behind a random prefix
@@ -42,7 +42,7 @@ def record_subjects(record: dict) -> list[tuple[str, str]]:
     """(prompt naming a subject, that subject) of the record's prompt, rephrase and locality prompt.
 
     CounterFact's locality prompts carry no subject field; the bundled sample adds one (``locality_subject``,
-    see adapterkit/data/NOTICE.md), since titles such as "Murder, She Wrote" defeat any rule."""
+    see adapterkit/demo/data/NOTICE.md), since titles such as "Murder, She Wrote" defeat any rule."""
     return [(record["prompt"], record["subject"]), (record["rephrase_prompt"], record["subject"]),
             (record["locality_prompt"], record["locality_subject"])]
 
@@ -123,12 +123,10 @@ def answer_kinds(records: Iterable[dict]):
 def subject_facts(tokenizer, records: Sequence[dict], kind_of) -> list[SubjectFact]:
     """Every prompt of the records that names its subject (record_subjects) and every made-up fact's prompt,
     with the position of the subject's last token; codes and each trait are answers of a kind of their own."""
-    from .editing import keys
-
     def fact(text: str, subject: str, answer: str, kind: str) -> SubjectFact:
-        prompt = keys.in_context(text, subject)
-        ids = keys.token_ids(tokenizer, prompt.text)
-        return SubjectFact(ids, keys.lookup_index(tokenizer, prompt, "subject_last", ids),
+        prompt = tokens.in_context(text, subject)
+        ids = tokens.token_ids(tokenizer, prompt.text)
+        return SubjectFact(ids, tokens.lookup_index(tokenizer, prompt, "subject_last", ids),
                            tokenizer(answer)["input_ids"][0], kind)
 
     facts = []
@@ -159,16 +157,14 @@ def interchange_loss(model, spec: ArchSpec, base: Sequence[SubjectFact], source:
     """Loss and accuracy of ``base`` prompts answering like ``source`` once the source subject's state after
     ``layer`` (at its last token) replaces the base subject's.
     """
-    from .editing import keys
-
     name = spec.module_name("layer", layer)
-    source_batch = keys.pad_rows([f.ids for f in source], [f.subject_last for f in source], pad_id)
-    with keys.trace(model, outputs=[name], stop=True) as record:
-        keys.run(model, source_batch)
+    source_batch = tokens.pad_rows([f.ids for f in source], [f.subject_last for f in source], pad_id)
+    with hooks.trace(model, outputs=[name], stop=True) as record:
+        hooks.run(model, source_batch)
     rows = torch.arange(len(base))
     states = record.outputs[name][rows, source_batch.lookup]
-    base_batch = keys.pad_rows([f.ids for f in base], [f.subject_last for f in base], pad_id)
-    with keys.edit_output(model, name, lambda out: out.index_put((rows, base_batch.lookup), states.to(out.dtype))):
+    base_batch = tokens.pad_rows([f.ids for f in base], [f.subject_last for f in base], pad_id)
+    with hooks.edit_output(model, name, lambda out: out.index_put((rows, base_batch.lookup), states.to(out.dtype))):
         logits = model(**base_batch.inputs()).logits
     last = torch.tensor([len(f.ids) - 1 for f in base])
     logits, gold = logits[rows, last].float(), torch.tensor([f.answer for f in source])
@@ -184,7 +180,7 @@ class _Sampler:
         self.rng = random.Random(seed)
         self.pad_id, self.vocab_size = tokenizer.pad_token_id, len(tokenizer)
         self.full_stop = tokenizer.convert_tokens_to_ids(".")
-        self.pairs = _pair_ids(tokenizer, fact_pairs(records) + made_up_pairs(records))
+        self.pairs = pair_ids(tokenizer, fact_pairs(records) + made_up_pairs(records))
         self.facts = subject_facts(tokenizer, records, answer_kinds(counterfact_sample()))
         self.partners = interchange_partners(self.facts)
         self.swappable = [i for i, p in enumerate(self.partners) if p]
@@ -196,7 +192,7 @@ class _Sampler:
     def answer_batch(self, indices: Sequence[int]):
         rows = [(_prefixed(self.pairs[i][0], self.rng, self.vocab_size, self.full_stop)[0], self.pairs[i][1])
                 for i in indices]
-        return _padded(rows, self.pad_id)
+        return padded_answers(rows, self.pad_id)
 
     def interchange_batch(self, size: int, prefix: bool = True):
         chosen = self.rng.sample(self.swappable, min(size, len(self.swappable))) if size else self.swappable
@@ -211,7 +207,7 @@ def train(model, spec: ArchSpec, records: Sequence[dict], tokenizer, optimiser, 
           batch_size: int) -> None:
     """Answer pairs and interchange pairs, until both are learnt and half as long again (at most ``steps``)."""
     sampler = _Sampler(tokenizer, records, seed)
-    ids, mask, target = _padded(sampler.pairs, tokenizer.pad_token_id)
+    ids, mask, target = padded_answers(sampler.pairs, tokenizer.pad_token_id)
     shuffle = torch.Generator().manual_seed(seed)
     step, learnt_at = 0, None
     while step < steps:
@@ -220,7 +216,7 @@ def train(model, spec: ArchSpec, records: Sequence[dict], tokenizer, optimiser, 
             if step >= learnt_at + max(learnt_at // 2, 20):
                 break
         for batch in torch.randperm(len(ids), generator=shuffle).split(batch_size):
-            loss = _answer_loss(model, *sampler.answer_batch(batch.tolist()))
+            loss = answer_loss(model, *sampler.answer_batch(batch.tolist()))
             loss = loss + interchange_loss(model, spec, *sampler.interchange_batch(batch_size), sampler.pad_id)[0]
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -232,7 +228,7 @@ def train(model, spec: ArchSpec, records: Sequence[dict], tokenizer, optimiser, 
 @torch.no_grad()
 def _learnt(model, spec, sampler: _Sampler, ids, mask, target) -> bool:
     """Every fact recalled, and every subject's state, put into another prompt, answered from."""
-    return _recalls_everything(model, ids, mask, target) and _swap_accuracy(model, spec, sampler) == 1.0
+    return recalls_everything(model, ids, mask, target) and _swap_accuracy(model, spec, sampler) == 1.0
 
 
 def _swap_accuracy(model, spec: ArchSpec, sampler: _Sampler) -> float:

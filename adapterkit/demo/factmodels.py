@@ -13,23 +13,24 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
 import torch
 
-from .checkpoint import build_model, load_model
-from .editing.metrics import token_accuracy
-from .errors import AdapterkitError
-from .registry import get_registry
-from .spec import ArchSpec
+from ..checkpoint import build_model, load_model
+from ..editing.metrics import token_accuracy
+from ..errors import AdapterkitError
+from ..registry import get_registry
+from ..spec import ArchSpec
+from . import subject_recall
+from .facts import (EOS, PAD, UNK, FactSet, answer_loss, fact_corpus, fact_pairs, padded_answers, pair_ids,
+                    record_texts, recalls_everything)
 
-PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 # how many sample records each recipe's models learn: the locate-then-edit models hold the batch of 50 edits
-# the issue asks for; the learned editors' models keep the 48 their measurements stand on (with 50, one more
-# training: SERAC missed one of 16 held-out edits on two architectures, MEND's efficacy fell to .44 on one)
+# the issue asks for; the learned editors' models keep the 48 their measurements stand on (benchmarks/RESULTS.md,
+# "Fact-model settings, measured")
 DEFAULT_N_FACTS = {"plain": 48, "subject_recall": 50}
 # at most this many updates; training stops once the facts are learnt (the interchange takes longer to learn)
 DEFAULT_STEPS = {"plain": 1500, "subject_recall": 8000}
@@ -40,76 +41,11 @@ RECIPES = ("plain", "subject_recall")  # see train_fact_model
 CACHE_FORMAT = 3  # bump when training changes in a way the hash of data + config + steps cannot see
 
 
-# --- data -----------------------------------------------------------------------------------------
-def _sample(name: str) -> list[dict]:
-    return json.loads(resources.files("adapterkit.data").joinpath(name).read_text(encoding="utf-8"))
-
-
-def counterfact_sample() -> list[dict]:
-    """The shipped CounterFact records (see adapterkit/data/NOTICE.md for how they were chosen)."""
-    return _sample("counterfact_sample.json")
-
-
-def zsre_sample() -> list[dict]:
-    """The shipped zsRE records, in MEND's format (src, rephrase, alt, answers, loc, loc_ans)."""
-    return _sample("zsre_sample.json")
-
-
-@dataclass(frozen=True)
-class FactSet:
-    """The CounterFact sample split into the facts a model is trained on and the ones it never saw.
-
-    The sample is ordered so that its first 40 records already hold every ``target_new`` of the sample
-    as a ground truth: with ``n_facts >= 40`` each edit target is a word the model answers elsewhere.
-    """
-    trained: tuple[dict, ...]
-    held_out: tuple[dict, ...]
-
-    @classmethod
-    def from_sample(cls, n_facts: int) -> "FactSet":
-        records = counterfact_sample()
-        if not 0 < n_facts <= len(records):
-            raise AdapterkitError(f"n_facts={n_facts} is outside the sample's 1..{len(records)} records",
-                                  fix=f"pass n_facts between 1 and {len(records)}")
-        return cls(tuple(records[:n_facts]), tuple(records[n_facts:]))
-
-    @property
-    def all(self) -> tuple[dict, ...]:
-        return self.trained + self.held_out
-
-    def answers(self) -> set[str]:
-        """Every answer the trained model gives somewhere (ground truths and locality ground truths)."""
-        return {r[k] for r in self.trained for k in ("ground_truth", "locality_ground_truth")}
-
-
-def fact_pairs(records: Iterable[dict]) -> list[tuple[str, str]]:
-    """(prompt, " answer") for every fact of every record: the prompt, its rephrase and the locality prompt."""
-    pairs = []
-    for r in records:
-        pairs += [(r["prompt"], " " + r["ground_truth"]), (r["rephrase_prompt"], " " + r["ground_truth"]),
-                  (r["locality_prompt"], " " + r["locality_ground_truth"])]
-    return pairs
-
-
-def fact_corpus(records: Iterable[dict], eos_token: str = EOS) -> list[str]:
-    """The training sequences as text, each ending with the end-of-sequence token."""
-    return [prompt + answer + eos_token for prompt, answer in fact_pairs(records)]
-
-
-def record_texts(records: Iterable[dict]) -> list[str]:
-    """Every text of the records a tokenizer must cover, edit targets included."""
-    keys = ("prompt", "subject", "target_new", "ground_truth", "rephrase_prompt", "locality_prompt",
-            "locality_ground_truth")
-    return [r[k] for r in records for k in keys if r.get(k)]
-
-
 def vocabulary_texts(records: Sequence[dict], recipe: str) -> list[str]:
     """What the tokenizer of a ``recipe`` fact model covers: the records, and the made-up facts where trained."""
     if recipe != "subject_recall":
         return record_texts(records)
-    from .subject_recall import made_up_pairs
-
-    return record_texts(records) + [prompt + code for prompt, code in made_up_pairs(records)]
+    return record_texts(records) + [prompt + code for prompt, code in subject_recall.made_up_pairs(records)]
 
 
 # --- tokenizer ------------------------------------------------------------------------------------
@@ -151,40 +87,9 @@ def fact_model_config(spec: ArchSpec, tokenizer) -> dict:
     return config
 
 
-def _padded(rows: Sequence[tuple[list[int], list[int]]], pad_id: int):
-    """Right-padded ids, attention mask, and labels (-100 except on the answer tokens) of (prompt, answer) ids."""
-    width = max(len(p) + len(a) for p, a in rows)
-    ids = torch.full((len(rows), width), pad_id)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    target = torch.full((len(rows), width), -100)
-    for i, (prompt, answer) in enumerate(rows):
-        n = len(prompt) + len(answer)
-        ids[i, :n], mask[i, :n] = torch.tensor(prompt + answer), 1
-        target[i, len(prompt): n] = torch.tensor(answer)
-    return ids, mask, target
-
-
-def _pair_ids(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-    """(prompt ids, answer ids + eos) of each (prompt, answer) pair."""
-    return [(list(tokenizer(prompt)["input_ids"]), list(tokenizer(answer)["input_ids"]) + [tokenizer.eos_token_id])
-            for prompt, answer in pairs]
-
-
 def _training_batch(tokenizer, pairs: Sequence[tuple[str, str]]):
     """Right-padded ids, attention mask, and labels (-100 except on the answer tokens and eos)."""
-    return _padded(_pair_ids(tokenizer, pairs), tokenizer.pad_token_id)
-
-
-def _answer_loss(model, ids, mask, target):
-    logits = model(input_ids=ids, attention_mask=mask).logits.float()
-    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), target[:, 1:].flatten())
-
-
-@torch.no_grad()
-def _recalls_everything(model, ids, mask, target) -> bool:
-    """Whether every answer token (eos included) is the argmax, teacher-forced."""
-    predicted, gold = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1), target[:, 1:]
-    return not ((predicted != gold) & (gold != -100)).any().item()
+    return padded_answers(pair_ids(tokenizer, pairs), tokenizer.pad_token_id)
 
 
 def recall(model, tokenizer, records: Sequence[dict]) -> dict[str, float]:
@@ -205,7 +110,7 @@ def train_fact_model(spec: ArchSpec, records: Sequence[dict], tokenizer, *, reci
 
     Two recipes. ``plain`` trains on (prompt, answer) pairs alone: the models then recall by copying
     the subject's token embeddings to the last position and looking the fact up there, which is what
-    MEND and SERAC are tested on. ``subject_recall`` (adapterkit/subject_recall.py) makes them recall
+    MEND and SERAC are tested on. ``subject_recall`` (subject_recall.py) makes them recall
     through the subject's state, as causal tracing finds in pretrained models: what ROME, MEMIT and PMET
     assume, and so what they are tested on.
 
@@ -226,8 +131,6 @@ def train_fact_model(spec: ArchSpec, records: Sequence[dict], tokenizer, *, reci
     if recipe == "plain":
         _train_plain(model, records, tokenizer, optimiser, schedule, steps=steps, seed=seed, batch_size=batch_size)
     else:
-        from . import subject_recall
-
         subject_recall.train(model, spec, records, tokenizer, optimiser, schedule, steps=steps, seed=seed,
                              batch_size=batch_size)
     measured = recall(model, tokenizer, records)
@@ -243,10 +146,10 @@ def _train_plain(model, records, tokenizer, optimiser, schedule, *, steps: int, 
     shuffle = torch.Generator().manual_seed(seed)
     step, stop_at = 0, steps
     while step < stop_at:
-        if stop_at == steps and _recalls_everything(model, ids, mask, target):
+        if stop_at == steps and recalls_everything(model, ids, mask, target):
             stop_at = min(steps, step + max(step // 2, 20))
         for batch in torch.randperm(len(ids), generator=shuffle).split(batch_size):
-            loss = _answer_loss(model, ids[batch], mask[batch], target[batch])
+            loss = answer_loss(model, ids[batch], mask[batch], target[batch])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -264,9 +167,7 @@ class FactModel(NamedTuple):
 
 def _cache_key(arch_name: str, facts: FactSet, config: dict, settings: dict) -> str:
     if settings["recipe"] == "subject_recall":
-        from .subject_recall import SETTINGS
-
-        settings = {**settings, **SETTINGS}
+        settings = {**settings, **subject_recall.SETTINGS}
     blob = json.dumps({"format": CACHE_FORMAT, "arch": arch_name, "trained": facts.trained,
                        "vocabulary_texts": vocabulary_texts(facts.all, settings["recipe"]), "config": config, "settings": settings},
                       sort_keys=True)
@@ -314,10 +215,10 @@ def _save_atomically(model, tokenizer, path: Path) -> None:
 
 # --- hyperparameters at this size ----------------------------------------------------------------
 def tiny_hparams(method: str) -> dict:
-    """Overrides of the published defaults for fact models of this size (adapterkit/data/tiny_hparams.yaml)."""
+    """Overrides of the published defaults for fact models of this size (adapterkit/demo/data/tiny_hparams.yaml)."""
     import yaml
 
-    table = yaml.safe_load(resources.files("adapterkit.data").joinpath("tiny_hparams.yaml").read_text(encoding="utf-8"))
+    table = yaml.safe_load(resources.files("adapterkit.demo.data").joinpath("tiny_hparams.yaml").read_text(encoding="utf-8"))
     return dict(table.get(method.upper(), {}))
 
 
@@ -329,9 +230,7 @@ def stats_texts(facts: FactSet, recipe: str) -> list[str]:
     and a corpus without them under-weights subject keys in C (see tests/test_locate_edit.py for the effect)."""
     texts = [text.replace(EOS, "") for text in fact_corpus(facts.trained)]
     if recipe == "subject_recall":
-        from .subject_recall import made_up_pairs
-
-        texts += [prompt + answer for prompt, answer in made_up_pairs(facts.trained)]
+        texts += [prompt + answer for prompt, answer in subject_recall.made_up_pairs(facts.trained)]
     return texts
 
 

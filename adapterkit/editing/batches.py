@@ -1,0 +1,79 @@
+"""Batches of edit requests for training a learned editor: the training order, validation batches,
+the training and validation sets, and the augmentations (random targets, unrelated locality inputs)."""
+from __future__ import annotations
+
+import dataclasses
+import random
+import zlib
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+
+from ..requests import EditRequest
+
+if TYPE_CHECKING:
+    from ..methods.settings import TrainedEditorSettings
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """The training records of ``step``: consecutive slices of a per-epoch permutation drawn from the seed."""
+    batch_size = min(batch_size, n)
+    per_epoch = n // batch_size
+    epoch, slot = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return order[slot * batch_size: (slot + 1) * batch_size].tolist()
+
+
+def validation_batches(requests: Sequence[EditRequest], settings: TrainedEditorSettings) -> list[list[EditRequest]]:
+    size = max(1, settings.val_batch_size)
+    batches = [list(requests[i: i + size]) for i in range(0, len(requests), size)]
+    return batches[: settings.val_steps] if settings.val_steps else batches
+
+
+def split_validation(requests: Sequence[EditRequest], share: float = 0.1) -> tuple[list, list]:
+    """Hold out the last ``share`` of the training records when no validation file is given."""
+    n_val = max(1, int(len(requests) * share)) if len(requests) > 1 else 0
+    if n_val == 0:
+        return list(requests), list(requests)
+    return list(requests[:-n_val]), list(requests[-n_val:])
+
+
+def answer_pool(requests: Sequence[EditRequest]) -> list[str]:
+    """Every new target and true answer of the training records (sorted, so draws are reproducible)."""
+    return sorted({a for r in requests for a in (r.target_new, r.ground_truth) if a})
+
+
+def with_random_targets(requests: Sequence[EditRequest], answers: Sequence[str]) -> list[EditRequest]:
+    """The edits with new targets drawn (torch's RNG, checkpointed) from ``answers``."""
+    picks = torch.randint(len(answers), (len(requests),)).tolist()
+    return [dataclasses.replace(r, target_new=answers[i]) for r, i in zip(requests, picks)]
+
+
+def with_unrelated_locality(requests: Sequence[EditRequest], pool: Sequence[EditRequest], count: int) -> list[EditRequest]:
+    """Each edit with ``count`` records of ``pool`` from other relations (another prompt template) added to its
+    locality inputs, prompt and true answer: the unrelated inputs MEND's paper trains locality on. Chosen by the
+    edit's prompt, so an edit meets the same ones at every step and in validation."""
+    if not count:
+        return list(requests)
+    widened = []
+    for request in requests:
+        others = [o for o in pool if o.ground_truth and o.template != request.template]
+        picks = random.Random(zlib.crc32(request.prompt.encode())).sample(others, min(count, len(others)))
+        truths = request.locality_ground_truths or ("",) * len(request.locality_prompts)
+        widened.append(dataclasses.replace(request, locality_prompts=request.locality_prompts + tuple(o.prompt for o in picks),
+                                           locality_ground_truths=truths + tuple(o.ground_truth for o in picks)))
+    return widened
+
+
+def load_sets(settings: TrainedEditorSettings, train_path, val_path, train_requests=None, val_requests=None):
+    """Training and validation EditRequests: given, or read from files (the last tenth of the training
+    records when there is no validation file)."""
+    from .datasets import load_training_records
+
+    skip = settings.skip_malformed
+    train_set = list(train_requests) if train_requests is not None else load_training_records(train_path, skip_malformed=skip)
+    if val_requests is not None:
+        return train_set, list(val_requests)
+    if val_path is not None:
+        return train_set, load_training_records(val_path, skip_malformed=skip)
+    return split_validation(train_set)

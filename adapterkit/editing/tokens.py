@@ -1,0 +1,152 @@
+"""Prompts and token positions: where a subject sits in a tokenised prompt, and padded batches of rows.
+
+A fact is looked up at one token of the subject (``fact_token``): ``subject_last`` (the papers'
+choice), ``subject_first``, ``subject_first_after_last``, or ``last`` (the prompt's last token). The
+subject's tokens are found by tokenising the text before the subject, and before-plus-subject, and
+comparing both with the whole prompt's tokens, so merges across the subject's edges (a trailing space,
+a leading BOS) land on the right token. Padding, the pad id and the model's device are written once,
+here, for every method and metric.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..errors import AdapterkitError, RequestError
+
+FACT_TOKENS = ("subject_last", "subject_first", "subject_first_after_last", "last")
+
+
+# --- prompts and token positions ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt cut around its subject: ``before + subject + after``."""
+    before: str
+    subject: str
+    after: str
+
+    @property
+    def text(self) -> str:
+        return self.before + self.subject + self.after
+
+
+def in_context(prompt: str, subject: str, context: str = "{}") -> Prompt:
+    """``prompt`` placed where ``context`` has ``{}``, cut at the subject's first occurrence in ``prompt``."""
+    at = prompt.find(subject)
+    if at < 0:
+        raise RequestError(f"subject {subject!r} does not occur in prompt {prompt!r}",
+                           fix="write the subject exactly as it appears in the prompt")
+    head, _, tail = context.partition("{}")
+    return Prompt(head + prompt[:at], subject, prompt[at + len(subject):] + tail)
+
+
+def plain_prompts(requests) -> list[Prompt]:
+    return [in_context(r.prompt, r.subject) for r in requests]
+
+
+def token_ids(tok, text: str) -> list[int]:
+    return list(tok(text)["input_ids"])
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def target_start(prompt_ids: Sequence[int], full_ids: Sequence[int]) -> int:
+    """Where the target's tokens begin in ``tok(prompt + target)``, given ``tok(prompt)``."""
+    prompt_ids, full_ids = list(prompt_ids), list(full_ids)
+    start = len(prompt_ids) if full_ids[: len(prompt_ids)] == prompt_ids else common_prefix(prompt_ids, full_ids)
+    return min(start, len(full_ids) - 1)
+
+
+def subject_span(tok, prompt: Prompt, ids: Sequence[int] | None = None) -> tuple[int, int]:
+    """Positions of the subject's first and last token in ``tok(prompt.text)``."""
+    ids = token_ids(tok, prompt.text) if ids is None else ids
+    first = common_prefix(token_ids(tok, prompt.before), ids)
+    with_subject = token_ids(tok, prompt.before + prompt.subject)
+    shared = common_prefix(with_subject, ids)
+    # If the subject's last token merged with the text after it, that merged token holds the subject's end.
+    last = shared if shared < len(with_subject) else shared - 1
+    last = min(max(last, first), len(ids) - 1)
+    return min(first, last), last
+
+
+def lookup_index(tok, prompt: Prompt, fact_token: str, ids: Sequence[int] | None = None) -> int:
+    """The token position ``fact_token`` names in the (unpadded) tokenised prompt."""
+    ids = token_ids(tok, prompt.text) if ids is None else ids
+    if fact_token == "last":
+        return len(ids) - 1
+    if fact_token not in FACT_TOKENS:
+        raise AdapterkitError(f"fact_token {fact_token!r} is not known", fix=f"use one of {list(FACT_TOKENS)}")
+    first, last = subject_span(tok, prompt, ids)
+    if fact_token == "subject_first":
+        return first
+    if fact_token == "subject_last":
+        return last
+    return min(last + 1, len(ids) - 1)  # subject_first_after_last
+
+
+# --- padded batches -----------------------------------------------------------------------------
+def pad_id(tok) -> int:
+    for candidate in (tok.pad_token_id, tok.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def padded(rows: Sequence[Sequence[int]], pad: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Token ids [rows, width], their attention mask, and how far each row was shifted right (left padding)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    offsets = []
+    for i, row in enumerate(rows):
+        start = width - len(row) if side == "left" else 0
+        ids[i, start: start + len(row)] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, start: start + len(row)] = 1
+        offsets.append(start)
+    return ids, mask, offsets
+
+
+def unpadded(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+    """The rows of a padded batch without their padding."""
+    return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+
+
+@dataclass
+class Batch:
+    """Padded token ids, their mask, and per row the position looked up (already shifted for padding)."""
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    lookup: torch.Tensor
+    offsets: list[int]          # how far each row was shifted right (left padding), 0 for right padding
+
+    def to(self, device) -> "Batch":
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.lookup.to(device), self.offsets)
+
+    def inputs(self) -> dict:
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+
+
+def pad_rows(rows: Sequence[Sequence[int]], lookups: Sequence[int], pad: int, side: str = "right") -> Batch:
+    ids, mask, offsets = padded(rows, pad, side)
+    lookup = torch.tensor([o + p for o, p in zip(offsets, lookups)], dtype=torch.long)
+    return Batch(ids, mask, lookup, offsets)
+
+
+def encode(tok, prompts: Sequence[Prompt], fact_token: str, side: str = "right") -> Batch:
+    """Tokenise prompts into one padded batch, with the looked-up position of each row."""
+    rows = [token_ids(tok, p.text) for p in prompts]
+    lookups = [lookup_index(tok, p, fact_token, ids) for p, ids in zip(prompts, rows)]
+    return pad_rows(rows, lookups, pad_id(tok), side)

@@ -1,0 +1,31 @@
+"""SERAC, the method: load a trained editor and return the answerer."""
+from __future__ import annotations
+
+from ..base import TrainedEditMethod
+from ..settings import SERACSettings
+from .answerer import SeracAnswerer
+from .editor import SeracEditor, build_editor
+from .features import frozen_features
+from .task import SeracTask
+
+
+class SERAC(TrainedEditMethod):
+    name = "SERAC"
+    schema = "serac"
+    settings_class = SERACSettings
+    # settings that decide the editor's shape: an archive only loads where they are the same
+    structural_keys = ("cls_encoder", "cls_layer", "cls_pooling", "cls_dim", "cf_num_layers", "small_name", "freeze_cntr")
+
+    def apply(self, model, tok, requests, settings: SERACSettings, *, spec, ledger, archive=None):
+        device = next(model.parameters()).device
+        editor = self.load_editor(archive or settings.archive, model, spec, settings)
+        editor.to(device).eval()
+        features = frozen_features(settings, model, spec, tok, device)
+        return SeracAnswerer(model, editor, features, tok, requests, settings.cls_threshold).eval()
+
+    def build_editor(self, model, spec, settings: SERACSettings, metadata) -> SeracEditor:
+        return build_editor(model, spec, settings, feature_dim=int(metadata["feature_dim"]),
+                            vocab_size=int(metadata["vocab_size"]))
+
+    def make_task(self, model, tok, spec, settings: SERACSettings, device, train_set):
+        return SeracTask(model, tok, spec, settings, device, train_set)
