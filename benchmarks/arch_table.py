@@ -26,7 +26,8 @@ import transformers
 import adapterkit
 from adapterkit.autodetect import detect
 from adapterkit.errors import AdapterkitError
-from adapterkit.factmodels import build_tokenizer, counterfact_sample, record_texts, tiny_hparams
+from adapterkit.demo.factmodels import build_tokenizer, tiny_hparams
+from adapterkit.demo.facts import counterfact_sample, record_texts
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
 from adapterkit.tinyconfig import tiny_config, write_checkpoint

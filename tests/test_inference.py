@@ -11,7 +11,8 @@ from adapterkit import registry as registry_module
 from adapterkit.autodetect import detect
 from adapterkit.checkpoint import build_model
 from adapterkit.errors import InferenceRefused, UnknownArchitectureError
-from adapterkit.factmodels import build_tokenizer, counterfact_sample, record_texts, tiny_hparams
+from adapterkit.demo.factmodels import build_tokenizer, tiny_hparams
+from adapterkit.demo.facts import counterfact_sample, record_texts
 from adapterkit.hparams import load_hparams
 from adapterkit.inference import _Inferrer, infer
 from adapterkit.registry import Registry, get_registry
@@ -183,7 +184,7 @@ def test_rome_edits_a_random_model_of_an_inferred_family(family, tmp_path, bare_
 def inferred_fact_models(fact_model_cache):
     """(declaration, fact model) of a family no plugin declares: its inferred declaration, with a tiny_config,
     registered while the fact-model machinery trains (or loads) the model, then only the inferred one remains."""
-    from adapterkit.factmodels import load_or_train
+    from adapterkit.demo.factmodels import load_or_train
     from adapterkit.spec import ArchSpec
 
     def load(family):
@@ -205,7 +206,7 @@ def inferred_fact_models(fact_model_cache):
 def test_rome_edits_a_trained_fact_model_of_an_inferred_family(family, inferred_fact_models, tmp_path, quality):
     from adapterkit.autodetect import method_hparams
     from adapterkit.editing.metrics import summarise
-    from adapterkit.factmodels import write_stats_corpus
+    from adapterkit.demo.factmodels import write_stats_corpus
 
     spec, fact = inferred_fact_models(family)
     hp = method_hparams(spec, fact.model.config.to_dict(), get_registry().method("ROME"), model_name=f"test-{family}")
