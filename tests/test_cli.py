@@ -19,8 +19,9 @@ def run_cli(*args, **kwargs):
 def test_plugins_lists_architectures_and_methods_with_distribution_and_version(capsys):
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    for name in BUILTIN_ARCHS:
-        assert f"architectures: {name}" in out
+    listed = {name for line in out.splitlines() if "architectures: " in line
+              for name in line.split("architectures: ", 1)[1].split(", ")}
+    assert set(BUILTIN_ARCHS) <= listed
     assert "methods: " + ", ".join(BUILTIN_METHODS) in out
     assert "adapterkit 0.1.0" in out
 

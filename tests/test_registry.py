@@ -228,6 +228,22 @@ def test_a_method_that_breaks_the_contract_is_a_fault():
     assert "LOOSE" not in registry.methods and "TWIN" not in registry.methods
 
 
+def test_a_lazy_method_that_breaks_the_contract_is_a_fault_when_first_used():
+    from adapterkit.registry import LazyMethod
+
+    registry = Registry()
+    registry.add_plugin(_MethodPlugin(LazyMethod("LOOSE", "collections:OrderedDict")), "loose", "loose-dist", "0.1")
+    assert "LOOSE" in registry.methods and not registry.faults  # nothing imported yet
+    with pytest.raises(PluginError) as err:
+        registry.method("loose")
+    assert "not an adapterkit.methods.EditMethod" in err.value.message
+    assert [(f.name, f.distribution) for f in registry.faults] == [("loose", "loose-dist")]
+    assert "LOOSE" not in registry.methods
+    registry.add_plugin(_MethodPlugin(LazyMethod("GONE", "no_such_module_here:Method")), "gone", "gone-dist", "0.1")
+    with pytest.raises(PluginError, match="could not be built"):
+        registry.method("gone")
+
+
 @pytest.mark.parametrize("arch", sorted(BUILTINS))
 def test_pmet_takes_memits_shape_rules_and_no_declaration_repeats_them(arch):
     spec = get_registry().architecture(arch)

@@ -13,8 +13,12 @@ def test_listing_plugins_imports_neither_torch_nor_transformers():
 
 
 def test_a_lazily_registered_method_loads_on_first_use():
-    from adapterkit.registry import get_registry
+    from adapterkit.methods import EditMethod
+    from adapterkit.registry import LazyMethod, Registry
 
-    method = get_registry().method("rome")
-    assert method.name == "ROME" and method.distribution == "adapterkit"
-    assert method.schema == "rome" and method.load().distribution == "adapterkit"
+    registry = Registry().load_entry_points()
+    assert isinstance(registry.methods["ROME"], LazyMethod)
+    method = registry.method("rome")
+    assert isinstance(method, EditMethod)  # the method contract, checked when it was built
+    assert method.name == "ROME" and method.distribution == "adapterkit" and method.schema == "rome"
+    assert registry.method("ROME") is method
