@@ -142,7 +142,7 @@ def weight_coverage(index, config: Mapping[str, Any], spec, source: str = "confi
     aliases = set(expected) - own  # names of parameters shared with another (tied weights)
     ignore_missing = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_missing", None) or ()]
     ignore_unexpected = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ()]
-    stored = {spec.model_tensor_name(name): shape for name, shape in index.shapes.items()}
+    stored = _as_loaded({spec.model_tensor_name(name): shape for name, shape in index.shapes.items()}, model)
     prefix = f"{getattr(model, 'base_model_prefix', '')}."
     if prefix != "." and not any(n.startswith(prefix) for n in stored):
         # saved from the base model (as some original releases are): transformers adds the prefix on load
@@ -156,6 +156,27 @@ def weight_coverage(index, config: Mapping[str, Any], spec, source: str = "confi
             coverage.mismatched.append(f"{name}: checkpoint {list(stored[name])}, model {list(shape)}")
     coverage.unexpected = [n for n in stored if n not in expected and not any(p.search(n) for p in ignore_unexpected)]
     return coverage
+
+
+def _as_loaded(stored: Mapping[str, Any], model) -> dict[str, Any]:
+    """Stored tensor names as transformers renames them on load (its conversion mapping for the model class:
+    renamed keys, and per-expert tensors that it merges into one, whose shape then is not the stored one)."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+        transforms = get_model_conversion_mapping(model)
+    except Exception:  # a transformers without conversion mappings loads names as stored
+        return dict(stored)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    if not (renamings or converters):
+        return dict(stored)
+    loaded: dict[str, Any] = {}
+    for name, shape in stored.items():
+        renamed, converted = rename_source_key(name, renamings, converters)
+        loaded[renamed] = None if converted is not None else shape
+    return loaded
 
 
 def check_weights_cover_model(index, config: Mapping[str, Any], spec, where, *, allow_partial: bool = False) -> None:
