@@ -369,9 +369,10 @@ class _Inferrer:
             keys["intermediate_size"] = others[0]
             self.found("intermediate_size", others[0], MEDIUM, f"the only config.json key equal to the MLP's width ({inter})")
         positions = [k for k in POSITION_KEYS if _is_count(self.config.get(k))]
-        if positions:
-            keys["max_positions"] = self.found("max_positions", positions[0], MEDIUM,
-                                               f"config.json's {positions[0]} = {self.config[positions[0]]}, by its name")
+        if positions:  # transformers' own names for it are certain; the others are read by their name only
+            key = positions[0]
+            keys["max_positions"] = self.found("max_positions", key, HIGH if key in POSITION_KEYS[:2] else MEDIUM,
+                                               f"config.json's {key} = {self.config[key]}, the longest sequence by its name")
         return keys
 
     def key(self, candidates, value: int, what: str) -> str:
