@@ -10,7 +10,7 @@ import adapterkit
 from adapterkit import registry as registry_module
 from adapterkit.autodetect import detect
 from adapterkit.checkpoint import build_model
-from adapterkit.errors import InferenceRefused, UnknownArchitectureError
+from adapterkit.errors import CheckpointError, InferenceRefused, UnknownArchitectureError
 from adapterkit.demo.factmodels import build_tokenizer, tiny_hparams
 from adapterkit.demo.facts import counterfact_sample, record_texts
 from adapterkit.hparams import load_hparams
@@ -220,3 +220,14 @@ def test_rome_edits_a_trained_fact_model_of_an_inferred_family(family, inferred_
     quality(f"ROME {family} (inferred declaration)", measured)
     assert all(row["pre"]["rewrite_acc"] == 0.0 for row in rows)
     assert measured["efficacy"] >= 0.9, measured
+
+
+def test_an_inferred_declaration_gets_the_config_checks_of_a_plugins_one():
+    config = tiny_config("starcoder2")
+    with pytest.raises(CheckpointError, match="num_hidden_layers is 1000000, more layers than adapterkit builds"):
+        Registry().for_config({**config, "num_hidden_layers": 1_000_000}, infer=True)  # refused before any build
+    registry = Registry()
+    spec = registry.for_config(config, infer=True)
+    assert spec.declaration["config"]["max_positions"] == "max_position_embeddings"
+    with pytest.raises(CheckpointError, match="max_position_embeddings is -4"):
+        registry.for_config({**config, "max_position_embeddings": -4}, infer=True)  # the inferred one, re-used
