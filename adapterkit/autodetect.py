@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from typing import Sequence
+import yaml
 
 from .checkpoint import TensorIndex, checkpoint_path, config_source, meta_tensor_index, read_config, read_tensor_index
 from .errors import CheckpointError, SchemaError
@@ -22,10 +22,26 @@ from .spec import GLOBAL_ROLES, LAYER_ROLES, ArchSpec
 CONTAINER_ROLES = ("layer", "attn", "mlp")
 
 
+class DetectedHparams(dict):
+    """The hyperparameters `detect` found (a plain dict to YAML and JSON), and where their declaration came from:
+    ``declaration_source`` is "plugin" or "inferred"; ``spec`` is the declaration; ``inference`` says how each
+    role was found when it was inferred (None otherwise)."""
+
+    def __init__(self, hparams, spec: ArchSpec):
+        super().__init__(hparams)
+        self.spec = spec
+        self.inference = spec.extras.get("inference")
+        self.declaration_source = "inferred" if self.inference is not None else "plugin"
+
+
+yaml.SafeDumper.add_representer(DetectedHparams, yaml.SafeDumper.represent_dict)
+
+
 def detect(path, method: str = "ROME", *, layers: Sequence[int] | None = None, registry=None,
-           allow_partial: bool = False, trace=None) -> dict:
+           allow_partial: bool = False, trace=None) -> DetectedHparams:
     """Hyperparameters for ``method`` on the checkpoint at ``path`` (what `adapterkit detect` writes).
 
+    With no plugin for the model type, the declaration is inferred from the model (``.declaration_source``).
     ``layers``: edit these layers instead of those the architecture's rule picks (needed where it has none).
     ``allow_partial``: accept weights that do not cover the model.
     ``trace``: facts (a file or records), a trace.json of `adapterkit trace` or a ``tracing.TraceResult``; the
@@ -34,7 +50,7 @@ def detect(path, method: str = "ROME", *, layers: Sequence[int] | None = None, r
     registry = registry or get_registry()
     path = checkpoint_path(path)
     config = read_config(path)
-    spec = registry.for_config(config, source=str(config_source(path)))
+    spec = registry.for_config(config, source=str(config_source(path)), infer=True)
     stored = read_tensor_index(path)
     index = stored or meta_tensor_index(config, spec)
     index = TensorIndex({spec.model_tensor_name(n): s for n, s in index.shapes.items()}, index.source)
@@ -47,7 +63,7 @@ def detect(path, method: str = "ROME", *, layers: Sequence[int] | None = None, r
 
         apply_trace(hparams, spec, config, path, trace)
     validate(hparams, edit_method.schema, f"hparams detected for {path}")
-    return hparams
+    return DetectedHparams(hparams, spec)
 
 
 def method_hparams(spec: ArchSpec, config: Mapping[str, Any], method, model_name: str,

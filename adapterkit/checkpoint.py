@@ -177,7 +177,7 @@ def load_model(path, *, dtype="auto", device=None, tokenizer: bool = True, allow
         return load_gguf(gguf, dtype=dtype, device=device, tokenizer=tokenizer)
     path = checkpoint_dir(path)
     config = read_config(path)
-    spec = get_registry().for_config(config, source=str(path / "config.json"))
+    spec = get_registry().for_config(config, source=str(path / "config.json"), infer=True)
     check_weights_cover_model(read_tensor_index(path), config, spec, path, allow_partial=allow_partial)
     cls = model_class(spec)
     kwargs = {"dtype": dtype, "output_loading_info": True, "ignore_mismatched_sizes": True}

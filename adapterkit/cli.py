@@ -36,6 +36,7 @@ def cmd_detect(args) -> int:
     if args.output:
         check_writable(args.output, what="hyperparameter file", directory=False)
     hparams = detect(args.model_path, method=args.method, layers=args.layers, allow_partial=args.allow_partial_weights)
+    _say_where_the_declaration_came_from(hparams, explain=args.explain)
     comment = None
     if args.trace:  # after the checks above, which take a moment where a trace takes minutes
         from .tracing import check_traceable, load_trace, provenance
@@ -53,6 +54,22 @@ def cmd_detect(args) -> int:
     return 0
 
 
+def _say_where_the_declaration_came_from(hparams, explain: bool) -> None:
+    spec = hparams.spec
+    if hparams.inference is not None:
+        print(f"adapterkit: no plugin declares model_type {spec.model_types[0]!r}: this declaration was INFERRED from "
+              f"the model's modules (confidence: {hparams.inference.confidence}); check it with --explain, and make it a "
+              f"plugin with `adapterkit new-plugin`", file=sys.stderr)
+        if explain:
+            print(hparams.inference.table(), file=sys.stderr)
+    elif explain:
+        print(f"declaration {spec.name!r} from the plugin {spec.plugin} ({spec.distribution} {spec.version}): {spec.source}",
+              file=sys.stderr)
+        modules = spec.declaration["modules"]
+        for role in ("embed", "layers", *modules["layer"], "ln_f", "lm_head"):
+            print(f"  {role:<9} {spec.template(role) if role != 'layers' else spec.layers_path}", file=sys.stderr)
+
+
 def cmd_validate(args) -> int:
     from .validate import validate_file
 
@@ -61,6 +78,20 @@ def cmd_validate(args) -> int:
         print(problems, file=sys.stderr)
         return 2
     print(f"{args.file}: valid")
+    return 0
+
+
+def cmd_new_plugin(args) -> int:
+    from .scaffold import new_plugin
+    from .validate import validate_file
+
+    declaration = new_plugin(args.checkpoint, args.name, args.output, overwrite=args.overwrite)
+    print(f"wrote the {args.name} distribution to {args.output} (declaration: {declaration})", file=sys.stderr)
+    problems = validate_file(declaration)
+    if problems:
+        print(problems, file=sys.stderr)
+        return 2
+    print(f"{declaration}: valid; next: review it, then `pip install -e \"{args.output}[test]\"` and run its tests", file=sys.stderr)
     return 0
 
 
@@ -231,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_path")
     p.add_argument("--method", default="ROME", help="ROME, MEMIT, PMET, MEND, SERAC or a plugin's method (default ROME)")
     p.add_argument("-o", "--output", help="YAML file to write (default: print)")
+    p.add_argument("--explain", action="store_true", help="print (to stderr) each role's module, and how it was found")
     p.add_argument("--layers", type=int, nargs="+", help="edit these layers instead of those the architecture's rule picks")
     _partial_arg(p)
     p.add_argument("--trace", metavar="FILE",
@@ -243,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a checkpoint directory or GGUF file to check the templates against")
     _partial_arg(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("new-plugin", help="write a pip-installable plugin distribution for a checkpoint no plugin declares")
+    p.add_argument("checkpoint")
+    p.add_argument("--name", required=True, help="distribution name, e.g. adapterkit-newarch")
+    p.add_argument("-o", "--output", required=True, help="directory to write the distribution into")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_new_plugin)
 
     p = sub.add_parser("trace", help="causal tracing (ROME paper): which layers carry facts the model knows; JSON and heat maps")
     p.add_argument("model_path")

@@ -26,6 +26,10 @@ class UnknownArchitectureError(AdapterkitError):
     """No registered plugin declares the checkpoint's model type."""
 
 
+class InferenceRefused(UnknownArchitectureError):
+    """No plugin declares the model type, and its declaration could not be inferred with confidence."""
+
+
 class RequestError(AdapterkitError):
     """An edit request is malformed."""
 

@@ -49,15 +49,22 @@ COUNT_SETTINGS = ("num_layers", "hidden_size", "intermediate_size", "vocab_size"
 
 def check_config_values(config: Mapping[str, Any], spec, source) -> None:
     """Every depth and width the declaration reads from ``config`` is a positive integer where present."""
+    rules = {}
     for what, rule in spec.declaration.get("config", {}).items():
         if what not in COUNT_SETTINGS or rule is None:
             continue
-        keys = [rule] if isinstance(rule, str) else rule if isinstance(rule, list) else rule.get("keys", [])
+        rules[what] = [rule] if isinstance(rule, str) else rule if isinstance(rule, list) else rule.get("keys", [])
+    check_config_counts(config, rules, source, f"the {spec.name} plugin")
+
+
+def check_config_counts(config: Mapping[str, Any], rules: Mapping[str, Sequence[str]], source, reader: str) -> None:
+    """Each config key in ``rules`` (setting -> keys ``reader`` reads it from) is a positive integer where present."""
+    for what, keys in rules.items():
         for key in keys:
             value = config.get(key)
             if value is not None and not (_is_count(value) and value > 0):
                 raise CheckpointError(
-                    f"{source}: {key} is {value!r} ({type(value).__name__}); the {spec.name} plugin reads {what} "
+                    f"{source}: {key} is {value!r} ({type(value).__name__}); {reader} reads {what} "
                     f"from it and needs a positive integer", fix=f"write {key} as a positive integer, e.g. \"{key}\": 12")
             if what == "num_layers" and value is not None and value > MAX_LAYERS:
                 raise CheckpointError(f"{source}: {key} is {value}, more layers than adapterkit builds ({MAX_LAYERS})",
@@ -135,7 +142,7 @@ def weight_coverage(index, config: Mapping[str, Any], spec, source: str = "confi
     aliases = set(expected) - own  # names of parameters shared with another (tied weights)
     ignore_missing = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_missing", None) or ()]
     ignore_unexpected = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_unexpected", None) or ()]
-    stored = {spec.model_tensor_name(name): shape for name, shape in index.shapes.items()}
+    stored = _as_loaded({spec.model_tensor_name(name): shape for name, shape in index.shapes.items()}, model)
     prefix = f"{getattr(model, 'base_model_prefix', '')}."
     if prefix != "." and not any(n.startswith(prefix) for n in stored):
         # saved from the base model (as some original releases are): transformers adds the prefix on load
@@ -149,6 +156,27 @@ def weight_coverage(index, config: Mapping[str, Any], spec, source: str = "confi
             coverage.mismatched.append(f"{name}: checkpoint {list(stored[name])}, model {list(shape)}")
     coverage.unexpected = [n for n in stored if n not in expected and not any(p.search(n) for p in ignore_unexpected)]
     return coverage
+
+
+def _as_loaded(stored: Mapping[str, Any], model) -> dict[str, Any]:
+    """Stored tensor names as transformers renames them on load (its conversion mapping for the model class:
+    renamed keys, and per-expert tensors that it merges into one, whose shape then is not the stored one)."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+        transforms = get_model_conversion_mapping(model)
+    except Exception:  # a transformers without conversion mappings loads names as stored
+        return dict(stored)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    if not (renamings or converters):
+        return dict(stored)
+    loaded: dict[str, Any] = {}
+    for name, shape in stored.items():
+        renamed, converted = rename_source_key(name, renamings, converters)
+        loaded[renamed] = None if converted is not None else shape
+    return loaded
 
 
 def check_weights_cover_model(index, config: Mapping[str, Any], spec, where, *, allow_partial: bool = False) -> None:

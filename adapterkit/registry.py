@@ -1,6 +1,7 @@
 """The plugin manager: entry points, declarations, methods, matching a config to a declaration."""
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -11,14 +12,15 @@ import pluggy
 
 from . import hookspecs
 from .errors import AdapterkitError, PluginError, SchemaError, UnknownArchitectureError
-from .inputs import check_config_values
+from .inputs import check_config_counts, check_config_values
 from .safe_load import load_yaml
 from .schema import load_schema, validate
 from .spec import ArchSpec
 
 ENTRY_POINT_GROUP = "adapterkit"
 HOW_TO_ADD = ("write a plugin (see CONTRIBUTING.md): a YAML declaration registered through the "
-              "'adapterkit' entry-point group, then `pip install` it; `adapterkit plugins` lists what is loaded")
+              "'adapterkit' entry-point group, then `pip install` it; `adapterkit plugins` lists what is loaded. "
+              "For a model type transformers knows, `adapterkit detect` (or load_model) infers a declaration")
 
 
 @dataclass
@@ -37,6 +39,37 @@ class PluginFault:
     error: str
 
 
+class LazyMethod:
+    """A method registered by its import path (``package.module:Class``) and built on first use, so that listing
+    plugins (or anything else that only needs the method's name) does not import torch. The method contract
+    (check_method) is checked when it is built; a method that breaks it is a PluginError then."""
+
+    def __init__(self, name: str, target: str):
+        self.name, self.target, self._method = name, target, None
+        self.plugin, self.distribution = "?", "?"  # set when a plugin registers it
+
+    def load(self):
+        if self._method is None:
+            module, _, cls = self.target.partition(":")
+            try:
+                method = getattr(importlib.import_module(module), cls)()
+            except Exception as exc:
+                raise PluginError(f"method {self.name!r} ({self.target}) could not be built: {type(exc).__name__}: {exc}",
+                                  fix="reinstall the plugin that registers it (`adapterkit plugins` names it)") from exc
+            check_method(method)
+            if method.name.upper() != self.name.upper():
+                raise PluginError(f"method {self.name!r} ({self.target}) builds a method named {method.name!r}",
+                                  fix="register the lazy method under the name its class sets")
+            method.distribution = self.distribution
+            self._method = method
+        return self._method
+
+    def __getattr__(self, attr):
+        if attr.startswith("__") or attr == "_method":
+            raise AttributeError(attr)
+        return getattr(self.load(), attr)
+
+
 def load_declaration(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dict, str]:
     """A declaration dict and a name for it in messages (its file path, when it has one)."""
     if isinstance(source, Mapping):
@@ -50,9 +83,25 @@ def load_declaration(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dic
 
 
 def make_spec(source, *, plugin="?", distribution="?", version="?") -> ArchSpec:
+    specs = make_specs(source, plugin=plugin, distribution=distribution, version=version)
+    if len(specs) != 1:
+        raise SchemaError(f"{specs[0].source}: a family declaration stands for {len(specs)} architectures",
+                          fix="use make_specs for a declaration with variants")
+    return specs[0]
+
+
+def make_specs(source, *, plugin="?", distribution="?", version="?") -> list[ArchSpec]:
+    """One ArchSpec per architecture the declaration stands for (each variant of a family declaration)."""
+    from .families import expand
+
     declaration, where = load_declaration(source)
     validate(declaration, "architecture", where)
-    return ArchSpec(declaration, source=where, plugin=plugin, distribution=distribution, version=version)
+    specs = []
+    for expanded, pointer in expand(declaration):
+        validate(expanded, "architecture", f"{where}#{pointer}" if pointer else where)
+        specs.append(ArchSpec(expanded, source=f"{where}#{pointer}" if pointer else where,
+                              plugin=plugin, distribution=distribution, version=version))
+    return specs
 
 
 def check_method(method) -> None:
@@ -60,6 +109,10 @@ def check_method(method) -> None:
     from .methods import EditMethod, MethodSettings
 
     what = f"method {getattr(method, 'name', type(method).__name__)!r}"
+    if isinstance(method, LazyMethod):  # the rest is checked when it is built (LazyMethod.load)
+        if not isinstance(method.name, str) or not method.name:
+            raise PluginError(f"{what} has no name", fix="give LazyMethod the alg_name the method answers to")
+        return
     if not isinstance(method, EditMethod):
         raise PluginError(f"{what} is a {type(method).__name__}, not an adapterkit.methods.EditMethod",
                           fix="subclass adapterkit.methods.EditMethod (or LocateThenEditMethod / TrainedEditMethod) "
@@ -82,6 +135,7 @@ class Registry:
         self.method_clashes: dict[str, list[str]] = {}
         self.plugins: list[PluginInfo] = []
         self.faults: list[PluginFault] = []
+        self.inferred: list[ArchSpec] = []  # declarations inferred on request (detect, validate, load_model)
 
     # --- loading ------------------------------------------------------------------------------
     def load_entry_points(self) -> "Registry":
@@ -110,7 +164,7 @@ class Registry:
             for impl in self.pm.hook.register_methods.get_hookimpls():
                 if impl.plugin is plugin:
                     impl.function(register=methods.append)
-            built = [make_spec(s, plugin=name, distribution=distribution, version=version) for s in specs]
+            built = [a for s in specs for a in make_specs(s, plugin=name, distribution=distribution, version=version)]
             for method in methods:
                 check_method(method)
         except Exception as exc:
@@ -131,6 +185,8 @@ class Registry:
                                                + " and by ".join(self.method_clashes[key])))
                 continue
             method.distribution = distribution
+            if isinstance(method, LazyMethod):
+                method.plugin = name
             self.methods[key] = method
             self.method_origins[key] = origin
             info.methods.append(method.name)
@@ -148,10 +204,19 @@ class Registry:
     def architecture_names(self) -> list[str]:
         return sorted(s.name for s in self.architectures)
 
-    def for_config(self, config: Mapping[str, Any], source: str = "config.json") -> ArchSpec:
-        """The one declaration that claims this config, or a clear error."""
+    def for_config(self, config: Mapping[str, Any], source: str = "config.json", *, infer: bool = False) -> ArchSpec:
+        """The one declaration that claims this config, or a clear error.
+
+        With no plugin for it: a declaration inferred earlier in this process, or with ``infer`` one inferred now
+        from the model transformers builds for the config (callers that read a checkpoint ask; ``edit`` never does).
+        """
         candidates = [s for s in self.architectures if s.matches(config)]
         if not candidates:
+            inferred = [s for s in self.inferred if s.matches(config)]
+            if inferred or infer:
+                spec = inferred[0] if inferred else self.infer(config, source)
+                check_config_values(config, spec, source)
+                return spec
             found = config.get("model_type"), config.get("architectures")
             raise UnknownArchitectureError(
                 f"{source}: no plugin declares model_type={found[0]!r} / architectures={found[1]!r}; "
@@ -168,6 +233,18 @@ class Registry:
         check_config_values(config, winners[0], source)
         return winners[0]
 
+    def infer(self, config: Mapping[str, Any], source: str = "config.json") -> ArchSpec:
+        from .inference import DEPTH_KEYS, infer
+
+        check_config_counts(config, {"num_layers": list(DEPTH_KEYS)}, source, "inference")  # before building it
+        inference = infer(config)
+        declaration = inference.declaration
+        validate(declaration, "architecture", f"the declaration inferred for {source}")
+        spec = ArchSpec(declaration, source=f"inferred from {source}", plugin="inferred",
+                        distribution="adapterkit (inferred)", version="-", extras={"inference": inference})
+        self.inferred.append(spec)
+        return spec
+
     def for_model(self, model) -> ArchSpec:
         config = getattr(model, "config", None)
         if config is None:
@@ -182,11 +259,19 @@ class Registry:
             raise PluginError(f"the editing method {name!r} is registered by several plugins: {' and '.join(clash)}",
                               fix="uninstall one of them (`adapterkit plugins` lists what is loaded)")
         try:
-            return self.methods[name.upper()]
+            method = self.methods[name.upper()]
         except KeyError:
             raise AdapterkitError(
                 f"no editing method named {name!r}; registered: {', '.join(sorted(self.methods)) or 'none'}",
                 fix="set alg_name to one of those, or install the plugin that provides it") from None
+        if isinstance(method, LazyMethod):
+            try:
+                method = method.load()
+            except PluginError as exc:  # the same fault a method breaking the contract at registration gives
+                del self.methods[name.upper()]
+                self.faults.append(PluginFault(method.plugin, method.distribution, exc.message))
+                raise
+        return method
 
     def _fault_hint(self) -> str:
         if not self.faults:

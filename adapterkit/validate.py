@@ -23,11 +23,19 @@ def validate_file(path, model_path=None, *, allow_partial: bool = False) -> str:
 
 
 def declaration_problems(path) -> list[tuple[str, str, str]]:
+    from .families import expand
+
     declaration, where = load_declaration(path)
     problems = schema_problems(declaration, "architecture")
     if problems:
         return problems
-    return _layer_rule_problems(declaration) + _conflicts(declaration) + _tiny_model_problems(declaration, where)
+    for expanded, pointer in expand(declaration):
+        found = schema_problems(expanded, "architecture")
+        if not found:
+            found = _layer_rule_problems(expanded) + _conflicts(expanded) + _tiny_model_problems(expanded, where)
+        # a variant's problem may sit in a field it inherits; its pointer names the variant for context
+        problems += [(pointer + p, message, fix) for p, message, fix in found]
+    return problems
 
 
 def _layer_rule_problems(declaration) -> list[tuple[str, str, str]]:
@@ -75,7 +83,18 @@ def _tiny_model_problems(declaration, where) -> list[tuple[str, str, str]]:
     except Exception as exc:  # the declared classes or config could not build a model
         return [("/tiny_config", f"building the tiny model failed: {type(exc).__name__}: {exc}",
                  "make tiny_config a config.json that the declared (or Auto) classes accept")]
-    return []
+    return _value_point_problems(declaration, spec)
+
+
+def _value_point_problems(declaration, spec) -> list[tuple[str, str, str]]:
+    import torch
+
+    from .checkpoint import build_model
+    from .inference import value_point_problems
+
+    with torch.device("meta"):
+        model = build_model(declaration["tiny_config"], spec)
+    return value_point_problems(declaration, model.eval())
 
 
 def hparams_file_problems(document, model_path=None, *, allow_partial: bool = False) -> list[tuple[str, str, str]]:
@@ -92,7 +111,7 @@ def _templates_against_model(document, model_path, allow_partial: bool = False) 
     from .inputs import check_weights_cover_model
 
     config = read_config(model_path)
-    spec = get_registry().for_config(config)
+    spec = get_registry().for_config(config, infer=True)
     index = read_tensor_index(model_path)
     check_weights_cover_model(index, config, spec, model_path, allow_partial=allow_partial)
     names = set((index or meta_tensor_index(config, spec)).names)

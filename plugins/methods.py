@@ -4,7 +4,8 @@ from adapterkit import hookimpl
 
 @hookimpl
 def register_methods(register):
-    from adapterkit.methods import builtin_methods
+    from adapterkit.methods import BUILTIN
+    from adapterkit.registry import LazyMethod
 
-    for method in builtin_methods():
-        register(method)
+    for module, cls in BUILTIN:  # imported on first use: `adapterkit plugins` needs only their names
+        register(LazyMethod(cls, f"adapterkit.methods.{module}:{cls}"))

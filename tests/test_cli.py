@@ -19,8 +19,9 @@ def run_cli(*args, **kwargs):
 def test_plugins_lists_architectures_and_methods_with_distribution_and_version(capsys):
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    for name in BUILTIN_ARCHS:
-        assert f"architectures: {name}" in out
+    listed = {name for line in out.splitlines() if "architectures: " in line
+              for name in line.split("architectures: ", 1)[1].split(", ")}
+    assert set(BUILTIN_ARCHS) <= listed
     assert "methods: " + ", ".join(BUILTIN_METHODS) in out
     assert "adapterkit 0.1.0" in out
 
@@ -74,7 +75,7 @@ def test_validate_an_easyedit_hparams_file(tmp_path):
 
 
 def test_validate_a_plugin_declaration(tmp_path, capsys):
-    assert main(["validate", str(REPO / "examples/adapterkit-qwen2/adapterkit_qwen2/qwen2.yaml")]) == 0
+    assert main(["validate", str(REPO / "examples/adapterkit-starcoder2/adapterkit_starcoder2/starcoder2.yaml")]) == 0
     text = (REPO / "plugins/gptj.yaml").read_text()
     broken = tmp_path / "mine.yaml"
     broken.write_text(text.replace("name: gptj", "name: mine").replace("mlp_out: mlp.fc_out", "mlp_out: mlp.fc_2"))

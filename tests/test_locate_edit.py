@@ -20,6 +20,7 @@ from adapterkit.demo.factmodels import build_tokenizer, fact_model_config, tiny_
 from adapterkit.hparams import load_settings
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
+from conftest import QUALITY_ARCHS
 
 ARCHS = get_registry().architecture_names()
 RECORDS = counterfact_sample()
@@ -355,7 +356,7 @@ def check(measured: dict, method: str, targets: dict, arch: str, quality) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", QUALITY_ARCHS)
 @pytest.mark.parametrize("mom2_adjustment", [False, True])
 def test_rome_single_edits(arch, mom2_adjustment, fact_models, corpus_for, tmp_path, quality):
     fact = fact_models(arch, recipe="subject_recall")
@@ -373,7 +374,7 @@ def test_rome_single_edits(arch, mom2_adjustment, fact_models, corpus_for, tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", QUALITY_ARCHS)
 @pytest.mark.parametrize("variant", ["MEMIT", "PMET", ATTN_AND_FFN])
 def test_batch_edits_in_one_call(arch, variant, fact_models, corpus_for, tmp_path, quality):
     fact = fact_models(arch, recipe="subject_recall")

@@ -22,7 +22,7 @@ from adapterkit.methods.mend import MEND, MendEditor, MendTask, edit_factors
 from adapterkit.methods.settings import MENDSettings
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
-from conftest import fact_model_unavailable
+from conftest import QUALITY_ARCHS, fact_model_unavailable
 from editors import assert_refused_by_another_architecture, editor_hparams, split, train_editor, trained_editors_fixture
 
 ARCHS = get_registry().architecture_names()
@@ -68,7 +68,7 @@ def test_weights_of_one_shape_share_a_network_with_their_own_scale_and_shift():
 
 # --- edit quality on the fact models ------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", QUALITY_ARCHS)
 def test_mend_edits_held_out_facts(arch, trained, quality):
     fact, hp = trained(arch)
     _, _, test = split(fact.facts)

@@ -32,6 +32,20 @@ MATCHING_CONFIGS = [
     ({"model_type": "llama"}, "llama"),
     ({"model_type": "chatglm", "architectures": ["ChatGLMModel"]}, "chatglm3"),
     ({"architectures": ["LlamaForCausalLM"]}, "llama"),
+    ({"model_type": "qwen2"}, "qwen2"),
+    ({"model_type": "gemma3_text"}, "gemma3"),
+    ({"architectures": ["MistralForCausalLM"]}, "mistral"),
+    ({"model_type": "qwen2_moe"}, "qwen2_moe"),
+    ({"model_type": "ministral"}, "ministral"),
+    ({"architectures": ["Qwen3ForCausalLM"]}, "qwen3"),
+    ({"model_type": "olmo2"}, "olmo2"),
+    ({"model_type": "gemma"}, "gemma"),
+    ({"model_type": "gemma2"}, "gemma2"),
+    ({"model_type": "phi3"}, "phi3"),
+    ({"model_type": "gpt_neo"}, "gpt_neo"),
+    ({"architectures": ["OPTForCausalLM"]}, "opt"),
+    ({"model_type": "falcon"}, "falcon"),
+    ({"model_type": "bloom"}, "bloom"),
 ]
 
 
@@ -50,6 +64,10 @@ PUBLISHED = [
     ("llama", {"num_hidden_layers": 32}, "memit", [4, 5, 6, 7, 8]),
     ("chatglm3", {"num_layers": 28}, "rome", [5]),
     ("gpt_neox", {"num_hidden_layers": 44}, "rome", [15]),
+    ("qwen2", {"num_hidden_layers": 28}, "rome", [5]),
+    ("qwen2", {"num_hidden_layers": 28}, "memit", [4, 5, 6, 7, 8]),
+    ("mistral", {"num_hidden_layers": 32}, "rome", [5]),
+    ("mistral", {"num_hidden_layers": 32}, "memit", [4, 5, 6, 7, 8]),
 ]
 
 
@@ -208,6 +226,22 @@ def test_a_method_that_breaks_the_contract_is_a_fault():
     registry.add_plugin(_MethodPlugin(unreadable), "unreadable", "unreadable-dist", "0.1")
     assert "cannot read the schema" in registry.faults[1].error
     assert "LOOSE" not in registry.methods and "TWIN" not in registry.methods
+
+
+def test_a_lazy_method_that_breaks_the_contract_is_a_fault_when_first_used():
+    from adapterkit.registry import LazyMethod
+
+    registry = Registry()
+    registry.add_plugin(_MethodPlugin(LazyMethod("LOOSE", "collections:OrderedDict")), "loose", "loose-dist", "0.1")
+    assert "LOOSE" in registry.methods and not registry.faults  # nothing imported yet
+    with pytest.raises(PluginError) as err:
+        registry.method("loose")
+    assert "not an adapterkit.methods.EditMethod" in err.value.message
+    assert [(f.name, f.distribution) for f in registry.faults] == [("loose", "loose-dist")]
+    assert "LOOSE" not in registry.methods
+    registry.add_plugin(_MethodPlugin(LazyMethod("GONE", "no_such_module_here:Method")), "gone", "gone-dist", "0.1")
+    with pytest.raises(PluginError, match="could not be built"):
+        registry.method("gone")
 
 
 @pytest.mark.parametrize("arch", sorted(BUILTINS))

@@ -16,6 +16,7 @@ from adapterkit.methods.serac.answerer import SeracAnswerer
 from adapterkit.methods.settings import SERACSettings
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
+from conftest import QUALITY_ARCHS
 from editors import assert_refused_by_another_architecture, editor_hparams, split, train_editor, trained_editors_fixture
 
 ARCHS = get_registry().architecture_names()
@@ -31,7 +32,7 @@ def weights_of(model) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", QUALITY_ARCHS)
 def test_serac_edits_held_out_facts(arch, trained, quality):
     fact, hp = trained(arch)
     _, _, test = split(fact.facts)

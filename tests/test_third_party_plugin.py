@@ -14,7 +14,7 @@ REPO = Path(__file__).parents[1]
 def site(tmp_path_factory):
     target = tmp_path_factory.mktemp("site")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO / "examples/adapterkit-qwen2")], check=True)
+                    "--target", str(target), str(REPO / "examples/adapterkit-starcoder2")], check=True)
     return target
 
 
@@ -27,19 +27,19 @@ def test_installed_plugin_is_listed_with_its_distribution(site):
     proc = run_with_plugin(site, "plugins", "--json")
     assert proc.returncode == 0, proc.stderr
     plugins = {p["name"]: p for p in json.loads(proc.stdout)["plugins"]}
-    assert plugins["qwen2"]["distribution"] == "adapterkit-qwen2"
-    assert plugins["qwen2"]["architectures"] == ["qwen2"]
+    assert plugins["starcoder2"]["distribution"] == "adapterkit-starcoder2"
+    assert plugins["starcoder2"]["architectures"] == ["starcoder2"]
 
 
 def test_detect_works_on_the_new_architecture(site, tmp_path):
-    ckpt = tmp_path / "qwen2"
+    ckpt = tmp_path / "starcoder2"
     script = (
         "import sys, yaml; from adapterkit.registry import get_registry; from adapterkit.checkpoint import build_model;"
-        "spec = get_registry().architecture('qwen2'); build_model(spec.tiny_config, spec).save_pretrained(sys.argv[1])"
+        "spec = get_registry().architecture('starcoder2'); build_model(spec.tiny_config, spec).save_pretrained(sys.argv[1])"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     subprocess.run([sys.executable, "-c", script, str(ckpt)], check=True, env=env)
     proc = run_with_plugin(site, "detect", ckpt, "--method", "MEMIT")
     assert proc.returncode == 0, proc.stderr
-    assert "rewrite_module_tmp: model.layers.{}.mlp.down_proj" in proc.stdout
-    assert "architecture: qwen2" in proc.stdout
+    assert "rewrite_module_tmp: model.layers.{}.mlp.c_proj" in proc.stdout
+    assert "architecture: starcoder2" in proc.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -41,6 +41,21 @@ class Record:
     outputs: dict
 
 
+def _batch_shape_hook(shape: list):
+    """A model pre-hook keeping the (batch, tokens) shape of the forward's input ids in ``shape``."""
+    def fn(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        shape[:] = list(ids.shape[:2]) if isinstance(ids, torch.Tensor) and ids.dim() == 2 else []
+    return fn
+
+
+def batch_major(tensor: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """[batch, tokens, d]: some blocks run their MLP on the tokens flattened to [batch * tokens, d]."""
+    if tensor.dim() == 2 and len(shape) == 2 and tensor.shape[0] == shape[0] * shape[1]:
+        return tensor.view(shape[0], shape[1], tensor.shape[-1])
+    return tensor
+
+
 @contextlib.contextmanager
 def trace(model, inputs: Iterable[str] = (), outputs: Iterable[str] = (), stop: bool = False):
     """Record the input (first tensor argument) and output (first tensor) of named modules in one forward.
@@ -51,14 +66,16 @@ def trace(model, inputs: Iterable[str] = (), outputs: Iterable[str] = (), stop: 
     record = Record({}, {})
     wanted = set(inputs) | set(outputs)
     fired: set[str] = set()  # modules seen in the current forward pass
-    handles = [model.register_forward_pre_hook(lambda *args: fired.clear())]
+    shape: list = []
+    handles = [model.register_forward_pre_hook(lambda *args: fired.clear()),
+               model.register_forward_pre_hook(_batch_shape_hook(shape), with_kwargs=True)]
 
     def hook(name):
         def fn(module, args, kwargs, output):
             if name in inputs:
-                record.inputs[name] = first_tensor(list(args) + list(kwargs.values()))
+                record.inputs[name] = batch_major(first_tensor(list(args) + list(kwargs.values())), shape)
             if name in outputs:
-                record.outputs[name] = first_tensor(output)
+                record.outputs[name] = batch_major(first_tensor(output), shape)
             fired.add(name)
             if stop and fired >= wanted:
                 raise _StopForward
@@ -83,15 +100,22 @@ def run(model, batch) -> torch.Tensor | None:
 
 @contextlib.contextmanager
 def edit_output(model, name: str, edit: Callable[[torch.Tensor], torch.Tensor]):
-    """Replace the output (its first tensor) of module ``name`` by ``edit(output)`` during forwards."""
-    def fn(module, args, output):
-        return _replace_first_tensor(output, edit(first_tensor(output)))
+    """Replace the output (its first tensor) of module ``name`` by ``edit(output)`` during forwards.
 
-    handle = model.get_submodule(name).register_forward_hook(fn)
+    ``edit`` sees [batch, tokens, d] also where the module runs on flattened tokens."""
+    shape: list = []
+
+    def fn(module, args, output):
+        out = first_tensor(output)
+        return _replace_first_tensor(output, edit(batch_major(out, shape)).reshape(out.shape))
+
+    handles = [model.register_forward_pre_hook(_batch_shape_hook(shape), with_kwargs=True),
+               model.get_submodule(name).register_forward_hook(fn)]
     try:
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 @contextlib.contextmanager

@@ -6,4 +6,4 @@ from adapterkit import hookimpl
 
 @hookimpl
 def register_architectures(register):
-    register(Path(__file__).with_name("qwen2.yaml"))
+    register(Path(__file__).with_name("starcoder2.yaml"))

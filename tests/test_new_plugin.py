@@ -1,0 +1,60 @@
+"""`adapterkit new-plugin`: a distribution drafted from a checkpoint no plugin declares validates, installs with pip,
+registers through the entry points, and its own tests pass."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from adapterkit.cli import main
+from adapterkit.registry import get_registry
+from adapterkit.tinyconfig import tiny_config, write_checkpoint
+
+
+@pytest.fixture(scope="module")
+def drafted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("new-plugin")
+    checkpoint = write_checkpoint(tiny_config("starcoder2"), root / "starcoder2-ckpt")
+    assert main(["new-plugin", checkpoint, "--name", "adapterkit-sc2", "-o", root / "dist"]) == 0
+    return root
+
+
+def run(site, *args, **kwargs):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, env=env, **kwargs)
+
+
+def test_the_draft_is_a_distribution_whose_declaration_validates(drafted):
+    dist = drafted / "dist"
+    assert {p.relative_to(dist).as_posix() for p in dist.rglob("*") if p.is_file()} == {
+        "pyproject.toml", "README.md", "adapterkit_sc2/__init__.py", "adapterkit_sc2/starcoder2.yaml", "tests/test_starcoder2.py"}
+    text = (dist / "adapterkit_sc2/starcoder2.yaml").read_text()
+    assert "#   mlp_out" in text and "(traced)" in text  # each role's finding, for the reviewer
+    declaration = yaml.safe_load(text)
+    assert declaration["modules"]["layer"]["mlp_out"] == "mlp.c_proj" and declaration["tiny_config"]["num_hidden_layers"] == 4
+    assert main(["validate", dist / "adapterkit_sc2/starcoder2.yaml"]) == 0
+
+
+def test_it_installs_registers_and_passes_its_own_tests(drafted):
+    site = drafted / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(drafted / "dist")], check=True)
+    listed = run(site, "-m", "adapterkit.cli", "plugins", "--json")
+    plugins = {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}
+    assert plugins["starcoder2"]["distribution"] == "adapterkit-sc2"
+    tests = run(site, "-m", "pytest", "-q", "-p", "no:cacheprovider", drafted / "dist" / "tests", cwd=drafted)
+    assert tests.returncode == 0, tests.stdout[-2000:] + tests.stderr[-2000:]
+    assert "7 passed" in tests.stdout
+
+
+def test_a_declared_model_type_or_a_used_directory_is_refused(drafted, tmp_path, capsys):
+    spec = get_registry().architecture("gpt2")
+    from adapterkit.checkpoint import build_model
+
+    build_model(spec.tiny_config, spec).save_pretrained(tmp_path / "gpt2")
+    assert main(["new-plugin", tmp_path / "gpt2", "--name", "adapterkit-gpt2", "-o", tmp_path / "out"]) == 2
+    assert "already declared by 'gpt2'" in capsys.readouterr().err
+    assert main(["new-plugin", drafted / "starcoder2-ckpt", "--name", "adapterkit-sc2", "-o", drafted / "dist"]) == 2
+    assert "not empty" in capsys.readouterr().err
