@@ -14,7 +14,7 @@ from adapterkit.autodetect import method_hparams
 from adapterkit.checkpoint import build_model
 from adapterkit.editing.hooks import frozen
 from adapterkit.editing.stats import compute_stats
-from adapterkit.editing.values import LossSettings, context_templates, head_reading, optimise_values
+from adapterkit.editing.values import LossSettings, context_templates, value_options, optimise_values
 from adapterkit.hparams import load_settings
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
@@ -34,7 +34,7 @@ def main(n_requests: int = 32) -> None:
         templates = context_templates(model, tok, memit)
         run = lambda reqs, batch: optimise_values(  # noqa: E731
             model, tok, reqs, [top], templates, memit.fact_token, settings,
-            **head_reading(memit, spec.num_layers(GPT2_XL), memit.layers[-1]), batch_size=batch)[top]
+            **value_options(memit, spec.num_layers(GPT2_XL), memit.layers[-1]), batch_size=batch)[top]
         run(requests[:2], 2)  # warm-up
         one_by_one, _ = timed(lambda: [run([r], 1) for r in requests], device)
         batched, _ = timed(lambda: run(requests, 16), device)

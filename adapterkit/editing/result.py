@@ -24,6 +24,13 @@ def tensor_aliases(model) -> dict[str, str]:
     return {n: canonical[id(p)] for n, p in model.named_parameters(remove_duplicate=False) if canonical[id(p)] != n}
 
 
+def host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU copy; from a GPU through page-locked memory, which copies several times faster than pageable."""
+    if tensor.device.type != "cuda":
+        return tensor.detach().to("cpu", copy=True)
+    return torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True).copy_(tensor.detach())
+
+
 def fingerprint(tensor: torch.Tensor) -> str:
     data = tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes()
     return hashlib.sha256(data).hexdigest()[:16]
@@ -64,10 +71,13 @@ class EditResult:
         if delta.shape != weight.shape:
             raise AdapterkitError(f"update for {name} has shape {tuple(delta.shape)}, the weight {tuple(weight.shape)}")
         if name not in self.originals:
-            self.originals[name] = weight.detach().to("cpu", copy=True)
+            original = weight.detach().clone()
+            self.originals[name] = host_copy(original)
+        else:
+            original = self.originals[name].to(weight.device)
         weight.add_(delta.to(device=weight.device, dtype=weight.dtype))
         wide = _delta_dtype(weight.dtype)
-        self.deltas[name] = weight.detach().to("cpu", wide) - self.originals[name].to(wide)
+        self.deltas[name] = host_copy(weight.detach().to(wide) - original.to(wide))
 
     # --- for users ----------------------------------------------------------------------------
     @property

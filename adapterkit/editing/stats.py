@@ -25,7 +25,9 @@ from ..errors import StatsError
 from ..fileio import atomic_path
 from ..methods.settings import LocateThenEditSettings
 from ..safe_load import load_json, parse_json
+from . import speedups
 from .hooks import frozen, run, trace
+from .moments import SecondMomentSum
 from .tokens import model_device, pad_id, pad_rows
 
 FORMAT = "adapterkit-stats/1"
@@ -204,7 +206,7 @@ def _accumulate(model, tok, modules: Sequence[str], documents: Sequence[str], ba
     from tqdm.auto import tqdm
 
     device = torch.device(device) if device is not None else model_device(model)
-    sums = {m: None for m in modules}
+    sums = {m: SecondMomentSum(dtype) for m in modules}
     count, started = 0, time.perf_counter()
     bar = tqdm(total=len(documents), unit="doc", desc="second moments", disable=not progress)
     with frozen(model), trace(model, inputs=modules, stop=True) as record:
@@ -213,18 +215,18 @@ def _accumulate(model, tok, modules: Sequence[str], documents: Sequence[str], ba
             rows = [r for r in rows if r]
             if not rows:
                 continue
-            batch = pad_rows(rows, [0] * len(rows), pad_id(tok)).to(model_device(model))
-            run(model, batch)
-            mask = batch.attention_mask.bool()
+            batch = pad_rows(rows, [0] * len(rows), pad_id(tok))
+            tokens = batch.attention_mask.flatten().nonzero()[:, 0]  # found on the host: no wait on the device
+            run(model, batch.to_without_waiting(model_device(model)) if speedups.active() else batch.to(model_device(model)))
             for m in modules:
-                keys = record.inputs[m][mask.to(record.inputs[m].device)].to(device, dtype)
-                product = (keys.T @ keys).double()
-                sums[m] = product if sums[m] is None else sums[m].add_(product)
-            count += int(mask.sum())
+                keys = record.inputs[m]
+                where = tokens.pin_memory().to(keys.device, non_blocking=True) if keys.is_cuda else tokens
+                sums[m].add(keys.reshape(-1, keys.shape[-1]).index_select(0, where).to(device))
+            count += sum(len(r) for r in rows)  # from the host's lengths: no wait on the device
             bar.update(len(rows))
-            bar.set_postfix(tokens_per_s=f"{count / max(time.perf_counter() - started, 1e-9):.0f}")
+            bar.set_postfix(tokens_per_s=f"{count / max(time.perf_counter() - started, 1e-9):.0f}", refresh=False)
     bar.close()
-    return sums, count
+    return {m: s.total() for m, s in sums.items()}, count
 
 
 def _warn_if_singular(sums: dict, count: int, corpus) -> None:

@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from ..methods.settings import LocateThenEditSettings
+from . import speedups
 from .hooks import edit_output, run, trace
 from .keys import at_positions
-from .progress import progress
+from .progress import counter
+from .replay import BlockReplay
 from .tokens import (Batch, in_context, lookup_index, model_device, pad_id, pad_rows, target_start,
                      token_ids)
 
@@ -33,6 +35,7 @@ STARTERS = ("The", "Therefore", "Because", "I", "You")
 TOP_K = 5
 
 _templates_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_head_cut_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 # --- context templates ------------------------------------------------------------------------
@@ -149,27 +152,35 @@ class LossSettings:
 
 def optimise_values(model, tok, requests, points: Sequence[str], templates: Sequence[Sequence[str]], fact_token: str,
                     settings: LossSettings, *, loss_module: tuple[str, str, str] | None = None,
-                    lm_head: str | None = None, batch_size: int = 16) -> dict[str, torch.Tensor]:
+                    lm_head: str | None = None, static_blocks: Sequence[str] = (),
+                    batch_size: int = 16) -> dict[str, torch.Tensor]:
     """Target values ``{module name: [R, d]}``: each module's original output at the subject plus its optimised delta.
 
     ``loss_module``: (layer module, ln_f module, lm_head module) to read logits below the top layer
     (``v_loss_layer``); None reads the model's own logits. ``lm_head``: the model's output projection; its
-    input is cut to the positions the loss reads (see ``head_logits``). Requests go through in chunks of
-    ``batch_size``.
+    input is cut to the positions the loss reads (see ``head_logits``). ``static_blocks``: decoder blocks below
+    every point, whose outputs the deltas cannot change (replayed, see ``replay.py``). Requests go through in
+    chunks of ``batch_size``.
     """
     flat = [c for group in templates for c in group]
     if loss_module is None and lm_head is not None:
         lm_head = lm_head if _head_cut_is_exact(model, tok, requests[:1], flat, fact_token, lm_head) else None
-    starts = range(0, len(requests), batch_size)
-    chunks = [_optimise_chunk(model, tok, requests[lo: lo + batch_size], points, flat, fact_token, settings, loss_module,
-                              lm_head) for lo in progress(starts, desc="target values", unit="batch", disable_below=2)]
+    static_blocks = static_blocks if speedups.active() else ()
+    chunks = []
+    with counter(len(requests), desc="target values", unit="request", disable_below=batch_size + 1) as bar:
+        for lo in range(0, len(requests), batch_size):
+            chunks.append(_optimise_chunk(model, tok, requests[lo: lo + batch_size], points, flat, fact_token, settings,
+                                          loss_module, lm_head, static_blocks))
+            bar.update(len(requests[lo: lo + batch_size]))
     return {p: torch.cat([c[p] for c in chunks]) for p in points}
 
 
-def _optimise_chunk(model, tok, requests, points, templates, fact_token, settings: LossSettings, loss_module, lm_head):
+def _optimise_chunk(model, tok, requests, points, templates, fact_token, settings: LossSettings, loss_module, lm_head,
+                    static_blocks=()):
     vb = value_batch(tok, requests, templates, fact_token).to(model_device(model))
     lookup = vb.batch.lookup
-    with torch.no_grad(), trace(model, outputs=points) as record:
+    replay = BlockReplay(model, static_blocks)
+    with torch.no_grad(), trace(model, outputs=points) as record, replay.recording():
         reference = _kl_log_probs(head_logits(model, vb, loss_module, lm_head), vb)
     init = {p: at_positions(record.outputs[p], vb.first_rows, lookup[vb.first_rows]).float() for p in points}
     deltas = {p: torch.zeros_like(init[p], requires_grad=True) for p in points}
@@ -178,6 +189,7 @@ def _optimise_chunk(model, tok, requests, points, templates, fact_token, setting
 
     for step in range(settings.steps):
         with contextlib.ExitStack() as stack:
+            stack.enter_context(replay.replaying())
             for p in points:
                 stack.enter_context(edit_output(model, p, _adder(deltas[p], vb, lookup)))
             logits = head_logits(model, vb, loss_module, lm_head)
@@ -235,7 +247,16 @@ def head_logits(model, vb: ValueBatch, loss_module, lm_head: str | None) -> torc
 def _head_cut_is_exact(model, tok, requests, templates, fact_token, lm_head: str) -> bool:
     """Whether cutting ``lm_head``'s input gives the model's own logits (checked on one request's rows), up to
     the rounding of the weights' dtype: a model whose head is not a per-position function of that input
-    keeps full logits."""
+    keeps full logits. The answer is a property of the model's structure, kept per model and head."""
+    key = (lm_head, id(tok))
+    known = _head_cut_cache.setdefault(model, {}) if speedups.active() else {}
+    if key not in known:
+        known[key] = _check_head_cut(model, tok, requests, templates, fact_token, lm_head)
+    return known[key]
+
+
+@torch.no_grad()
+def _check_head_cut(model, tok, requests, templates, fact_token, lm_head: str) -> bool:
     vb = value_batch(tok, requests, templates, fact_token).to(model_device(model))
     cut, full = head_logits(model, vb, None, lm_head), head_logits(model, vb, None, None)
     tol = 1e-4 if next(model.parameters()).dtype == torch.float32 else 1e-2
@@ -271,6 +292,8 @@ def loss_module(settings: LocateThenEditSettings, num_layers: int, edit_layer: i
     return settings.layer_module_tmp.format(max(layer, edit_layer)), settings.ln_f_module, settings.lm_head_module
 
 
-def head_reading(settings: LocateThenEditSettings, num_layers: int, edit_layer: int) -> dict:
-    """optimise_values' keywords for where and how the loss reads logits: ``loss_module`` and ``lm_head``."""
-    return {"loss_module": loss_module(settings, num_layers, edit_layer), "lm_head": settings.lm_head_module}
+def value_options(settings: LocateThenEditSettings, num_layers: int, edit_layer: int) -> dict:
+    """optimise_values' keywords for values at ``edit_layer``: where and how the loss reads logits
+    (``loss_module``, ``lm_head``) and the blocks below that layer (``static_blocks``)."""
+    return {"loss_module": loss_module(settings, num_layers, edit_layer), "lm_head": settings.lm_head_module,
+            "static_blocks": [settings.layer_module_tmp.format(layer) for layer in range(edit_layer)]}

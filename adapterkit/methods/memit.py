@@ -15,7 +15,7 @@ from ..editing.keys import context_keys, module_io
 from ..editing.tokens import plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update, spread_update
-from ..editing.values import LossSettings, context_templates, head_reading, optimise_values
+from ..editing.values import LossSettings, context_templates, value_options, optimise_values
 from .base import LocateThenEditMethod
 from .settings import MEMITSettings
 
@@ -31,7 +31,7 @@ class MEMIT(LocateThenEditMethod):
         with frozen(model):
             templates = context_templates(model, tok, settings)
             zs = optimise_values(model, tok, requests, [top], templates, settings.fact_token, LossSettings.from_settings(settings),
-                                 **head_reading(settings, num_layers, layers[-1]), batch_size=settings.v_batch_size)[top]
+                                 **value_options(settings, num_layers, layers[-1]), batch_size=settings.v_batch_size)[top]
             for i, layer in enumerate(layers):
                 rewrite = settings.rewrite_module_tmp.format(layer)
                 keys = context_keys(model, tok, requests, templates, settings.fact_token, rewrite)

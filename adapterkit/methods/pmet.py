@@ -19,7 +19,7 @@ from ..editing.keys import context_keys, module_io
 from ..editing.tokens import plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update, spread_update
-from ..editing.values import LossSettings, context_templates, head_reading, optimise_values
+from ..editing.values import LossSettings, context_templates, value_options, optimise_values
 from ..errors import AdapterkitError
 from .base import LocateThenEditMethod
 from .settings import PMETSettings
@@ -48,7 +48,7 @@ class PMET(LocateThenEditMethod):
         with frozen(model):
             templates = context_templates(model, tok, settings)
             zs = optimise_values(model, tok, requests, points, templates, settings.fact_token, LossSettings.from_settings(settings),
-                                 **head_reading(settings, num_layers, layers[-1]), batch_size=settings.v_batch_size)
+                                 **value_options(settings, num_layers, layers[-1]), batch_size=settings.v_batch_size)
             for i, layer in enumerate(layers):
                 for template in rewrites:
                     top = template.format(layers[-1])

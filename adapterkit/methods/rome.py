@@ -17,7 +17,7 @@ from ..editing.keys import context_keys, module_io
 from ..editing.tokens import plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update
-from ..editing.values import LossSettings, context_templates, head_reading, optimise_values
+from ..editing.values import LossSettings, context_templates, value_options, optimise_values
 from .base import LocateThenEditMethod
 from .settings import ROMESettings
 
@@ -41,7 +41,7 @@ class ROME(LocateThenEditMethod):
         u = self.left_vector(model, tok, request, settings, layer, templates, spec)
         value_point = settings.mlp_module_tmp.format(layer)
         v_star = optimise_values(model, tok, [request], [value_point], templates, settings.fact_token,
-                                 LossSettings.from_settings(settings), **head_reading(settings, num_layers, layer))[value_point][0]
+                                 LossSettings.from_settings(settings), **value_options(settings, num_layers, layer))[value_point][0]
         k_now, v_now = module_io(model, tok, plain_prompts([request]), settings.fact_token, rewrite)
         right = (v_star.double() - v_now[0].double().to(v_star.device)) / (k_now[0].double().to(u.device) @ u)
         apply_update(ledger, spec, f"{rewrite}.weight", left=right, right=u.to(right.device))

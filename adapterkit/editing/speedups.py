@@ -1,0 +1,30 @@
+"""Exact speed-ups, on by default, and the switch that turns them off to time or check the straightforward path.
+
+Each one computes the same thing as the straightforward path, up to float rounding (tests/test_speedups.py):
+- value optimisation replays the outputs of the decoder blocks below the value point, which the deltas
+  cannot change, instead of recomputing them at every step (``replay.py``);
+- whether ``lm_head`` can run on the loss positions only is checked once per model and head, not per call;
+- statistics of 16-bit models multiply their (already 16-bit) keys on tensor cores with float32 results and
+  accumulation, and fold the float32 running sum into the float64 total every few batches; the statistics loop
+  copies its batches from page-locked memory, so the host tokenises the next batch while the GPU works.
+"""
+from __future__ import annotations
+
+import contextlib
+
+_enabled = True
+
+
+def active() -> bool:
+    return _enabled
+
+
+@contextlib.contextmanager
+def enabled(on: bool = True):
+    """``with speedups.enabled(False):`` runs the straightforward path inside the block."""
+    global _enabled
+    before, _enabled = _enabled, on
+    try:
+        yield
+    finally:
+        _enabled = before

@@ -1,0 +1,165 @@
+"""Every exact speed-up (adapterkit.editing.speedups) gives the same edit as the straightforward path: the same
+keys, target values and weight updates within float tolerance, on small models of several architectures."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import adapterkit
+from adapterkit.autodetect import method_hparams
+from adapterkit.checkpoint import build_model
+from adapterkit.editing import speedups, values
+from adapterkit.editing.hooks import frozen
+from adapterkit.editing.moments import FOLD_EVERY, SecondMomentSum
+from adapterkit.editing.replay import BlockReplay
+from adapterkit.editing.stats import _accumulate
+from adapterkit.methods.rome import ROME
+from adapterkit.registry import get_registry
+from adapterkit.requests import normalise_requests
+from checkpoints import word_tokenizer
+
+REQUESTS = [
+    {"prompt": "The Eiffel Tower is located in", "subject": "Eiffel Tower", "target_new": "Rome"},
+    {"prompt": "Danielle Darrieux spoke the language", "subject": "Danielle Darrieux", "target_new": "English"},
+    {"prompt": "The mother tongue of Thomas Joannes Stieltjes is", "subject": "Thomas Joannes Stieltjes", "target_new": "English"},
+]
+TEXTS = [r["prompt"] + " " + r["target_new"] for r in REQUESTS] + ["is a The Therefore Because I You . Paris French Dutch"]
+
+
+def tiny(arch: str):
+    """The declaration's tiny model (4 layers), randomly initialised, and a word tokenizer over the texts."""
+    spec = get_registry().architecture(arch)
+    torch.manual_seed(0)
+    return build_model(spec.tiny_config, spec).eval(), spec, spec.tiny_config, word_tokenizer(TEXTS)
+
+
+def hparams(method: str, spec, config, **changes) -> dict:
+    hp = method_hparams(spec, config, get_registry().method(method), model_name="tiny")
+    return {**hp, "v_num_grad_steps": 8, "mom2_adjustment": False, "context_template_length_params": [[3, 2]],
+            "layers": [3], **changes}
+
+
+def edit_both_ways(model, tok, requests, hp):
+    """(fast deltas, straightforward deltas): each edit applied, recorded and restored."""
+    out = []
+    for on in (True, False):
+        with speedups.enabled(on):
+            result = adapterkit.edit(model, tok, requests, hp, evaluate=False)
+            out.append({n: d.clone() for n, d in result.deltas.items()})
+            result.restore()
+    return out
+
+
+def assert_same_updates(fast: dict, plain: dict):
+    assert fast.keys() == plain.keys() and fast
+    for name in fast:
+        scale = float(plain[name].abs().max())
+        assert scale > 0, f"{name}: the edit changed nothing, so the comparison proves nothing"
+        torch.testing.assert_close(fast[name], plain[name], rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
+def test_rome_update_is_the_same_with_and_without_speedups(arch):
+    model, spec, config, tok = tiny(arch)
+    fast, plain = edit_both_ways(model, tok, REQUESTS[:1], hparams("ROME", spec, config))
+    assert_same_updates(fast, plain)
+
+
+def test_rome_key_and_value_are_the_same_with_and_without_speedups():
+    model, spec, config, tok = tiny("llama")
+    hp = adapterkit.hparams.load_settings(hparams("ROME", spec, config))
+    request = normalise_requests(REQUESTS[:1])[0]
+    layer = hp.layers[0]
+    point = hp.mlp_module_tmp.format(layer)
+    found = []
+    with frozen(model):
+        templates = [[c for group in values.context_templates(model, tok, hp) for c in group]]
+        for on in (True, False):
+            with speedups.enabled(on):
+                key = ROME().left_vector(model, tok, request, hp, layer, templates, spec)
+                value = values.optimise_values(model, tok, [request], [point], templates, hp.fact_token,
+                                               values.LossSettings.from_settings(hp),
+                                               **values.value_options(hp, spec.num_layers(config), layer))[point]
+                found.append((key, value))
+    (key_fast, value_fast), (key_plain, value_plain) = found
+    torch.testing.assert_close(key_fast, key_plain)
+    torch.testing.assert_close(value_fast, value_plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method,changes", [("MEMIT", {"layers": [2, 3]}),
+                                            ("PMET", {"layers": [2, 3]})])
+def test_batched_updates_are_the_same_with_and_without_speedups(method, changes):
+    model, spec, config, tok = tiny("llama")
+    hp = hparams(method, spec, config, mom2_adjustment=False, v_batch_size=2, **changes)
+    fast, plain = edit_both_ways(model, tok, REQUESTS, hp)
+    assert_same_updates(fast, plain)
+
+
+def test_replay_skips_the_blocks_below_and_puts_them_back():
+    model, spec, config, tok = tiny("llama")
+    blocks = [spec.module_name("layer", i) for i in range(3)]
+    ids = torch.tensor([tok("The Eiffel Tower is located in")["input_ids"]])
+    calls = []
+    handle = model.get_submodule(blocks[0]).mlp.register_forward_hook(lambda *a: calls.append(1))
+    replay = BlockReplay(model, blocks)
+    with torch.no_grad():
+        with replay.recording():
+            expected = model(input_ids=ids).logits
+        assert len(calls) == 1
+        with replay.replaying():
+            replayed = model(input_ids=ids).logits
+        assert len(calls) == 1, "a replayed block ran"
+        after = model(input_ids=ids).logits
+    handle.remove()
+    assert len(calls) == 2, "the block did not run again after the replay"
+    torch.testing.assert_close(replayed, expected, rtol=0, atol=0)
+    torch.testing.assert_close(after, expected, rtol=0, atol=0)
+    assert all("forward" not in model.get_submodule(b).__dict__ for b in blocks)
+
+
+def test_replay_keeps_a_forward_set_on_the_instance():
+    model, spec, config, tok = tiny("llama")
+    block = model.get_submodule("model.layers.0")
+    own = block.forward
+    block.forward = own  # as accelerate's hooks do
+    replay = BlockReplay(model, ["model.layers.0"])
+    ids = torch.tensor([tok("The Eiffel Tower")["input_ids"]])
+    with torch.no_grad(), replay.recording():
+        model(input_ids=ids)
+    with replay.replaying():
+        assert block.forward is not own
+    assert block.__dict__["forward"] is own
+
+
+def test_second_moments_are_the_same_with_and_without_speedups():
+    torch.manual_seed(0)
+    batches = [torch.randn(37, 24).to(torch.bfloat16) for _ in range(2 * FOLD_EVERY + 3)]
+    sums = []
+    for on in (True, False):
+        with speedups.enabled(on):
+            moment = SecondMomentSum(torch.float32)
+            for keys in batches:
+                moment.add(keys)
+            sums.append(moment.total())
+    fast, plain = sums
+    assert fast.dtype == plain.dtype == torch.float64
+    exact = sum(k.double().T @ k.double() for k in batches)
+    torch.testing.assert_close(plain, exact, rtol=1e-6, atol=1e-6)
+    # float32 partial sums of FOLD_EVERY batches: rounding of about 1e-5 of the largest entry, still finer than
+    # the reference implementation's, which keeps its whole running sum in float32
+    torch.testing.assert_close(fast, exact, rtol=1e-5, atol=1e-5 * float(exact.abs().max()))
+
+
+def test_statistics_pass_is_the_same_with_and_without_speedups():
+    model, spec, config, tok = tiny("llama")
+    modules = ["model.layers.1.mlp.down_proj", "model.layers.3.mlp.down_proj"]
+    documents = [" ".join(TEXTS[i % len(TEXTS)] for i in range(j, j + 5)) for j in range(10)]
+    found = []
+    for on in (True, False):
+        with speedups.enabled(on):
+            found.append(_accumulate(model, tok, modules, documents, 3, torch.float32, None, False, 64))
+    (fast, count_fast), (plain, count_plain) = found
+    assert count_fast == count_plain == sum(len(tok(d)["input_ids"]) for d in documents)
+    for m in modules:
+        assert float(plain[m].abs().max()) > 0
+        torch.testing.assert_close(fast[m], plain[m], rtol=1e-5, atol=1e-6 * float(plain[m].abs().max()))
