@@ -7,7 +7,7 @@ from pathlib import Path
 from .errors import AdapterkitError, SchemaError
 from .registry import get_registry, load_declaration
 from .safe_load import load_yaml
-from .schema import format_problems, schema_problems
+from .schema import format_problems, schema_problems, schema_properties
 
 
 def validate_file(path, model_path=None, *, allow_partial: bool = False, strict: bool = False) -> str:
@@ -134,23 +134,24 @@ def _hparams_against_model(document, method, model_path, allow_partial: bool = F
         weights.add(spec.weight_name("lm_head"))
         modules.add(spec.module_name("lm_head"))
     num_layers = spec.num_layers(config)
+    properties, _ = schema_properties(method.schema)  # the keys the schema checked; others are unknown keys
     problems = []
-    layers = document.get("layers", [])
+    layers = document.get("layers", []) if "layers" in properties else []
     for i, layer in enumerate(layers):
         if layer >= num_layers:
             problems.append((f"/layers/{i}", f"layer {layer} does not exist ({model_path} has {num_layers})", f"use 0..{num_layers - 1}"))
-    loss_layer = document.get("v_loss_layer")
+    loss_layer = document.get("v_loss_layer") if "v_loss_layer" in properties else None
     if isinstance(loss_layer, int) and loss_layer >= num_layers:
         problems.append(("/v_loss_layer", f"layer {loss_layer} does not exist ({model_path} has {num_layers})",
                          f"use the last layer, {num_layers - 1} (what `adapterkit detect` writes)"))
-    at_layers = sorted({layer for layer in layers if isinstance(layer, int) and layer < num_layers}) or [0]
+    at_layers = sorted({layer for layer in layers if layer < num_layers}) or [0]
     for key, value in document.items():
-        if key.endswith(("_tmp", "_tmps", "_module")) and isinstance(value, (str, list)):
+        if key in properties and key.endswith(("_tmp", "_tmps", "_module")):
             for j, path in enumerate(value if isinstance(value, list) else [value]):
                 pointer = f"/{key}/{j}" if isinstance(value, list) else f"/{key}"
                 problems += _module_path_problems(key, pointer, path, at_layers, modules, weights, spec, method, model_path)
     tied = {spec.weight_name("lm_head"), spec.weight_name("embed")} if spec.lm_head_tied(config) else set()
-    for j, name in enumerate(document.get("inner_params", [])):
+    for j, name in enumerate(document.get("inner_params", []) if "inner_params" in properties else []):
         if name in tied:
             other = (tied - {name}).pop()
             problems.append((f"/inner_params/{j}", f"{name!r} is one tensor with {other!r} in {model_path} (tied lm-head): "
@@ -165,7 +166,7 @@ def _module_path_problems(key, pointer, path, layers, modules, weights, spec, me
     rewritten modules, one without a weight; the fix names what detect writes for this architecture."""
     problems = []
     for layer in layers if "{}" in path else [None]:
-        name = path.format(layer) if layer is not None else path
+        name = path.replace("{}", str(layer)) if layer is not None else path
         if name not in modules:
             what = f"{name!r} is not a module of {model_path}"
         elif key.startswith("rewrite_module_tmp") and f"{name}.weight" not in weights:

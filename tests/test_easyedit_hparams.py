@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from adapterkit.cli import main
-from adapterkit.errors import SchemaError, UnknownKeyWarning, UnsupportedMethodError
+from adapterkit.errors import AdapterkitError, SchemaError, UnknownKeyWarning, UnsupportedMethodError
 from adapterkit.hparams import load_hparams, load_settings
 from adapterkit.methods.settings import _float_fields
+from adapterkit.validate import validate_file
 
 from checkpoints import write_tiny_checkpoint
 from conftest import BUILTIN_METHODS
@@ -235,6 +238,28 @@ def test_a_tied_head_stored_once_passes_as_lm_head(tmp_path, capsys):
     file = tmp_path / "rome.yaml"
     file.write_text(yaml.safe_dump(hp))
     assert main(["validate", file, "--model", path]) == 0, capsys.readouterr().err
+
+
+VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12)
+                      | st.sampled_from(["1e-3", "{}", "{0}", "x.{}.y", "{x}"]),
+                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                      max_leaves=6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(source=st.sampled_from([p for p in FILES if relative(p) not in MULTIMODAL]),
+       key=st.sampled_from(sorted({k for p in FILES for k in yaml.safe_load(p.read_text())}) + ["rewrite_module_tmps", "x_tmp"]),
+       value=VALUES)
+def test_fuzz_any_value_at_any_key_gives_only_adapterkit_errors(gpt2_checkpoint, tmp_path, source, key, value):
+    path = tmp_path / "hp.yaml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load(source.read_text()), key: value}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownKeyWarning)
+        for call in (lambda: load_settings(path), lambda: validate_file(path, model_path=gpt2_checkpoint, strict=True)):
+            try:
+                call()
+            except AdapterkitError:
+                pass
 
 
 # --- writing EasyEdit's form ------------------------------------------------------------------------
