@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
-from .errors import AdapterkitError
+from .errors import AdapterkitError, AdapterkitWarning
 
 
 def _registry():
@@ -45,6 +46,8 @@ def cmd_detect(args) -> int:
         trace = load_trace(args.trace, args.model_path)
         hparams = detect(args.model_path, method=args.method, allow_partial=args.allow_partial_weights, trace=trace)
         comment = provenance(trace, hparams["layers"], args.trace)
+    if args.format == "easyedit":
+        hparams, comment = _as_easyedit(hparams, args.model_path, comment)
     text = write_yaml(hparams, args.output, comment)
     if args.output:
         print(f"wrote {args.output} ({hparams['alg_name']}, architecture {hparams.get('architecture')}, layers {hparams.get('layers', '-')})",
@@ -52,6 +55,19 @@ def cmd_detect(args) -> int:
     else:
         print(text, end="")
     return 0
+
+
+def _as_easyedit(hparams, model_path, comment):
+    from .easyedit import dataclass_info, to_easyedit
+
+    settings = _registry().method(hparams["alg_name"]).settings(hparams)
+    easyedit, from_reference = to_easyedit(settings, str(model_path))
+    info = dataclass_info(settings.alg_name)
+    note = f"EasyEdit's {info['class']} ({info['file']}) fields, written by `adapterkit detect --format easyedit`"
+    if from_reference:
+        note += (f"\nfrom EasyEdit's reference file {info['reference_file']} (review them): "
+                 + ", ".join(from_reference))
+    return easyedit, f"{comment}\n{note}" if comment else note
 
 
 def _say_where_the_declaration_came_from(hparams, explain: bool) -> None:
@@ -73,7 +89,7 @@ def _say_where_the_declaration_came_from(hparams, explain: bool) -> None:
 def cmd_validate(args) -> int:
     from .validate import validate_file
 
-    problems = validate_file(args.file, model_path=args.model, allow_partial=args.allow_partial_weights)
+    problems = validate_file(args.file, model_path=args.model, allow_partial=args.allow_partial_weights, strict=args.strict)
     if problems:
         print(problems, file=sys.stderr)
         return 2
@@ -126,7 +142,7 @@ def cmd_edit(args) -> int:
     from .inputs import check_writable
     from .requests import load_requests
 
-    hparams = load_hparams(args.hparams)
+    hparams = load_hparams(args.hparams, strict=args.strict)
     if args.stats_dir:
         hparams["stats_dir"] = args.stats_dir
     requests = load_requests(args.requests)
@@ -264,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="YAML file to write (default: print)")
     p.add_argument("--explain", action="store_true", help="print (to stderr) each role's module, and how it was found")
     p.add_argument("--layers", type=int, nargs="+", help="edit these layers instead of those the architecture's rule picks")
+    p.add_argument("--format", choices=["adapterkit", "easyedit"], default="adapterkit",
+                   help="easyedit: exactly the fields EasyEdit's own hyperparameter dataclass for the method loads")
     _partial_arg(p)
     p.add_argument("--trace", metavar="FILE",
                    help="choose the edit layers by causal tracing: facts the model knows (CounterFact / EasyEdit "
@@ -273,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check an architecture declaration or a hyperparameter file")
     p.add_argument("file")
     p.add_argument("--model", help="a checkpoint directory or GGUF file to check the templates against")
+    p.add_argument("--strict", action="store_true", help="a hyperparameter key no method or EasyEdit reads is an error")
     _partial_arg(p)
     p.set_defaults(func=cmd_validate)
 
@@ -311,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--archive", help="trained editor directory (MEND, SERAC)")
     p.add_argument("--stats-dir")
+    p.add_argument("--strict", action="store_true", help="a hyperparameter key no method or EasyEdit reads is an error")
     p.set_defaults(func=cmd_edit)
 
     p = sub.add_parser("train", help="train a MEND or SERAC editor")
@@ -360,10 +380,19 @@ def _partial_arg(p) -> None:
                    help="load weights that do not cover the model (missing tensors stay randomly initialised)")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, *, default=warnings.showwarning):
+    if issubclass(category, AdapterkitWarning):
+        print(f"adapterkit: warning: {message}", file=sys.stderr)
+    else:
+        default(message, category, filename, lineno, file, line)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(None if argv is None else [str(arg) for arg in argv])
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except AdapterkitError as exc:
         print(f"adapterkit: error: {exc.message}", file=sys.stderr)
         if exc.fix:

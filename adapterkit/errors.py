@@ -44,3 +44,15 @@ class ArchiveError(AdapterkitError):
 
 class OutputError(AdapterkitError):
     """An output location cannot be written."""
+
+
+class UnsupportedMethodError(AdapterkitError):
+    """A hyperparameter file is for an editing method adapterkit does not have (EasyEdit's multimodal ones, ...)."""
+
+
+class AdapterkitWarning(UserWarning):
+    """Something a user should look at that does not stop the work; the CLI prints it as ``adapterkit: warning:``."""
+
+
+class UnknownKeyWarning(AdapterkitWarning):
+    """A hyperparameter file holds a key that neither the method nor EasyEdit's dataclass for it reads."""

@@ -1,13 +1,16 @@
 """Method hyperparameters, with EasyEdit's key names, checked against the method's schema and built into its settings."""
 from __future__ import annotations
 
+import difflib
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import SchemaError
+from .errors import SchemaError, UnknownKeyWarning, UnsupportedMethodError
 from .methods.settings import MethodSettings
 from .safe_load import load_yaml
-from .schema import schema_problems, format_problems
+from .schema import format_problems, json_pointer, schema_problems, schema_properties
 
 
 def read_hparams(source: str | Path | Mapping[str, Any]) -> tuple[dict, str]:
@@ -23,28 +26,106 @@ def read_hparams(source: str | Path | Mapping[str, Any]) -> tuple[dict, str]:
     return document, str(path)
 
 
-def hparams_problems(document: Mapping[str, Any], registry) -> list[tuple[str, str, str]]:
+# EasyEdit writes 1e-3 and 5e-1, which YAML 1.1 (PyYAML) reads as strings; its dataclass loader makes them floats
+NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def hparams_method(document: Mapping[str, Any], registry, where: str = "<hparams>"):
+    """The method ``alg_name`` names, or None when it names none (a schema problem); a method adapterkit does
+    not have, or an EasyEdit multimodal file, is refused as not supported."""
+    from . import easyedit
+
     alg = document.get("alg_name")
     if not isinstance(alg, str):
-        return [("/alg_name", "alg_name is missing", f"set alg_name to one of {sorted(registry.methods)}")]
+        return None
     if alg.upper() not in registry.methods:
-        return [("/alg_name", f"unknown method {alg!r}", f"use one of {sorted(registry.methods)}")]
-    return schema_problems(document, registry.method(alg).schema)
+        multimodal = easyedit.multimodal_class(alg)
+        what = f" (EasyEdit's multimodal {multimodal})" if multimodal else ""
+        raise UnsupportedMethodError(
+            f"{where}: alg_name {alg!r}{what}: adapterkit does not support this method",
+            fix=f"adapterkit edits text models with {', '.join(sorted(registry.methods))} (`adapterkit plugins` "
+                f"lists the installed methods); " + ("use EasyEdit's multimodal editor for this file" if multimodal
+                                                     else "install the plugin that provides it, or fix alg_name"))
+    easyedit.check_not_multimodal(document, alg, where)
+    return registry.method(alg)
 
 
-def load_hparams(source, registry=None) -> dict:
-    """Read and validate hyperparameters; errors name the file, the JSON pointer and the fix."""
+def numbers_from_text(document: Mapping[str, Any], schema) -> dict:
+    """``document`` with number text (``1e-3``) read as a float where the schema wants a number, as EasyEdit reads it."""
+    properties, _ = schema_properties(schema)
+
+    def wants_number(key):
+        kind = properties.get(key, {}).get("type")
+        return kind == "number" or (isinstance(kind, list) and "number" in kind)
+
+    return {key: float(value) if isinstance(value, str) and wants_number(key) and NUMBER_TEXT.fullmatch(value.strip())
+            else value for key, value in document.items()}
+
+
+def checked_hparams(document: Mapping[str, Any], registry, where: str = "<hparams>") -> tuple[dict, list[tuple[str, str, str]]]:
+    """The hyperparameters as the method reads them (number text as numbers), and their schema problems."""
+    method = hparams_method(document, registry, where)
+    if method is None:
+        return dict(document), [("/alg_name", "alg_name is missing", f"set alg_name to one of {sorted(registry.methods)}")]
+    document = numbers_from_text(document, method.schema)
+    return document, schema_problems(document, method.schema)
+
+
+def hparams_problems(document: Mapping[str, Any], registry, where: str = "<hparams>") -> list[tuple[str, str, str]]:
+    return checked_hparams(document, registry, where)[1]
+
+
+def unknown_key_problems(document: Mapping[str, Any], method) -> list[tuple[str, str, str]]:
+    """Keys that neither ``method`` (its schema and settings) nor EasyEdit's dataclass for it uses, each with the
+    nearest known key where one is close (a misspelling)."""
+    from . import easyedit
+
+    settings_class = method.settings_class
+    properties, _ = schema_properties(method.schema)
+    known = ({"alg_name"} | set(properties) | set(settings_class.setting_names()) | set(settings_class.aliases)
+             | set(settings_class.ignored) | easyedit.field_names(method.name))
+    problems = []
+    for key in document:
+        if not isinstance(key, str) or key in known:
+            continue
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+        message = f"unknown key {key!r}: {method.name} does not read it" + (
+            f", nor does EasyEdit's {method.name} file" if easyedit.field_names(method.name) else "")
+        if close:
+            problems.append((json_pointer([key]), f"{message}; did you mean {close[0]!r}?",
+                             f"rename {key} to {close[0]}"))
+        else:
+            problems.append((json_pointer([key]), message,
+                             "remove it (it is kept and written back, but nothing reads it), or check its spelling"))
+    return problems
+
+
+def load_hparams(source, registry=None, *, strict: bool = False) -> dict:
+    """Read and validate hyperparameters; errors name the file, the JSON pointer and the fix.
+
+    A file's unknown keys are warned about (``UnknownKeyWarning``); ``strict`` makes them errors."""
     from .registry import get_registry
 
     registry = registry or get_registry()
     document, where = read_hparams(source)
-    problems = hparams_problems(document, registry)
+    document, problems = checked_hparams(document, registry, where)
     if problems:
         raise SchemaError(format_problems(where, problems))
+    if not isinstance(source, Mapping):
+        report_unknown_keys(document, registry.method(document["alg_name"]), where, strict=strict)
     return document
 
 
-def load_settings(source, registry=None) -> MethodSettings:
+def report_unknown_keys(document, method, where: str, *, strict: bool) -> None:
+    unknown = unknown_key_problems(document, method)
+    if unknown and strict:
+        raise SchemaError(format_problems(where, unknown),
+                          fix="rename or remove the unknown keys (without --strict they are only warned about)")
+    for pointer, message, fix in unknown:
+        warnings.warn(f"{where}#{pointer}: {message} (fix: {fix})", UnknownKeyWarning, stacklevel=3)
+
+
+def load_settings(source, registry=None, *, strict: bool = False) -> MethodSettings:
     """The method's typed settings from a hyperparameter file or dict, built once, right after the schema check.
 
     Settings already built are checked against the schema and returned as they are."""
@@ -57,9 +138,10 @@ def load_settings(source, registry=None) -> MethodSettings:
             raise SchemaError(f"settings of type {type(source).__name__} given for {method.name}, "
                               f"which takes {method.settings_class.__name__}",
                               fix=f"build them with {method.settings_class.__name__}.from_hparams, or pass the hparams dict")
-        problems = hparams_problems(source.to_dict(), registry)
+        where = f"<{type(source).__name__}>"
+        problems = hparams_problems(source.to_dict(), registry, where)
         if problems:
-            raise SchemaError(format_problems(f"<{type(source).__name__}>", problems))
+            raise SchemaError(format_problems(where, problems))
         return source
-    document = load_hparams(source, registry)
+    document = load_hparams(source, registry, strict=strict)
     return registry.method(document["alg_name"]).settings(document)
