@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import warnings
 
@@ -131,6 +132,29 @@ def cmd_stats(args) -> int:
                           n_samples=args.n_samples, batch_size=args.batch_size, device=args.device)
     for layer, path in paths.items():
         print(f"layer {layer}: {path}")
+    return 0
+
+
+def cmd_stats_import(args) -> int:
+    from .autodetect import detect
+    from .checkpoint import load_model
+    from .editing.stats import import_npz
+    from .hparams import load_settings
+    from .inputs import check_writable
+    from .methods import LocateThenEditSettings
+
+    if args.hparams:
+        settings = load_settings(args.hparams)
+        if not isinstance(settings, LocateThenEditSettings):
+            raise AdapterkitError(f"{args.hparams}: {settings.alg_name} reads no second-moment statistics",
+                                  fix="give the hyperparameter file of a locate-then-edit method (ROME, MEMIT, PMET)")
+    else:  # ROME's published statistics settings: EasyEdit's file naming and folder (wikipedia_stats, 100000, float32)
+        settings = load_settings(dict(detect(args.model, method="ROME", allow_partial=args.allow_partial_weights)))
+    stats_dir = args.stats_dir or settings.stats_dir
+    check_writable(stats_dir, what="statistics directory", directory=True)
+    model, _ = load_model(args.model, device=args.device, allow_partial=args.allow_partial_weights)
+    path = import_npz(args.file, model, _registry().for_model(model), settings, args.layer, stats_dir)
+    print(path)
     return 0
 
 
@@ -314,13 +338,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.set_defaults(func=cmd_trace)
 
-    p = sub.add_parser("stats", help="compute (and cache) second-moment statistics of the rewrite layers")
+    p = sub.add_parser("stats", help="compute (and cache) second-moment statistics of the rewrite layers",
+                       epilog="`adapterkit stats import FILE.npz --model CKPT --layer N` adopts a ROME / EasyEdit file")
     _model_args(p)
     p.add_argument("--corpus", required=True, help="local .txt / .jsonl / .parquet file or a saved `datasets` directory")
     p.add_argument("--stats-dir")
     p.add_argument("--n-samples", type=int)
     p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=cmd_stats)
+
+    # `adapterkit stats import ...` (main() routes it here; no help=, so the command list shows only `stats`)
+    p = sub.add_parser("stats-import", prog="adapterkit stats import",
+                       description="adopt a ROME / EasyEdit second-moment file (mom2.mom2, mom2.count) for a layer: "
+                                   "its shape is checked against the model, its provenance recorded")
+    p.add_argument("file", help="the .npz file")
+    p.add_argument("--model", required=True, help="the checkpoint the statistics belong to")
+    p.add_argument("--layer", type=int, required=True, help="the layer whose rewrite module they describe")
+    p.add_argument("--hparams", help="the hparams that will read them (default: ROME's published statistics settings)")
+    p.add_argument("--stats-dir")
+    p.add_argument("--device")
+    _partial_arg(p)
+    p.set_defaults(func=cmd_stats_import)
 
     p = sub.add_parser("edit", help="apply edits and write the edited checkpoint or its deltas")
     _model_args(p)
@@ -387,8 +425,31 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, *, 
         default(message, category, filename, lineno, file, line)
 
 
+def _route_subcommands(argv: list[str]) -> list[str]:
+    """`stats import ...` is its own parser, so that `stats MODEL ...` keeps its positional checkpoint
+    (a checkpoint directory named `import` is given as `./import`)."""
+    return ["stats-import", *argv[2:]] if argv[:2] == ["stats", "import"] else argv
+
+
+class _StderrReport(logging.Handler):
+    """adapterkit's reports (which statistics file is used, and where it came from) as `adapterkit: ...` lines
+    on the stderr of the moment."""
+
+    def emit(self, record) -> None:
+        print(f"adapterkit: {record.getMessage()}", file=sys.stderr)
+
+
+def _report_to_stderr() -> None:
+    logger = logging.getLogger("adapterkit")
+    if not any(isinstance(h, _StderrReport) for h in logger.handlers):
+        logger.addHandler(_StderrReport())
+        logger.setLevel(logging.INFO)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(None if argv is None else [str(arg) for arg in argv])
+    argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
+    args = build_parser().parse_args(_route_subcommands(argv))
+    _report_to_stderr()
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning

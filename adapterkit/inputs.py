@@ -330,7 +330,9 @@ def check_stats_inputs(model, spec, settings) -> None:
 
     if not isinstance(settings, LocateThenEditSettings):
         return
-    for wanted in stats.stats_requests(model, spec, settings, settings.stats_dir):
+    for wanted in stats.stats_requests(model, spec, settings, settings.stats_dir, corpus=settings.mom2_corpus):
+        if settings.mom2_corpus is None:
+            wanted = stats.locate(wanted, settings) or wanted
         if not wanted.path.exists():
             continue
         try:

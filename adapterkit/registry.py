@@ -133,6 +133,8 @@ class Registry:
         self.methods: dict[str, Any] = {}
         self.method_origins: dict[str, str] = {}     # NAME -> "distribution version (plugin name)"
         self.method_clashes: dict[str, list[str]] = {}
+        self.architecture_origins: dict[str, str] = {}  # name -> "distribution version (plugin name)"
+        self.architecture_clashes: dict[str, list[str]] = {}
         self.plugins: list[PluginInfo] = []
         self.faults: list[PluginFault] = []
         self.inferred: list[ArchSpec] = []  # declarations inferred on request (detect, validate, load_model)
@@ -173,10 +175,16 @@ class Registry:
             message = exc.message if isinstance(exc, AdapterkitError) else f"{type(exc).__name__}: {exc}"
             self.faults.append(PluginFault(name, distribution, message))
             return
+        origin = f"{distribution} {version} (plugin {name})"
         for spec in built:
+            if spec.name in self.architecture_origins:
+                self.architecture_clashes.setdefault(spec.name, [self.architecture_origins[spec.name]]).append(origin)
+                self.faults.append(PluginFault(name, distribution, f"architecture {spec.name!r} is declared by "
+                                               + " and by ".join(self.architecture_clashes[spec.name])))
+            else:
+                self.architecture_origins[spec.name] = origin
             self.architectures.append(spec)
             info.architectures.append(spec.name)
-        origin = f"{distribution} {version} (plugin {name})"
         for method in methods:
             key = method.name.upper()
             if key in self.methods:
@@ -194,6 +202,7 @@ class Registry:
 
     # --- look-ups -----------------------------------------------------------------------------
     def architecture(self, name: str) -> ArchSpec:
+        self._refuse_clash(name)
         for spec in self.architectures:
             if spec.name == name:
                 return spec
@@ -230,8 +239,17 @@ class Registry:
             raise PluginError(
                 f"{source}: model_type={config.get('model_type')!r} is claimed by several plugins: {names}",
                 fix="uninstall one of them, or give one declaration a higher `priority`")
+        self._refuse_clash(winners[0].name, source)
         check_config_values(config, winners[0], source)
         return winners[0]
+
+    def _refuse_clash(self, name: str, source: str | None = None) -> None:
+        clash = self.architecture_clashes.get(name)
+        if clash:
+            where = f"{source}: " if source else ""
+            raise PluginError(f"{where}the architecture {name!r} is declared by several plugins: {' and '.join(clash)}",
+                              fix="uninstall one of them, or rename the architecture in one declaration "
+                                  "(`adapterkit plugins --strict` lists such conflicts)")
 
     def infer(self, config: Mapping[str, Any], source: str = "config.json") -> ArchSpec:
         from .inference import DEPTH_KEYS, infer

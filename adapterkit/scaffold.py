@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from .errors import AdapterkitError, PluginError
+from .fileio import follow_umask
 
 METHODS = ("ROME", "MEMIT", "PMET", "MEND", "SERAC")
 
@@ -154,6 +155,7 @@ def _write_tree(out: Path, files: dict[str, str]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        follow_umask(staging, directory=True)  # mkdtemp's 0700 would make the distribution private
         for relative, text in files.items():
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -75,8 +75,47 @@ def test_stats_computes_once_then_reuses(checkpoint, tmp_path, capsys):
     assert len(first) == len(layers)
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "stats").rglob("*") if p.is_file()}
     assert main(args) == 0
-    assert capsys.readouterr().out.splitlines() == first
+    again = capsys.readouterr()
+    assert again.out.splitlines() == first
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    for line in first:  # "MODULE: PATH", each reuse said on stderr with where the file came from
+        module, _, path = line.partition(": ")
+        assert f"adapterkit: reusing {path} for {module.removeprefix('layer ')}: computed from corpus {corpus}" in again.err
+
+
+def test_stats_import_adopts_an_easyedit_file_that_the_edit_then_uses_and_reports(checkpoint, tmp_path, capsys):
+    import hashlib
+
+    import numpy as np
+
+    from adapterkit.editing import stats
+    from adapterkit.registry import get_registry
+
+    path, fact = checkpoint
+    hp = detected(checkpoint, "MEMIT", tmp_path, capsys, layers=[1])
+    module = yaml.safe_load(hp.read_text())["rewrite_module_tmp"].format(1)
+    width = stats._input_width(fact.model, get_registry().for_model(fact.model), module)
+    source = tmp_path / "easyedit.npz"
+    np.savez(source, **{"mom2.mom2": np.eye(width, dtype=np.float32) * 3, "mom2.count": np.array(3)})
+    args = ["stats", "import", source, "--model", path, "--layer", 1, "--stats-dir", tmp_path / "stats"]
+    assert main([*args, "--hparams", hp]) == 0
+    written = capsys.readouterr().out.strip()
+    assert written.endswith(f"wikipedia_stats/{module}_float32_mom2_100000.npz")
+    assert stats.read_meta(written)["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert main(["edit", path, "--hparams", hp, "--requests", requests_file(fact, tmp_path), "--stats-dir", tmp_path / "stats"]) == 0
+    err = capsys.readouterr().err
+    assert f"adapterkit: using {written} for {module}: imported from {source.resolve()} (sha256 " in err
+    assert main(args) == 0  # without --hparams: ROME's published statistics settings, the same file name
+    assert capsys.readouterr().out.strip() == written
+    np.savez(source, **{"mom2.mom2": np.eye(width + 1, dtype=np.float32), "mom2.count": np.array(1)})
+    assert main(args) == 2
+    assert f"takes {width} inputs" in capsys.readouterr().err
+
+
+def test_stats_help_still_takes_a_model_and_names_import(capsys):
+    with pytest.raises(SystemExit):
+        main(["stats", "--help"])
+    assert "stats import FILE.npz" in capsys.readouterr().out
 
 
 def test_edit_with_missing_statistics_names_the_fix(checkpoint, tmp_path, capsys):

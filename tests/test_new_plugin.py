@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from adapterkit.cli import main
+from adapterkit.fileio import current_umask
 from adapterkit.registry import get_registry
 from adapterkit.tinyconfig import tiny_config, write_checkpoint
 
@@ -35,6 +36,7 @@ def test_the_draft_is_a_distribution_whose_declaration_validates(drafted):
     declaration = yaml.safe_load(text)
     assert declaration["modules"]["layer"]["mlp_out"] == "mlp.c_proj" and declaration["tiny_config"]["num_hidden_layers"] == 4
     assert main(["validate", dist / "adapterkit_sc2/starcoder2.yaml"]) == 0
+    assert dist.stat().st_mode & 0o777 == 0o777 & ~current_umask()  # the umask's mode, not mkdtemp's private 0700
 
 
 def test_it_installs_registers_and_passes_its_own_tests(drafted):

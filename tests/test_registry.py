@@ -252,3 +252,57 @@ def test_pmet_takes_memits_shape_rules_and_no_declaration_repeats_them(arch):
     memit = spec.method_defaults("memit")
     assert spec.method_defaults("pmet", pmet.layer_rules_from) == {
         key: memit[key] for key in ("layers", "mom2_update_weight") if key in memit}
+
+
+# --- two distributions declaring one architecture name ------------------------------------------------
+def _fake_distribution(site: Path, module: str, dist: str, version: str, declarations: list) -> None:
+    """An installed distribution as importlib.metadata finds it: a dist-info with an adapterkit entry point."""
+    import yaml
+
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[adapterkit]\n{module} = {module}\n")
+    for i, declaration in enumerate(declarations):
+        (site / f"{module}_{i}.yaml").write_text(yaml.safe_dump(declaration))
+    (site / f"{module}.py").write_text(
+        "from pathlib import Path\nfrom adapterkit import hookimpl\n\n@hookimpl\ndef register_architectures(register):\n"
+        f"    for i in range({len(declarations)}):\n        register(Path(__file__).with_name(f'{module}_{{i}}.yaml'))\n")
+
+
+@pytest.fixture
+def clashing_site(tmp_path, monkeypatch):
+    """fake-one and fake-two both declare `clasharch`; fake-two also declares `gpt2`, at a priority that would win."""
+    site = tmp_path / "site"
+    _fake_distribution(site, "clash_one", "fake-one", "1.0", [_declaration("clasharch", "clash_one_type")])
+    _fake_distribution(site, "clash_two", "fake-two", "2.0",
+                       [_declaration("clasharch", "clash_two_type"), _declaration("gpt2", "gpt2", priority=5)])
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def test_two_distributions_declaring_one_architecture_name_is_a_fault_naming_both(clashing_site):
+    registry = Registry().load_entry_points()
+    errors = [f.error for f in registry.faults]
+    assert any("'clasharch'" in e and "fake-one 1.0" in e and "fake-two 2.0" in e for e in errors), errors
+    assert any("'gpt2'" in e and f"adapterkit {adapterkit.__version__}" in e and "fake-two 2.0" in e for e in errors), errors
+    for use in (lambda: registry.architecture("clasharch"), lambda: registry.for_config({"model_type": "clash_two_type"})):
+        with pytest.raises(PluginError) as err:
+            use()
+        assert "fake-one 1.0" in err.value.message and "fake-two 2.0" in err.value.message and "uninstall one" in err.value.fix
+    with pytest.raises(PluginError, match="'gpt2' is declared by several plugins"):
+        registry.for_config({"model_type": "gpt2"}, source="ckpt/config.json")  # the higher priority does not win silently
+    assert registry.for_config({"model_type": "llama"}).name == "llama"  # the others still work
+
+
+def test_plugins_strict_reports_an_architecture_name_clash(clashing_site):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(clashing_site), os.environ.get("PYTHONPATH", "")])}
+    strict = subprocess.run([sys.executable, "-m", "adapterkit.cli", "plugins", "--strict"], capture_output=True, text=True, env=env)
+    assert strict.returncode == 1, strict.stderr
+    assert "architecture 'clasharch' is declared by fake-one 1.0 (plugin clash_one) and by fake-two 2.0 (plugin clash_two)" in strict.stdout
+    lenient = subprocess.run([sys.executable, "-m", "adapterkit.cli", "plugins"], capture_output=True, text=True, env=env)
+    assert lenient.returncode == 0 and "FAILED TO LOAD" in lenient.stdout

@@ -244,3 +244,70 @@ def _installed(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+# --- folders named after the corpus, and saying which file is used -----------------------------------
+def test_statistics_go_to_a_folder_named_after_the_corpus_and_are_found_without_it(tok, corpus, tmp_path, caplog):
+    model, spec = tiny("gpt2", tok)
+    hp = hparams_for(model, spec, layers=[1], mom2_dataset="wikipedia")  # the published name says nothing of this corpus
+    with caplog.at_level("INFO", logger="adapterkit"):
+        path = stats.compute_stats(model, tok, hp, spec, corpus, tmp_path, progress=False)["transformer.h.1.mlp.c_proj"]
+    assert path == tmp_path / "tiny" / "corpus_stats" / "transformer.h.1.mlp.c_proj_float32_mom2_100.npz"
+    assert f"wrote {path} for transformer.h.1.mlp.c_proj: computed from corpus {corpus}, 6 documents on 20" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="adapterkit"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a verified file: no warning
+        got = stats.get_mom2(model, spec, hp, 1, tmp_path)  # no corpus named: found in the one *_stats folder
+    torch.testing.assert_close(got, manual_moment(model, tok, "transformer.h.1.mlp.c_proj", TEXTS), rtol=1e-4, atol=1e-6)
+    assert f"using {path} for transformer.h.1.mlp.c_proj: computed from corpus {corpus}" in caplog.text
+
+
+def test_easyedit_wikipedia_stats_come_first_and_several_other_corpora_must_be_chosen(tok, corpus, tmp_path):
+    model, spec = tiny("gpt2", tok)
+    hp = hparams_for(model, spec, layers=[1], mom2_dataset="wikipedia")
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(TEXTS[:2]) + "\n")
+    for text in (corpus, other):
+        stats.compute_stats(model, tok, hp, spec, text, tmp_path, progress=False)
+    with pytest.raises(StatsError) as caught:
+        stats.get_mom2(model, spec, hp, 1, tmp_path)
+    assert "corpus_stats" in caught.value.message and "other_stats" in caught.value.message
+    assert "mom2_dataset" in caught.value.fix and "'corpus'" in caught.value.fix and "'other'" in caught.value.fix
+    chosen = stats.get_mom2(model, spec, hp.replace(mom2_dataset="other"), 1, tmp_path)
+    torch.testing.assert_close(chosen, manual_moment(model, tok, "transformer.h.1.mlp.c_proj", TEXTS[:2]), rtol=1e-4, atol=1e-6)
+    width = 4 * model.config.n_embd
+    easyedit_npz(tmp_path / "tiny" / "wikipedia_stats" / "transformer.h.1.mlp.c_proj_float32_mom2_100.npz",
+                 np.eye(width, dtype=np.float32) * 4, 2)
+    with pytest.warns(UserWarning, match="using .*wikipedia_stats.*UNVERIFIED.*provenance cannot be verified"):
+        torch.testing.assert_close(stats.get_mom2(model, spec, hp, 1, tmp_path), torch.eye(width) * 2)
+
+
+def test_reusing_a_file_without_metadata_is_a_warning(tok, corpus, tmp_path):
+    model, spec = tiny("gpt2", tok)
+    hp = hparams_for(model, spec, layers=[1])
+    width = 4 * model.config.n_embd
+    raw = tmp_path / "tiny" / "toy_stats" / "transformer.h.1.mlp.c_proj_float32_mom2_100.npz"
+    easyedit_npz(raw, np.eye(width, dtype=np.float32), 1)
+    with pytest.warns(UserWarning, match=f"reusing {raw} for transformer.h.1.mlp.c_proj: UNVERIFIED"):
+        assert stats.compute_stats(model, tok, hp, spec, corpus, tmp_path, progress=False) == {"transformer.h.1.mlp.c_proj": raw}
+
+
+def test_import_records_the_source_its_sha256_and_the_date(tok, tmp_path, caplog):
+    import hashlib
+
+    model, spec = tiny("gpt2", tok)
+    hp = hparams_for(model, spec, layers=[1], mom2_dataset="wikipedia")
+    width = 4 * model.config.n_embd
+    source = tmp_path / "downloaded.npz"
+    easyedit_npz(source, np.eye(width, dtype=np.float32), 1)
+    with pytest.warns(UserWarning, match="provenance"):
+        path = stats.import_npz(source, model, spec, hp, 1, tmp_path / "stats")
+    assert path.parent == tmp_path / "stats" / "tiny" / "wikipedia_stats"  # EasyEdit's layout
+    meta = stats.read_meta(path)
+    assert meta["imported_from"] == str(source.resolve()) and meta["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert meta["created"].startswith("20") and meta["layer"] == 1
+    with caplog.at_level("INFO", logger="adapterkit"):
+        stats.get_mom2(model, spec, hp, 1, tmp_path / "stats")
+    assert f"imported from {source.resolve()} (sha256 {meta['sha256']})" in caplog.text
+    with pytest.raises(StatsError, match="layer 9 does not exist"):
+        stats.import_npz(source, model, spec, hp, 9, tmp_path / "stats")

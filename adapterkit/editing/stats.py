@@ -1,16 +1,27 @@
 """Second moments E[k k^T] of a rewrite module's input keys over a text corpus (ROME's ``layer_stats``).
 
-Files live where EasyEdit and ROME keep them, ``{stats_dir}/{model_name}/{mom2_dataset}_stats/
+Files live where EasyEdit and ROME keep them, ``{stats_dir}/{model_name}/{corpus}_stats/
 {module}_{mom2_dtype}_mom2_{mom2_n_samples}.npz``, with their keys (``mom2.mom2``, ``mom2.count``) plus
 ``adapterkit.meta``: the model identity (a config hash and a fingerprint of the layer's ``mlp_in``
-weight, which locate-then-edit methods never change), the module, the corpus, the sample count and
-dtype. A file whose identity disagrees is refused; a ROME/EasyEdit file without it is accepted with
-a warning, or imported explicitly with ``import_npz``.
+weight, which locate-then-edit methods never change), the module, the sample count and dtype, and the
+provenance: the corpus and date it was computed from, or the file, sha256 and date it was imported from.
+A file whose identity disagrees is refused; a ROME/EasyEdit file without it is accepted with a warning
+that it is unverified, or imported explicitly with ``import_npz``. Reused files are reported (logger
+``adapterkit.editing.stats``) with their path and provenance.
+
+``{corpus}`` is ``mom2_dataset`` when the hparams name their corpus. The published ``wikipedia`` only says
+what the papers used: statistics computed from a local corpus then go to a folder named after that corpus,
+and without a corpus, a file in ``wikipedia_stats`` (EasyEdit's layout) is used first, else the one file
+for the module in any ``*_stats`` folder of the model (several: an error asking to choose by mom2_dataset).
 """
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import hashlib
 import json
+import logging
+import re
 import time
 import warnings
 import zipfile
@@ -37,6 +48,9 @@ HOW_TO_SUPPLY = ("compute them once with `adapterkit stats MODEL --hparams FILE 
 DEFAULT_MAX_LENGTH = 1024  # tokens per document where the declaration names no config.max_positions key
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
+PUBLISHED_DATASET = LocateThenEditSettings.published_defaults()["mom2_dataset"]
+
+log = logging.getLogger(__name__)
 _moment_cache: dict = {}
 
 
@@ -88,6 +102,16 @@ def stats_path(stats_dir, name: str, dataset: str, module: str, dtype: str, n_sa
     return Path(stats_dir) / name / f"{dataset}_stats" / f"{module}_{dtype}_mom2_{n_samples}.npz"
 
 
+def corpus_name(settings: LocateThenEditSettings, corpus=None) -> str:
+    """The corpus part of the statistics folder (``<name>_stats``): ``mom2_dataset`` when the hparams name the
+    corpus, or, where they keep the published name, the local corpus's own file or directory name."""
+    if corpus is None or settings.mom2_dataset != PUBLISHED_DATASET:
+        return settings.mom2_dataset
+    path = Path(corpus)
+    own = path.name if path.is_dir() else path.stem
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", own).strip(".-") or settings.mom2_dataset
+
+
 @dataclass(frozen=True)
 class StatsRequest:
     """One file's worth: a module at a layer with the settings' corpus name, sample count and dtype."""
@@ -100,12 +124,13 @@ class StatsRequest:
 
 
 def stats_requests(model, spec, settings: LocateThenEditSettings, stats_dir, layers=None, templates=None,
-                   n_samples=None) -> list[StatsRequest]:
+                   n_samples=None, corpus=None) -> list[StatsRequest]:
+    """The files for ``layers`` x ``templates``, in the folder of ``corpus`` (see corpus_name)."""
     templates = templates or settings.rewrite_templates
     layers = settings.layers if layers is None else layers
     n = int(n_samples or settings.mom2_n_samples)
     dtype = settings.mom2_dtype
-    name, dataset = model_name(model, spec, settings), settings.mom2_dataset
+    name, dataset = model_name(model, spec, settings), corpus_name(settings, corpus)
     return [StatsRequest(t.format(layer), layer, stats_path(stats_dir, name, dataset, t.format(layer), dtype, n),
                          model_identity(model, spec, layer), n, dtype)
             for layer in layers for t in templates]
@@ -257,9 +282,11 @@ def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, st
     if corpus is None:
         raise StatsError("no corpus given for the second-moment statistics", fix=HOW_TO_SUPPLY)
     stats_dir = stats_dir or settings.stats_dir
-    wanted = stats_requests(model, spec, settings, stats_dir, layers, templates, n_samples)
+    wanted = stats_requests(model, spec, settings, stats_dir, layers, templates, n_samples, corpus=corpus)
     corpus_id = corpus_identity(corpus)
     missing = [w for w in wanted if force or not _usable(w, corpus_id)]
+    for reused in (w for w in wanted if w not in missing):
+        announce(reused.path, reused.module, read_meta(reused.path), "reusing")
     if missing:
         documents = _documents(corpus, missing[0].n_samples)
         sums, count = _accumulate(model, tok, [w.module for w in missing], documents, batch_size,
@@ -268,8 +295,10 @@ def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, st
         _warn_if_singular(sums, count, corpus)
         for w in missing:
             meta = {"format": FORMAT, "module": w.module, "layer": w.layer, **w.identity, "corpus": str(corpus),
-                    "corpus_id": corpus_id, "documents": len(documents), "n_samples": w.n_samples, "dtype": w.dtype}
+                    "corpus_id": corpus_id, "documents": len(documents), "n_samples": w.n_samples, "dtype": w.dtype,
+                    "created": _now()}
             write_npz(w.path, sums[w.module], count, meta)
+            announce(w.path, w.module, meta, "wrote")
     return {w.module: w.path for w in wanted}
 
 
@@ -279,9 +308,62 @@ def _usable(wanted: StatsRequest, corpus_id: str) -> bool:
         return False
     stats = read_npz(wanted.path)
     if stats.meta is None:
-        return True  # a ROME / EasyEdit file at the expected path: used as it is (with a warning on load)
+        return True  # a ROME / EasyEdit file at the expected path: used as it is, announced as unverified
     verify(stats, wanted)
     return stats.meta.get("corpus_id") == corpus_id
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# --- provenance ---------------------------------------------------------------------------------
+def provenance(meta: Mapping | None) -> str:
+    """Where a statistics file's numbers came from, in words."""
+    if meta is None:
+        return ("UNVERIFIED: no adapterkit metadata (a ROME / EasyEdit file?), so its provenance cannot be verified: "
+                "the model and corpus it was computed on are unknown")
+    if meta.get("imported_from"):
+        return (f"imported from {meta['imported_from']} (sha256 {meta.get('sha256')}) on {meta.get('created', 'an unknown date')}; "
+                "the corpus it was computed on is unknown")
+    documents = f", {meta['documents']} documents" if meta.get("documents") is not None else ""
+    return f"computed from corpus {meta.get('corpus')}{documents} on {meta.get('created', 'an unknown date')}"
+
+
+def announce(path: Path, module: str, meta: Mapping | None, verb: str) -> None:
+    """Say which statistics file serves ``module`` and where it came from; an unverified one as a warning."""
+    if meta is None:
+        warnings.warn(f"{verb} {path} for {module}: {provenance(meta)}; it is used as it is "
+                      "(`adapterkit stats import` records where it came from)", stacklevel=3)
+    else:
+        log.info("%s %s for %s: %s", verb, path, module, provenance(meta))
+
+
+def locate(wanted: StatsRequest, settings: LocateThenEditSettings) -> StatsRequest | None:
+    """The file that serves ``wanted`` when no corpus is given: its own path (``mom2_dataset``'s folder), or, where
+    mom2_dataset is the published name, the one file for this model and module in another ``*_stats`` folder."""
+    if wanted.path.exists() or settings.mom2_dataset != PUBLISHED_DATASET:
+        return wanted if wanted.path.exists() else None
+    model_dir = wanted.path.parent.parent
+    found, refused = [], []
+    for path in sorted(model_dir.glob(f"*_stats/{wanted.path.name}")):
+        meta = read_meta(path)
+        try:
+            if meta is not None:
+                check_identity(meta, path, wanted)
+            found.append((path, meta))
+        except StatsError as exc:
+            refused.append(exc)
+    if len(found) > 1:
+        names = [path.parent.name[: -len("_stats")] for path, _ in found]
+        raise StatsError(f"several statistics files could serve {wanted.module}: "
+                         + "; ".join(f"{path} ({provenance(meta)})" for path, meta in found),
+                         fix=f"set mom2_dataset in the hparams to the corpus whose statistics to use: one of {names}")
+    if found:
+        return dataclasses.replace(wanted, path=found[0][0])
+    if refused:
+        raise refused[0]
+    return None
 
 
 # --- files --------------------------------------------------------------------------------------
@@ -310,6 +392,20 @@ def write_npz(path: Path, mom2_sum: torch.Tensor, count: int, meta: Mapping | No
         np.savez(handle, **arrays)
 
 
+def read_meta(path) -> dict | None:
+    """A statistics file's adapterkit metadata (None for a ROME / EasyEdit file), without reading the matrix."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["adapterkit.meta"])) if "adapterkit.meta" in data else None
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise StatsError(f"{path}: cannot read statistics ({type(exc).__name__}: {exc})",
+                         fix="delete the file and compute it again") from None
+    if meta is not None and not isinstance(meta, dict):
+        raise StatsError(f"{path}: adapterkit.meta is not a JSON object", fix="delete the file and compute it again")
+    return meta
+
+
 def read_npz(path) -> Stats:
     path = Path(path)
     try:
@@ -334,7 +430,10 @@ def read_npz(path) -> Stats:
 
 def verify(stats: Stats, wanted: StatsRequest) -> None:
     """Refuse a file that was computed for another model, module, sample count, dtype or format."""
-    meta, path = stats.meta, stats.path
+    check_identity(stats.meta, stats.path, wanted)
+
+
+def check_identity(meta: Mapping, path: Path, wanted: StatsRequest) -> None:
     if meta.get("format") != FORMAT:
         raise StatsError(f"{path}: statistics format {meta.get('format')!r}, this adapterkit reads {FORMAT!r}",
                          fix=f"delete {path} and compute it again")
@@ -352,16 +451,33 @@ def verify(stats: Stats, wanted: StatsRequest) -> None:
 
 def import_npz(source, model, spec, settings: LocateThenEditSettings, layer: int, stats_dir=None,
                template: str | None = None) -> Path:
-    """Adopt a ROME / EasyEdit statistics file for this model's ``layer``: written into the stats dir with metadata."""
+    """Adopt a ROME / EasyEdit statistics file for this model's ``layer``: its shape checked against the rewrite
+    module's input width, written (atomically) where get_mom2 finds it, with the model's identity and the
+    provenance: the source's absolute path, its sha256 and the date."""
+    source = Path(source)
     stats = read_npz(source)
+    depth = spec.num_layers(model.config)
+    if not 0 <= layer < depth:
+        raise StatsError(f"layer {layer} does not exist: the model has {depth} layers (0 to {depth - 1})",
+                         fix="give --layer one of the edit layers of the hparams")
     template = template or settings.rewrite_templates[0]
     wanted = stats_requests(model, spec, settings, stats_dir or settings.stats_dir, [layer], [template])[0]
     _check_width(stats, model, spec, wanted.module)
     warnings.warn(f"importing {source}: its provenance (model, corpus) cannot be verified; it is used as given", stacklevel=2)
-    meta = {"format": FORMAT, "module": wanted.module, "layer": layer, **wanted.identity, "corpus": f"imported from {source}",
-            "corpus_id": None, "documents": None, "n_samples": wanted.n_samples, "dtype": wanted.dtype}
+    meta = {"format": FORMAT, "module": wanted.module, "layer": layer, **wanted.identity, "corpus": None,
+            "corpus_id": None, "documents": None, "n_samples": wanted.n_samples, "dtype": wanted.dtype,
+            "imported_from": str(source.resolve()), "sha256": _sha256(source), "created": _now()}
     write_npz(wanted.path, torch.from_numpy(np.asarray(stats.mom2)), stats.count, meta)
+    announce(wanted.path, wanted.module, meta, "wrote")
     return wanted.path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _input_width(model, spec, module_name: str) -> int | None:
@@ -387,12 +503,15 @@ def get_mom2(model, spec, settings: LocateThenEditSettings, layer: int, stats_di
     """
     stats_dir = stats_dir or settings.stats_dir
     template = template or settings.rewrite_templates[0]
-    wanted = stats_requests(model, spec, settings, stats_dir, [layer], [template])[0]
     corpus = corpus or settings.mom2_corpus
-    if not wanted.path.exists() or (corpus is not None and not _usable(wanted, corpus_identity(corpus))):
-        if corpus is None:
+    wanted = stats_requests(model, spec, settings, stats_dir, [layer], [template], corpus=corpus)[0]
+    if corpus is None:
+        found = locate(wanted, settings)
+        if found is None:
             raise StatsError(f"no second-moment statistics for {wanted.module} (looked for {wanted.path})" + _nearby(wanted),
                              fix=HOW_TO_SUPPLY)
+        wanted = found
+    elif not _usable(wanted, corpus_identity(corpus)):
         if tok is None:
             raise StatsError(f"statistics for {wanted.module} must be computed, and no tokenizer was given")
         layers = sorted(set(settings.layers) | {layer})
@@ -402,17 +521,18 @@ def get_mom2(model, spec, settings: LocateThenEditSettings, layer: int, stats_di
         stats = read_npz(wanted.path)
         if stats.meta is None:
             _check_width(stats, model, spec, wanted.module)
-            warnings.warn(f"{wanted.path} has no adapterkit metadata (a ROME / EasyEdit file?): "
-                          "its provenance cannot be verified; using it as it is", stacklevel=2)
         else:
             verify(stats, wanted)
+        announce(wanted.path, wanted.module, stats.meta, "using")
         _moment_cache[key] = stats.moment()
     return _moment_cache[key]
 
 
 def _nearby(wanted: StatsRequest) -> str:
-    folder = wanted.path.parent
-    others = sorted(folder.glob(f"{wanted.module}_*_mom2_*.npz")) if folder.exists() else []
+    """Files of the same module for other sample counts, dtypes or corpora: what to set to use them."""
+    model_dir = wanted.path.parent.parent
+    others = sorted(model_dir.glob(f"*_stats/{wanted.module}_*_mom2_*.npz")) if model_dir.exists() else []
     if not others:
         return ""
-    return "; found " + ", ".join(str(o) for o in others) + " (set mom2_n_samples / mom2_dtype to match)"
+    return ("; found " + ", ".join(str(o) for o in others)
+            + " (set mom2_n_samples / mom2_dtype, and mom2_dataset to the folder's name before _stats, to match)")
