@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a MEND or SERAC editor")
     _model_args(p)
-    p.add_argument("--train", required=True)
+    p.add_argument("--train", required=True, help="JSON / JSONL training records (CounterFact, KnowEdit or zsRE in MEND's format)")
     p.add_argument("--val")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")

@@ -13,10 +13,12 @@ from adapterkit.checkpoint import load_model
 from adapterkit.cli import main
 from adapterkit.demo.factmodels import build_tokenizer
 from adapterkit.devices import check_device
+from adapterkit.editing.batches import load_sets
 from adapterkit.editing.datasets import load_training_records
 from adapterkit.editing.metrics import compare, summarise
 from adapterkit.editing.training import resolve_device
 from adapterkit.errors import AdapterkitError, RequestError
+from adapterkit.hparams import load_settings
 from adapterkit.requests import Probe, ProbeGroup, load_requests, normalise_request, normalise_requests
 
 from checkpoints import write_tiny_checkpoint
@@ -103,6 +105,15 @@ def test_one_reader_for_edit_train_and_the_api():
     trained = load_training_records(KNOWEDIT)[0]
     assert trained.locality_prompts == ("The birthplace of Toko Yasuda is", "Toko Yasuda , who does not play the piano , plays the")
     assert trained.locality_ground_truths == (" Japan", " guitar")
+
+
+def test_training_sets_from_lists_read_as_files_do(checkpoint):
+    settings = load_settings(adapterkit.detect(checkpoint, method="MEND"))
+    train, val = load_sets(settings, raw_records(KNOWEDIT), ZSRE)  # as adapterkit.train gets them
+    assert train == load_training_records(KNOWEDIT) and val == load_requests(ZSRE)
+    no_locality = {k: v for k, v in raw_records(COUNTERFACT)[0].items() if not k.startswith("locality")}
+    with pytest.raises(RequestError, match=r"training records #1: field 'locality_prompt' \(zsRE: 'loc'\) is missing"):
+        load_sets(settings, [raw_records(COUNTERFACT)[1], no_locality], ZSRE)
 
 
 # --- errors: file, line or record, field, fix -----------------------------------------------------------

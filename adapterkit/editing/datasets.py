@@ -19,7 +19,7 @@ MAX_LISTED_PROBLEMS = 5
 
 
 def normalise_training_record(record: Any, where: str) -> EditRequest:
-    request = normalise_request(record, where)
+    request = record if isinstance(record, EditRequest) else normalise_request(record, where)
     if not request.locality_prompts and request.locality_groups:
         probes = [probe for group in request.locality_groups for probe in group.probes]
         request = dataclasses.replace(request, locality_prompts=tuple(p.prompt for p in probes),
