@@ -61,7 +61,7 @@ def train(model, tok, hparams, data, out_dir, *, val=None, resume: bool = False,
     """Train the editor of a trainable method (MEND, SERAC, a plugin's) for ``model``; the best one lands in
     ``out_dir/editor.safetensors``, which ``archive:`` then names.
 
-    ``data`` and ``val``: a training file (CounterFact or zsRE records) or a list of records. Without ``val``,
+    ``data`` and ``val``: a training file (CounterFact, KnowEdit or zsRE records) or a list of records. Without ``val``,
     the last tenth of the training records validates. ``resume=True`` continues an interrupted run in
     ``out_dir`` and ends with the same editor as an uninterrupted one. ``on_step(step, info)`` is called after
     each optimiser step. Returns the trainer's TrainResult.
@@ -74,8 +74,6 @@ def train(model, tok, hparams, data, out_dir, *, val=None, resume: bool = False,
     if not method.trainable:
         raise AdapterkitError(f"{method.name} needs no training",
                               fix="training is for trainable methods such as MEND and SERAC; edit with adapterkit.edit directly")
-    train_path, train_records = (data, None) if isinstance(data, (str, PathLike)) else (None, normalise_requests(data))
-    val_path, val_records = (val, None) if val is None or isinstance(val, (str, PathLike)) else (None, normalise_requests(val))
-    train_set, val_set = load_sets(settings, train_path, val_path, train_records, val_records)
+    train_set, val_set = load_sets(settings, data, val)
     return method.train(model, tok, settings, train_set, val_set, out_dir, resume=resume, device=device,
                         progress=progress, on_step=on_step)

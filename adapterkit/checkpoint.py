@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .devices import check_device
 from .errors import CheckpointError
 from .inputs import check_config_types, check_loading_info, check_safetensors_header, check_weights_cover_model
 from .safe_load import CONFIG_LIMIT, load_json
@@ -172,6 +173,7 @@ def load_model(path, *, dtype="auto", device=None, tokenizer: bool = True, allow
     cover the model (missing, unexpected or reshaped tensors) are refused unless ``allow_partial``; then what
     they lack stays randomly initialised.
     """
+    check_device(device)
     gguf = gguf_file(path)
     if gguf is not None:
         return load_gguf(gguf, dtype=dtype, device=device, tokenizer=tokenizer)
@@ -286,6 +288,7 @@ def _torch_dtype(dtype, where: str):
 
 def load_gguf(file, *, dtype="auto", device=None, tokenizer: bool = True):
     """A GGUF checkpoint dequantised by transformers, as a plain model of ``dtype``, and its tokenizer."""
+    check_device(device)
     file = Path(file)
     torch_dtype = _torch_dtype(dtype, str(file))
     _require_gguf_support(file, "gguf", "accelerate")

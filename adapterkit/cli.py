@@ -211,7 +211,7 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .checkpoint import load_model
-    from .editing.metrics import evaluate
+    from .editing.metrics import compare, evaluate, summarise
     from .editing.result import apply_deltas
     from .inputs import check_requests_fit
     from .requests import load_requests
@@ -220,14 +220,14 @@ def cmd_evaluate(args) -> int:
     model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
     check_requests_fit(requests, tok, model, _registry().for_model(model), source=str(args.requests))
+    before = evaluate(model, tok, requests) if args.deltas else None  # locality compares before and after
     if args.deltas:
         apply_deltas(model, args.deltas)
-    rows = evaluate(model, tok, requests)
-    efficacy = [r["rewrite_acc"] for r in rows]
-    rephrase = [r["rephrase_acc"] for r in rows if r["rephrase_acc"] is not None]
-    print(json.dumps({"weights": "with deltas " + args.deltas if args.deltas else "as loaded",
-                      "efficacy": sum(efficacy) / len(efficacy),
-                      "generalisation": sum(rephrase) / len(rephrase) if rephrase else None}, indent=2))
+    weights = "with deltas " + args.deltas if args.deltas else "as loaded"
+    rows = compare(before, evaluate(model, tok, requests), weights=weights)
+    print(json.dumps({"weights": weights, **summarise(rows)}, indent=2))
+    if not args.deltas:
+        print("locality compares predictions before and after an edit: pass --deltas to measure it", file=sys.stderr)
     return 0
 
 
@@ -362,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("edit", help="apply edits and write the edited checkpoint or its deltas")
     _model_args(p)
-    p.add_argument("--requests", required=True, help="JSON / JSONL edit requests (CounterFact, EasyEdit or ROME form)")
+    p.add_argument("--requests", required=True,
+                   help="JSON / JSONL edit records (CounterFact, EasyEdit, KnowEdit, ROME form or zsRE in MEND's format)")
     p.add_argument("--out", help="output directory (edited checkpoint) or file (--deltas-only)")
     p.add_argument("--deltas-only", action="store_true", help="write only the weight deltas (safetensors)")
     p.add_argument("--overwrite", action="store_true")
@@ -373,15 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a MEND or SERAC editor")
     _model_args(p)
-    p.add_argument("--train", required=True)
+    p.add_argument("--train", required=True, help="JSON / JSONL training records (CounterFact, KnowEdit or zsRE in MEND's format)")
     p.add_argument("--val")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="measure efficacy and generalisation of requests on a model (optionally with deltas)")
+    p = sub.add_parser("evaluate", help="measure efficacy, generalisation and KnowEdit portability of requests on a "
+                                         "model; with --deltas, locality too (before and after applying them)")
     p.add_argument("model_path")
-    p.add_argument("--requests", required=True)
+    p.add_argument("--requests", required=True, help="JSON / JSONL edit records, in any form `edit` reads")
     p.add_argument("--deltas")
     p.add_argument("--device")
     _partial_arg(p)

@@ -268,7 +268,7 @@ def check_requests_fit(requests: Sequence, tok, model, spec, hparams: Mapping[st
     """Refuse, before any forward pass, a request whose texts do not fit the model's positions.
 
     The rule: each text a method or metric feeds the model (prompt + target_new, every rephrase prompt +
-    target_new, every locality prompt + its answer), after the longest context template, fits within the
+    target_new, every locality and portability prompt + its answer), after the longest context template, fits within the
     model's ``config.max_positions`` tokens. A model whose declaration names no such key is not checked.
     """
     limit = spec.max_positions(model.config)
@@ -281,12 +281,15 @@ def check_requests_fit(requests: Sequence, tok, model, spec, hparams: Mapping[st
         texts += [(f"rephrase_prompt[{k}] + target_new", p + request.target_new) for k, p in enumerate(request.rephrase_prompts)]
         answers = request.locality_ground_truths or (request.target_new,) * len(request.locality_prompts)
         texts += [(f"locality_prompt[{k}] + its answer", p + a) for k, (p, a) in enumerate(zip(request.locality_prompts, answers))]
+        texts += [(f"{kind}/{group.name}/{k} prompt + its answer", probe.prompt + probe.answer)
+                  for kind, groups in (("portability", request.portability), ("locality", request.locality_groups))
+                  for group in groups for k, probe in enumerate(group.probes)]
         lengths = [len(ids) for ids in tok([t for _, t in texts])["input_ids"]]
         for (what, _), n in zip(texts, lengths):
             if n > room:
                 context = f" after {reserve} tokens of context template" if reserve else ""
                 raise RequestError(
-                    f"{source} #{i} ({getattr(request, 'case_id', None) or request.subject!r}): {what} is {n} tokens; "
+                    f"{request.origin or f'{source} #{i}'} ({request.case_id or request.subject!r}): {what} is {n} tokens; "
                     f"the model takes {limit} positions ({spec.name}'s config.max_positions){context}, so at most {room} fit",
                     fix=f"shorten the prompt to fit {room} tokens"
                         + (", or use shorter context templates (context_template_length_params)" if reserve else ""))

@@ -1,9 +1,17 @@
-"""Every accepted edit-request form, normalised to one record.
+"""The one reader of edit records: every accepted form, from a file or from memory, becomes an ``EditRequest``.
 
-Accepted: CounterFact / EasyEdit records (``prompt`` contains the subject, ``target_new`` a string,
-optional ``ground_truth``, ``rephrase_prompt``, ``locality_prompt``, ``locality_ground_truth``), ROME's
-form (``prompt`` with ``{}``, ``target_new: {str: ...}``, ``target_true``) and CounterFact's
-``requested_rewrite`` records.
+Accepted (``RECORD_FORMATS``):
+
+- CounterFact / EasyEdit / KnowEdit records: ``prompt`` containing the subject (or ``{}`` where it goes),
+  ``subject``, ``target_new`` (a string, or ROME's ``{"str": ...}``), optional ``ground_truth`` /
+  ``target_true``, ``rephrase_prompt``, ``locality_prompt`` + ``locality_ground_truth``, and KnowEdit's
+  ``portability`` and ``locality`` groups (``{"Reasoning": [{"prompt": ..., "ground_truth": ...}], ...}``);
+- CounterFact's original ``requested_rewrite`` records (``paraphrase_prompts``, ``neighborhood_prompts``);
+- zsRE in MEND's format (``src``, ``subject``, ``alt``, ``answers``, ``rephrase``, ``loc``, ``loc_ans``).
+
+Files are a JSON list (or one object, or ``{"data": [...]}``) or JSONL (one record per line); every error
+names the file, the record (``record #i`` in a list, ``line n`` in JSONL), the field and the fix. Fields a
+format does not use are kept in ``EditRequest.extra``, never dropped silently.
 """
 from __future__ import annotations
 
@@ -13,6 +21,27 @@ from typing import Any, Iterable, Mapping
 
 from .errors import RequestError
 from .safe_load import load_json, load_jsonl
+
+RECORD_FORMATS = ("CounterFact / EasyEdit / KnowEdit (prompt, subject, target_new; optional ground_truth, "
+                  "rephrase_prompt, locality_prompt, locality_ground_truth, portability, locality), CounterFact's "
+                  "requested_rewrite records, or zsRE in MEND's format (src, subject, alt; optional answers, "
+                  "rephrase, loc, loc_ans)")
+ZSRE_LOC_PREFIX = "nq question: "
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A prompt whose answer is measured: a portability question, or a locality fact the edit must keep."""
+    prompt: str
+    answer: str                        # with one leading space, as target_new
+    aliases: tuple[str, ...] = ()      # KnowEdit's other accepted answers; only ``answer`` is measured
+
+
+@dataclass(frozen=True)
+class ProbeGroup:
+    """One named KnowEdit group (``Reasoning``, ``Relation_Specificity``, ...); metrics report it by name."""
+    name: str
+    probes: tuple[Probe, ...]
 
 
 @dataclass(frozen=True)
@@ -24,8 +53,11 @@ class EditRequest:
     rephrase_prompts: tuple[str, ...] = ()
     locality_prompts: tuple[str, ...] = ()
     locality_ground_truths: tuple[str, ...] = ()
+    portability: tuple[ProbeGroup, ...] = ()       # scored by accuracy of the answer after the edit
+    locality_groups: tuple[ProbeGroup, ...] = ()   # scored as locality: predictions unchanged by the edit
     case_id: Any = None
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    origin: str | None = field(default=None, compare=False)  # "edits.jsonl line 3": where the record was read
 
     @property
     def template(self) -> str:
@@ -33,6 +65,7 @@ class EditRequest:
         return self.prompt.replace(self.subject, "{}", 1)
 
 
+# --- field readers --------------------------------------------------------------------------------
 def _as_text(value, where: str, key: str, required: bool = True) -> str | None:
     if isinstance(value, Mapping):
         value = value.get("str")
@@ -61,24 +94,122 @@ def _as_list(value, where: str, key: str) -> tuple[str, ...]:
     return tuple(texts)
 
 
+def _answers(value, where: str, key: str, required: bool = True) -> tuple[str, ...]:
+    """An answer with its aliases: a string, a list of aliases, or KnowEdit's list of alias lists (flattened)."""
+    if isinstance(value, (list, tuple)):
+        flat = [a for item in value for a in (item if isinstance(item, (list, tuple)) else [item])]
+        answers = tuple(_as_text(a, where, f"{key}[{i}]") for i, a in enumerate(flat))
+        if answers or not required:
+            return answers
+        raise RequestError(f"{where}: field {key!r} is an empty list", fix=f"give {key} at least one answer")
+    text = _as_text(value, where, key, required)
+    return () if text is None else (text,)
+
+
 def _with_space(text: str | None) -> str | None:
     return None if text is None else " " + text.lstrip(" ")
 
 
-def normalise_request(record: Mapping[str, Any], where: str = "request") -> EditRequest:
-    if not isinstance(record, Mapping):
-        raise RequestError(f"{where}: a request is a mapping, got {type(record).__name__}")
-    if "requested_rewrite" in record:  # CounterFact's original layout
-        if not isinstance(record["requested_rewrite"], Mapping):
-            raise RequestError(f"{where}: field 'requested_rewrite' must be an object, got {type(record['requested_rewrite']).__name__}",
-                               fix="write requested_rewrite as CounterFact does: {prompt, subject, target_new, target_true}")
-        rewrite = dict(record["requested_rewrite"])
-        rewrite.setdefault("case_id", record.get("case_id"))
-        rewrite["rephrase_prompt"] = record.get("paraphrase_prompts")
-        neighbours = _as_list(record.get("neighborhood_prompts"), where, "neighborhood_prompts")
-        rewrite["locality_prompt"] = neighbours
-        rewrite["locality_ground_truth"] = [rewrite.get("target_true")] * len(neighbours)
-        record = rewrite
+def _probe_groups(value, where: str, key: str) -> tuple[ProbeGroup, ...]:
+    """KnowEdit's ``{group: [{"prompt", "ground_truth"}, ...]}``, or EasyEdit's ``{group: {"prompt": [...],
+    "ground_truth": [...]}}``, as typed groups."""
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise RequestError(f"{where}: field {key!r} must be an object of named groups, got {type(value).__name__}",
+                           fix=f'write {key} as {{"GroupName": [{{"prompt": "...", "ground_truth": "..."}}]}}')
+    groups = []
+    for name, items in value.items():
+        pointer = f"{key}/{name}"
+        if isinstance(items, Mapping):  # EasyEdit's columns: prompt and ground_truth lists of equal length
+            prompts = _as_list(items.get("prompt"), where, f"{pointer}/prompt")
+            truths = items.get("ground_truth")
+            truths = [truths] if not isinstance(truths, (list, tuple)) or len(prompts) == 1 else list(truths)
+            if len(truths) != len(prompts):
+                raise RequestError(f"{where}: {pointer} has {len(prompts)} prompt(s) but {len(truths)} ground truth(s)",
+                                   fix="give one ground_truth per prompt")
+            items = [{"prompt": p, "ground_truth": t} for p, t in zip(prompts, truths)]
+        if not isinstance(items, (list, tuple)):
+            raise RequestError(f"{where}: field {pointer!r} must be a list of {{prompt, ground_truth}} objects, "
+                               f"got {type(items).__name__}", fix=f'write {pointer} as [{{"prompt": "...", "ground_truth": "..."}}]')
+        probes = []
+        for i, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise RequestError(f"{where}: field '{pointer}/{i}' must be an object, got {type(item).__name__}",
+                                   fix='write each probe as {"prompt": "...", "ground_truth": "..."}')
+            prompt = _as_text(item.get("prompt"), where, f"{pointer}/{i}/prompt")
+            answers = _answers(item.get("ground_truth"), where, f"{pointer}/{i}/ground_truth")
+            probes.append(Probe(prompt, _with_space(answers[0]), answers[1:]))
+        if probes:
+            groups.append(ProbeGroup(str(name), tuple(probes)))
+    return tuple(groups)
+
+
+# --- the formats ----------------------------------------------------------------------------------
+FLAT_KEYS = {"prompt", "subject", "target_new", "ground_truth", "target_true", "rephrase_prompt", "rephrase_prompts",
+             "locality_prompt", "locality_prompts", "locality_ground_truth", "portability", "locality", "case_id"}
+COUNTERFACT_KEYS = {"requested_rewrite", "paraphrase_prompts", "neighborhood_prompts", "case_id"}
+ZSRE_KEYS = {"src", "subject", "alt", "answers", "rephrase", "loc", "loc_ans", "case_id"}
+
+
+def is_zsre(record: Mapping[str, Any]) -> bool:
+    return "src" in record or ("alt" in record and "prompt" not in record)
+
+
+def zsre_question(loc: str) -> str:
+    """``"nq question: who voiced gaston"`` -> ``"who voiced gaston?"``, as EasyEdit's zsRE loaders write it."""
+    question = loc[len(ZSRE_LOC_PREFIX):] if loc.startswith(ZSRE_LOC_PREFIX) else loc
+    question = question.strip()
+    return question if question.endswith("?") else question + "?"
+
+
+def _from_zsre(record: Mapping[str, Any], where: str) -> dict:
+    """A zsRE (MEND format) record in the flat layout, naming zsRE's own fields in errors."""
+    fields = {}
+    for key in ("src", "subject", "alt"):
+        value = record.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise RequestError(f"{where}: zsRE field {key!r} is missing or empty",
+                               fix=f"give {key} a non-empty string, or delete the record (zsRE records need src, subject and alt)")
+        fields[key] = value
+    answers = record.get("answers")
+    if answers is not None and not (isinstance(answers, list) and answers and all(isinstance(a, str) for a in answers)):
+        raise RequestError(f"{where}: zsRE field 'answers' must be a non-empty list of strings",
+                           fix="write answers as a list whose first item is the true answer, e.g. [\"uniform\"]")
+    if fields["subject"] not in fields["src"]:
+        raise RequestError(f"{where}: zsRE subject {fields['subject']!r} does not occur in src {fields['src']!r}",
+                           fix="write the subject exactly as it appears in src, or delete the record")
+    loc, loc_ans = (_as_text(record.get(k), where, f"zsRE field {k!r}", required=False) for k in ("loc", "loc_ans"))
+    if (loc is None) != (loc_ans is None):
+        raise RequestError(f"{where}: zsRE field {'loc_ans' if loc_ans is None else 'loc'!r} is missing or empty "
+                           f"while {'loc' if loc_ans is None else 'loc_ans'!r} is given",
+                           fix="give both loc and loc_ans (the locality question and its answer), or neither")
+    return {"prompt": fields["src"], "subject": fields["subject"], "target_new": fields["alt"],
+            "ground_truth": answers[0] if answers else None, "rephrase_prompt": record.get("rephrase"),
+            "locality_prompt": zsre_question(loc) if loc else None, "locality_ground_truth": loc_ans,
+            "case_id": record.get("case_id")}
+
+
+def _from_requested_rewrite(record: Mapping[str, Any], where: str) -> dict:
+    """CounterFact's original layout: the rewrite, its paraphrases, and neighbours that keep the true answer."""
+    if not isinstance(record["requested_rewrite"], Mapping):
+        raise RequestError(f"{where}: field 'requested_rewrite' must be an object, got {type(record['requested_rewrite']).__name__}",
+                           fix="write requested_rewrite as CounterFact does: {prompt, subject, target_new, target_true}")
+    rewrite = dict(record["requested_rewrite"])
+    rewrite.setdefault("case_id", record.get("case_id"))
+    rewrite["rephrase_prompt"] = record.get("paraphrase_prompts")
+    neighbours = _as_list(record.get("neighborhood_prompts"), where, "neighborhood_prompts")
+    rewrite["locality_prompt"] = neighbours
+    rewrite["locality_ground_truth"] = [rewrite.get("target_true")] * len(neighbours)
+    return rewrite
+
+
+def _from_flat(record: Mapping[str, Any], where: str, extra: Mapping[str, Any]) -> EditRequest:
+    missing = [key for key in ("prompt", "subject", "target_new") if record.get(key) in (None, "")]
+    if missing:
+        raise RequestError(f"{where}: field {missing[0]!r} is missing or empty"
+                           + (f" (also {', '.join(map(repr, missing[1:]))})" if missing[1:] else ""),
+                           fix=f"give {missing[0]} a non-empty string; accepted record formats: {RECORD_FORMATS}")
     subject = _as_text(record.get("subject"), where, "subject")
     prompt = _as_text(record.get("prompt"), where, "prompt")
     if "{}" in prompt:
@@ -87,17 +218,35 @@ def normalise_request(record: Mapping[str, Any], where: str = "request") -> Edit
         raise RequestError(f"{where}: subject {subject!r} does not occur in prompt {prompt!r}",
                            fix="write the subject exactly as it appears in the prompt, or put '{}' where it goes")
     target = _as_text(record.get("target_new"), where, "target_new")
-    truth = _as_text(record.get("ground_truth", record.get("target_true")), where, "ground_truth", required=False)
+    truths = _answers(record.get("ground_truth", record.get("target_true")), where, "ground_truth", required=False)
     locality = _as_list(record.get("locality_prompt", record.get("locality_prompts")), where, "locality_prompt")
     answers = _as_list(record.get("locality_ground_truth"), where, "locality_ground_truth")
     if answers and len(answers) != len(locality):
         raise RequestError(f"{where}: {len(locality)} locality prompt(s) but {len(answers)} locality ground truth(s)",
                            fix="give one locality_ground_truth per locality_prompt")
     rephrase = _as_list(record.get("rephrase_prompt", record.get("rephrase_prompts")), where, "rephrase_prompt")
-    return EditRequest(prompt=prompt, subject=subject, target_new=_with_space(target), ground_truth=_with_space(truth),
+    return EditRequest(prompt=prompt, subject=subject, target_new=_with_space(target),
+                       ground_truth=_with_space(truths[0]) if truths else None,
                        rephrase_prompts=rephrase, locality_prompts=locality,
                        locality_ground_truths=tuple(_with_space(a) for a in answers),
-                       case_id=record.get("case_id"))
+                       portability=_probe_groups(record.get("portability"), where, "portability"),
+                       locality_groups=_probe_groups(record.get("locality"), where, "locality"),
+                       case_id=record.get("case_id"), extra=extra, origin=where)
+
+
+def normalise_request(record: Mapping[str, Any], where: str = "request") -> EditRequest:
+    """One record of any accepted format as an EditRequest; ``where`` names it in errors and stays its origin."""
+    if not isinstance(record, Mapping):
+        raise RequestError(f"{where}: a request is a JSON object, got {type(record).__name__}",
+                           fix=f"write each record as an object; accepted record formats: {RECORD_FORMATS}")
+    if "requested_rewrite" in record:
+        known, flat = COUNTERFACT_KEYS, _from_requested_rewrite(record, where)
+    elif is_zsre(record):
+        known, flat = ZSRE_KEYS, _from_zsre(record, where)
+    else:
+        known, flat = FLAT_KEYS, record
+    extra = {key: value for key, value in record.items() if key not in known}
+    return _from_flat(flat, where, extra)
 
 
 def normalise_requests(requests: Mapping | Iterable | EditRequest, source: str = "request") -> list[EditRequest]:
@@ -110,16 +259,29 @@ def normalise_requests(requests: Mapping | Iterable | EditRequest, source: str =
     return out
 
 
-def load_requests(path: str | Path) -> list[EditRequest]:
-    """Requests from a JSON list / object or a JSONL file."""
+# --- files ----------------------------------------------------------------------------------------
+def read_record_file(path: str | Path, what: str = "requests file") -> list[tuple[str, Any]]:
+    """``(where, record)`` for every record of a JSON or JSONL file; ``where`` is ``"FILE record #i"``
+    (a JSON list) or ``"FILE line n"`` (JSONL, 1-based, blank lines counted)."""
     path = Path(path)
     if not path.is_file():
-        raise RequestError(f"{path}: no such requests file", fix="pass a JSON list of requests, or a JSONL file of one per line")
+        raise RequestError(f"{path}: no such {what}", fix="pass a JSON list of records, or a JSONL file of one per line")
     if path.suffix == ".jsonl":
-        records = [record for _, record in load_jsonl(path, error=RequestError, what="requests file")]
-    else:
-        records = load_json(path, error=RequestError, what="requests file")
-    if not isinstance(records, (list, dict)):
-        raise RequestError(f"{path}: holds a JSON {type(records).__name__}; requests are a list of objects (or one object)",
-                           fix="write a JSON list of request objects")
-    return normalise_requests(records, str(path))
+        return [(f"{path} line {number}", record) for number, record in load_jsonl(path, error=RequestError, what=what)]
+    document = load_json(path, error=RequestError, what=what)
+    if isinstance(document, Mapping) and isinstance(document.get("data"), list):
+        document = document["data"]
+    if isinstance(document, Mapping):
+        return [(f"{path} record #0", document)]
+    if not isinstance(document, list):
+        raise RequestError(f"{path}: holds a JSON {type(document).__name__}; records are a list of objects (or one object)",
+                           fix="write a JSON list of record objects, or one object per line in a .jsonl file")
+    return [(f"{path} record #{i}", record) for i, record in enumerate(document)]
+
+
+def load_requests(path: str | Path) -> list[EditRequest]:
+    """Requests from a JSON list / object or a JSONL file, in any accepted record format."""
+    requests = [normalise_request(record, where) for where, record in read_record_file(path)]
+    if not requests:
+        raise RequestError(f"{path}: holds no records", fix=f"give at least one record; accepted formats: {RECORD_FORMATS}")
+    return requests

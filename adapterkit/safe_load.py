@@ -73,18 +73,26 @@ def load_json(path, *, error: type[AdapterkitError], what: str, limit: int | Non
 
 
 def load_jsonl(path, *, error: type[AdapterkitError], what: str, limit: int | None = None) -> list[tuple[int, Any]]:
-    """(line number, value) for every non-blank line."""
+    """(1-based line number, value) for every non-blank line.
+
+    Lines end at "\n" only: ``str.splitlines`` would also split at U+2028, U+0085 or form feeds, which JSON
+    strings may hold raw, breaking the record and shifting every later line number.
+    """
     text = read_text(path, limit=limit or RECORDS_LIMIT, error=error, what=what)
-    return [(number, parse_json(line, f"{path}:{number}", error=error, what=what))
-            for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    return [(number, parse_json(line, f"{path} line {number}", error=error, what=what, one_line=True))
+            for number, line in enumerate(text.split("\n"), 1) if line.strip()]
 
 
-def parse_json(text: str, where: str, *, error: type[AdapterkitError], what: str, fix: str | None = None) -> Any:
+def parse_json(text: str, where: str, *, error: type[AdapterkitError], what: str, fix: str | None = None,
+               one_line: bool = False) -> Any:
+    """``one_line``: ``text`` is one line of a JSONL file, which ``where`` names, so only the column is reported."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise error(f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}",
-                    fix=fix or f"repair the {what}") from None
+        at = f"column {exc.colno}" if one_line else f"line {exc.lineno}, column {exc.colno}"
+        raise error(f"{where}: not valid JSON ({at}): {exc.msg}",
+                    fix=fix or (f"repair that line of the {what}: each line holds one complete JSON object"
+                                if one_line else f"repair the {what}")) from None
     except (RecursionError, ValueError) as exc:  # nesting too deep, integers too long
         raise error(f"{where}: cannot be read as JSON ({type(exc).__name__}: {exc})",
                     fix=fix or f"repair the {what}") from None

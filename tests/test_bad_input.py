@@ -383,7 +383,8 @@ def test_fuzz_safetensors_header_truncated_or_with_a_wrong_type_at_any_field(che
 
 @FUZZ
 @given(key=st.sampled_from(sorted(REQUEST) + ["requested_rewrite", "paraphrase_prompts", "neighborhood_prompts",
-                                               "target_true", "rephrase_prompts", "locality_prompts"]),
+                                               "target_true", "rephrase_prompts", "locality_prompts", "portability",
+                                               "locality", "src", "alt", "answers", "loc", "loc_ans"]),
        value=json_values)
 def test_fuzz_requests_with_a_wrong_type_at_any_field(key, value):
     only_adapterkit_errors(lambda: normalise_request({**REQUEST, key: value}))

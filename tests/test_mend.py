@@ -259,7 +259,11 @@ def test_empty_and_unreadable_datasets_are_refused(tmp_path):
     broken.write_text('[{"src": ')
     with pytest.raises(RequestError, match=r"broken.json: not valid JSON \(line 1"):
         load_training_records(broken)
-    wrong = tmp_path / "object.json"
-    wrong.write_text('{"src": "x"}')
-    with pytest.raises(RequestError, match="holds a JSON list of records"):
+    wrong = tmp_path / "text.json"
+    wrong.write_text('"x"')
+    with pytest.raises(RequestError, match="holds a JSON str; records are a list of objects"):
         load_training_records(wrong)
+    one = tmp_path / "object.json"  # one object is one record, as for edit requests
+    one.write_text('{"src": "x"}')
+    with pytest.raises(RequestError, match=r"object.json record #0: zsRE field 'subject' is missing"):
+        load_training_records(one)

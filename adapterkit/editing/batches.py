@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import random
 import zlib
-from typing import TYPE_CHECKING, Sequence
+from os import PathLike
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 
@@ -65,15 +66,21 @@ def with_unrelated_locality(requests: Sequence[EditRequest], pool: Sequence[Edit
     return widened
 
 
-def load_sets(settings: TrainedEditorSettings, train_path, val_path, train_requests=None, val_requests=None):
-    """Training and validation EditRequests: given, or read from files (the last tenth of the training
-    records when there is no validation file)."""
-    from .datasets import load_training_records
-
+def load_sets(settings: TrainedEditorSettings, train, val=None):
+    """Training and validation EditRequests from files or lists of records (the last tenth of the training
+    records when there is no validation set)."""
     skip = settings.skip_malformed
-    train_set = list(train_requests) if train_requests is not None else load_training_records(train_path, skip_malformed=skip)
-    if val_requests is not None:
-        return train_set, list(val_requests)
-    if val_path is not None:
-        return train_set, load_training_records(val_path, skip_malformed=skip)
+    train_set = _training_set(train, "training records", skip)
+    if val is not None:
+        return train_set, _training_set(val, "validation records", skip)
     return split_validation(train_set)
+
+
+def _training_set(source, name: str, skip_malformed: bool) -> list[EditRequest]:
+    from .datasets import load_training_records, normalise_training_records
+
+    if isinstance(source, (str, PathLike)):
+        return load_training_records(source, skip_malformed=skip_malformed)
+    records = [source] if isinstance(source, (Mapping, EditRequest)) else list(source)
+    return normalise_training_records([(f"{name} #{i}", r) for i, r in enumerate(records)], name,
+                                      skip_malformed=skip_malformed)

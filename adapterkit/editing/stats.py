@@ -154,7 +154,8 @@ def read_corpus(corpus) -> Iterator[str]:
     if suffix == ".jsonl":
         for number, line in enumerate(_text_lines(path), 1):
             if line.strip():
-                yield _text_field(parse_json(line, f"{path}:{number}", error=StatsError, what="corpus"), f"{path}:{number}")
+                yield _text_field(parse_json(line, f"{path}:{number}", error=StatsError, what="corpus", one_line=True),
+                                  f"{path}:{number}")
     elif suffix == ".json":
         items = load_json(path, error=StatsError, what="corpus")
         if not isinstance(items, list):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import torch
 import yaml
 
+from ..devices import check_device
 from ..errors import AdapterkitError, ArchiveError
 from ..fileio import write_text_atomic
 from ..requests import EditRequest
@@ -51,13 +52,7 @@ def resolve_device(requested, model=None) -> torch.device:
         return next(model.parameters()).device if model is not None else torch.device("cpu")
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(requested, int) or (isinstance(requested, str) and requested.isdigit()):
-        requested = f"cuda:{int(requested)}"
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AdapterkitError(f"device {requested!r} asks for a GPU, but torch sees none",
-                              fix="set `device: cpu` (or `auto`) in the hparams, or pass --device cpu")
-    return device
+    return check_device(requested, origin="device", on_cpu="--device cpu (or `device: cpu` in the hparams)")
 
 
 def seed_everything(seed: int) -> None:
