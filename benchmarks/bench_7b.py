@@ -53,20 +53,31 @@ def build(config, dtype, device):
 
 
 class StepCounter:
-    """Counts value-optimisation steps (one loss evaluation each) with early stopping switched off."""
+    """Counts value-optimisation steps with early stopping switched off: loss evaluations on the eager path,
+    calls of the captured step on the CUDA-graph path (whose replays run no Python)."""
 
     def __enter__(self):
-        self.steps, self._losses, self._stop = 0, values._request_losses, values.STOP_LOSS
+        self.steps, self._stop = 0, values.STOP_LOSS
+        self._losses, self._graphed = values._request_losses, values.GraphedStep.__call__
         values.STOP_LOSS = float("-inf")
+        inside_graphed = []
 
-        def counted(*args, **kwargs):
-            self.steps += 1
+        def counted_losses(*args, **kwargs):
+            self.steps += not inside_graphed
             return self._losses(*args, **kwargs)
-        values._request_losses = counted
+
+        def counted_graphed(step):
+            self.steps += 1
+            inside_graphed.append(True)
+            try:
+                return self._graphed(step)
+            finally:
+                inside_graphed.pop()
+        values._request_losses, values.GraphedStep.__call__ = counted_losses, counted_graphed
         return self
 
     def __exit__(self, *exc):
-        values._request_losses, values.STOP_LOSS = self._losses, self._stop
+        values._request_losses, values.GraphedStep.__call__, values.STOP_LOSS = self._losses, self._graphed, self._stop
 
 
 def target_log_prob(model, tok, request) -> float:
@@ -131,11 +142,14 @@ def bench_memit(model, spec, config, tok, records, device, n_requests: int, scra
             out[f"values_only_{mode}"] = {"requests": 64, "seconds": seconds, "steps": counter.steps}
             print(f"MEMIT target values alone [{mode}]: 64 requests in {seconds:.2f} s = {seconds / 64 * 1e3:.0f} ms/request "
                   f"({counter.steps} steps)")
-    for mode, enabled in (("fast", True), ("baseline", False)) if ARGS.baseline else (("fast", True),):
+    runs = [("fast", True, b) for b in ARGS.v_batch_sizes] + ([("baseline", False, 16)] if ARGS.baseline else [])
+    for mode, enabled, v_batch_size in runs:
+        mode = f"{mode}_v_batch_{v_batch_size}"
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         with speedups.enabled(enabled), StepCounter() as counter:
-            seconds, result = timed(lambda: adapterkit.edit(model, tok, requests, hp, evaluate=False), device)
+            seconds, result = timed(lambda: adapterkit.edit(model, tok, requests, {**hp, "v_batch_size": v_batch_size},
+                                                            evaluate=False), device)
         log_prob = statistics.mean(target_log_prob(model, tok, r) for r in requests[:16])
         result.restore()
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
@@ -211,6 +225,7 @@ if __name__ == "__main__":
     parser.add_argument("rows", nargs="*", default=["rome", "memit", "stats"])
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--memit-requests", type=int, default=256)
+    parser.add_argument("--v-batch-sizes", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baseline", action="store_true")
     parser.add_argument("--profile", action="store_true")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..methods.settings import LocateThenEditSettings
 from . import speedups
+from .graphs import GraphedStep, can_capture
 from .hooks import edit_output, run, trace
 from .keys import at_positions
 from .progress import counter
@@ -187,18 +188,30 @@ def _optimise_chunk(model, tok, requests, points, templates, fact_token, setting
     optimiser = torch.optim.Adam(list(deltas.values()), lr=settings.lr)
     active = torch.ones(len(requests), dtype=torch.bool, device=lookup.device)
 
-    for step in range(settings.steps):
+    def forward() -> torch.Tensor:
         with contextlib.ExitStack() as stack:
             stack.enter_context(replay.replaying())
             for p in points:
                 stack.enter_context(edit_output(model, p, _adder(deltas[p], vb, lookup)))
             logits = head_logits(model, vb, loss_module, lm_head)
-        losses = _request_losses(logits, vb, reference, deltas, init, settings)
+        return _request_losses(logits, vb, reference, deltas, init, settings)
+
+    def forward_backward() -> torch.Tensor:
+        for delta in deltas.values():
+            delta.grad = None  # the backward (or its captured graph) writes fresh gradients
+        losses = forward()
+        losses.sum().backward()
+        return losses.detach()
+
+    graphed = GraphedStep(forward_backward) if speedups.active() and can_capture(lookup.device) else None
+    for step in range(settings.steps):
+        losses = forward() if graphed is None else graphed()
         active = active & (losses.detach() >= STOP_LOSS)
         if step == settings.steps - 1 or not bool(active.any()):  # the one host sync per step
             break
-        optimiser.zero_grad()
-        losses.sum().backward()
+        if graphed is None:
+            optimiser.zero_grad()
+            losses.sum().backward()
         before = {p: d.detach().clone() for p, d in deltas.items()}
         optimiser.step()
         with torch.no_grad():
