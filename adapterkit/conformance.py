@@ -34,7 +34,7 @@ class ConformanceSettings:
 
     methods: tuple[str, ...] = METHODS
     n_facts: int = 12
-    train_steps: int = 1500
+    train_steps: int = 4000              # at most: training stops once the facts and the swaps are learnt
     editor_iters: int = 200
     min_efficacy: float = 1.0            # locate-then-edit: every edited prompt answers the new target
     min_trained_efficacy: float = 0.5    # MEND and SERAC: trained editors, a few hundred steps on a few dozen facts
