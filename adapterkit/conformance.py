@@ -21,7 +21,7 @@ from .errors import AdapterkitError, SchemaError
 
 METHODS = ("ROME", "MEMIT", "PMET", "MEND", "SERAC")
 PASS, FAIL, SKIP = "pass", "fail", "skip"
-STRUCTURE_ROWS = ("templates", "weight layout")  # the edits cannot run where these fail
+STRUCTURE_ROWS = ("templates", "weight layout", "norm", "lm head")  # no fact model is trained until these pass
 
 
 @dataclass(frozen=True)

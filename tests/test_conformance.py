@@ -96,6 +96,7 @@ def test_a_wrong_norm_or_head_fails_its_own_row(tmp_path):
     assert rows["norm"].status == "fail" and "subtracts the mean, as LayerNorm" in rows["norm"].detail
     assert "fix: set norm: layernorm" in rows["norm"].detail
     assert rows["lm head"].status == "fail" and "shares the embedding's tensor" in rows["lm head"].detail
+    assert rows["ROME"].status == "skip" and "norm and lm head failed" in rows["ROME"].detail
 
 
 def test_a_declaration_that_fails_its_schema_skips_everything_else(tmp_path, capsys):
