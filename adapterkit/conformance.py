@@ -202,14 +202,15 @@ def _checkpoint_subject(path: Path, say) -> tuple[dict[str, Check], list[_Subjec
     how = "inferred from the model" if spec.extras.get("inference") is not None else f"from {spec.distribution}"
     say(f"[conformance] {path}: architecture {spec.name} (declaration {how}); validating it")
     started = time.perf_counter()
-    problems = declaration_problems(dict(spec.declaration))
-    row = (Check("declaration", FAIL, format_problems(spec.source, problems), seconds=time.perf_counter() - started)
-           if problems else Check("declaration", PASS, f"schema and semantic checks (declaration {how})",
-                                  seconds=time.perf_counter() - started))
     try:  # the checkpoint's own config shrunk keeps its options; the declaration's tiny_config is the fallback
         tiny = tiny_config(config["model_type"], base={k: v for k, v in config.items() if k != "architectures"})
     except AdapterkitError:
         tiny = spec.tiny_config or tiny_config(config["model_type"])
+    # an inferred declaration has no tiny_config of its own: the semantic checks build the checkpoint's, shrunk
+    problems = declaration_problems({**spec.declaration, "tiny_config": spec.tiny_config or tiny})
+    row = (Check("declaration", FAIL, format_problems(spec.source, problems), seconds=time.perf_counter() - started)
+           if problems else Check("declaration", PASS, f"schema and semantic checks (declaration {how})",
+                                  seconds=time.perf_counter() - started))
     return {spec.name: row}, [_Subject(spec.name, spec.source, spec, tiny)]
 
 
