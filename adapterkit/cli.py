@@ -112,6 +112,14 @@ def cmd_new_plugin(args) -> int:
     return 0
 
 
+def cmd_conformance(args) -> int:
+    from .conformance import ConformanceSettings, parse_methods, run_and_report
+
+    settings = ConformanceSettings(methods=parse_methods(args.methods), cache_dir=args.cache_dir)
+    passed = run_and_report(args.target, settings, json_path=args.json, say=lambda line: print(line, file=sys.stderr))
+    return 0 if passed else 1
+
+
 def cmd_stats(args) -> int:
     from .checkpoint import load_model
     from .editing.stats import compute_stats
@@ -325,6 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="directory to write the distribution into")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_new_plugin)
+
+    p = sub.add_parser("conformance", help="check a plugin (or a checkpoint's declaration) end to end: templates, layout, "
+                                            "norm and head on a tiny model, every method editing a trained one, restore, deltas")
+    p.add_argument("target", help="a plugin distribution directory, a declaration .yaml, or a checkpoint directory")
+    p.add_argument("--methods", help="comma-separated subset of rome,memit,pmet,mend,serac (default: all five)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON (atomically)")
+    p.add_argument("--cache-dir", help="where trained fact models, editors and statistics are kept "
+                                       "(default ~/.cache/adapterkit/conformance)")
+    p.set_defaults(func=cmd_conformance)
 
     p = sub.add_parser("trace", help="causal tracing (ROME paper): which layers carry facts the model knows; JSON and heat maps")
     p.add_argument("model_path")

@@ -2,7 +2,8 @@
 
 The distribution holds the declaration (each role annotated with how inference found it, and with a tiny_config
 that builds), the three lines registering it through the `adapterkit` entry points, a pyproject, and a test that
-checks the declaration as `adapterkit validate` does and runs detect for every method on a tiny checkpoint.
+checks the declaration as `adapterkit validate` does, runs detect for every method on a tiny checkpoint, and runs
+`adapterkit conformance` on the distribution (ROME only, to stay fast; the full run is the bar for a PR).
 """
 from __future__ import annotations
 
@@ -121,6 +122,7 @@ import pytest
 
 from adapterkit.autodetect import detect
 from adapterkit.checkpoint import build_model
+from adapterkit.conformance import ConformanceSettings, run_conformance
 from adapterkit.registry import get_registry
 from adapterkit.validate import validate_file
 
@@ -141,13 +143,20 @@ def test_detect_uses_the_plugin_on_a_tiny_checkpoint(method, tmp_path):
     build_model(spec.tiny_config, spec).save_pretrained(tmp_path)
     hparams = detect(tmp_path, method=method)
     assert hparams.declaration_source == "plugin" and hparams["architecture"] == "{arch}"
+
+
+def test_the_distribution_passes_adapterkit_conformance(tmp_path):
+    # ROME only, to stay fast; before a PR run all five: `adapterkit conformance .`
+    report = run_conformance(Path(__file__).parents[1], ConformanceSettings(methods=("ROME",), cache_dir=tmp_path),
+                             say=lambda line: None)
+    assert report.passed, report.table()
 '''
 
 
 def _readme(name: str, declaration: dict, checkpoint: Path) -> str:
     return (f"# {name}\n\nAn adapterkit plugin declaring the `{declaration['name']}` architecture "
             f"(model_type {declaration['match']['model_types'][0]!r}), drafted by `adapterkit new-plugin {checkpoint}`.\n\n"
-            "```\npip install -e \".[test]\"\nadapterkit plugins\npython -m pytest -q\n```\n")
+            "```\npip install -e \".[test]\"\nadapterkit plugins\npython -m pytest -q\nadapterkit conformance .\n```\n")
 
 
 def _write_tree(out: Path, files: dict[str, str]) -> None:
