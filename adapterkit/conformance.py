@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from .errors import AdapterkitError, SchemaError
 
@@ -418,8 +418,6 @@ def _edit_rows(spec, settings: ConformanceSettings, say) -> list[Check]:
 
 def _edit(method_name: str, fact, spec, edits, settings: ConformanceSettings, replay: dict, say) -> Check:
     """Edit ``fact.model`` with the method, measure, and keep what the restore and deltas rows compare."""
-    import torch
-
     from . import api
     from .editing.metrics import summarise
 

@@ -1,6 +1,7 @@
 """Tiny random checkpoints of every registered architecture, written to disk as save_pretrained does."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -52,3 +53,21 @@ def tensor_names(directory: Path) -> set[str]:
     from adapterkit.checkpoint import read_tensor_index
 
     return set(read_tensor_index(directory).names)
+
+
+@functools.lru_cache(maxsize=None)
+def records_tokenizer():
+    """The fact models' word tokenizer over the bundled CounterFact records."""
+    from adapterkit.demo.factmodels import build_tokenizer
+    from adapterkit.demo.facts import counterfact_sample, record_texts
+
+    return build_tokenizer(record_texts(counterfact_sample()))
+
+
+def random_model(arch: str, seed: int = 0):
+    """A randomly initialised model of ``arch`` with the fact models' config (their vocabulary and widths)."""
+    from adapterkit.demo.factmodels import fact_model_config
+
+    spec = get_registry().architecture(arch)
+    torch.manual_seed(seed)
+    return build_model(fact_model_config(spec, records_tokenizer()), spec).eval(), spec

@@ -1,14 +1,12 @@
 """ROME, MEMIT and PMET on every registered architecture: the shared pieces, the update algebra, undo and
 replay, and edit quality on the small fact models."""
 import copy
-import functools
 from pathlib import Path
 
 import pytest
 import torch
 
 import adapterkit
-from adapterkit.checkpoint import build_model
 from adapterkit.autodetect import method_hparams
 from adapterkit.editing import hooks, keys, tokens, values
 from adapterkit.editing.metrics import summarise
@@ -16,9 +14,10 @@ from adapterkit.editing.result import EditResult
 from adapterkit.editing.update import apply_update, spread_update
 from adapterkit.errors import AdapterkitError
 from adapterkit.demo.facts import counterfact_sample
-from adapterkit.demo.factmodels import build_tokenizer, fact_model_config, tiny_hparams, write_stats_corpus
+from adapterkit.demo.factmodels import tiny_hparams, write_stats_corpus
 from adapterkit.hparams import load_settings
 from adapterkit.registry import get_registry
+from checkpoints import random_model, records_tokenizer
 from adapterkit.requests import normalise_requests
 from conftest import QUALITY_ARCHS
 
@@ -28,17 +27,6 @@ FAST = {"context_template_length_params": [[5, 5]], "v_num_grad_steps": 8}  # fo
 
 
 # --- models -------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
-def word_tokenizer():
-    from adapterkit.demo.facts import record_texts
-
-    return build_tokenizer(record_texts(RECORDS))
-
-
-def random_model(arch: str, seed: int = 0):
-    spec = get_registry().architecture(arch)
-    torch.manual_seed(seed)
-    return build_model(fact_model_config(spec, word_tokenizer()), spec).eval(), spec
 
 
 def hparams(model, spec, method: str, **overrides) -> dict:
@@ -76,7 +64,7 @@ def bpe_tokenizer(bos: bool):
 
 @pytest.mark.parametrize("tokenizer", ["word", "bpe", "bpe+bos"])
 def test_fact_token_positions(tokenizer):
-    tok = word_tokenizer() if tokenizer == "word" else bpe_tokenizer(bos=tokenizer.endswith("bos"))
+    tok = records_tokenizer() if tokenizer == "word" else bpe_tokenizer(bos=tokenizer.endswith("bos"))
     prompt = tokens.in_context("The mother tongue of Michel Denisot is", "Michel Denisot", "The language. {}")
     ids = tokens.token_ids(tok, prompt.text)
     first, last = tokens.subject_span(tok, prompt, ids)
@@ -101,7 +89,7 @@ def test_left_and_right_padding_look_up_the_same_token():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_trace_reads_inputs_and_outputs_and_stops_after_the_last_wanted_module(arch):
     model, spec = random_model(arch)
-    tok = word_tokenizer()
+    tok = records_tokenizer()
     batch = tokens.encode(tok, tokens.plain_prompts(normalise_requests(RECORDS[:3])), "subject_last")
     top_calls = []
     spec.module(model, "layer", spec.num_layers(model.config) - 1).register_forward_hook(lambda *a: top_calls.append(1))
@@ -116,7 +104,7 @@ def test_trace_reads_inputs_and_outputs_and_stops_after_the_last_wanted_module(a
 # --- target values ------------------------------------------------------------------------------
 def test_context_templates_are_sampled_once_with_a_seed_or_given():
     model, spec = random_model("gpt2")
-    tok = word_tokenizer()
+    tok = records_tokenizer()
     settings = load_settings(hparams(model, spec, "ROME", context_template_length_params=[[5, 10], [10, 10]]))
     first = values.context_templates(model, tok, settings)
     assert first[0] == ["{}"] and [len(g) for g in first] == [1, 10, 10]
@@ -132,7 +120,7 @@ def test_context_templates_are_sampled_once_with_a_seed_or_given():
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_requests_optimised_together_match_one_at_a_time(arch):
     model, spec = random_model(arch)
-    tok = word_tokenizer()
+    tok = records_tokenizer()
     requests = normalise_requests(RECORDS[:3])
     memit = load_settings(hparams(model, spec, "MEMIT", **FAST))
     point = memit.layer_module_tmp.format(1)
@@ -149,7 +137,7 @@ def test_requests_optimised_together_match_one_at_a_time(arch):
 def test_target_values_make_the_model_say_the_target(arch):
     """Where the delta sits on a token the prediction reads (the last one), the optimised value wins."""
     model, spec = random_model(arch)
-    tok = word_tokenizer()
+    tok = records_tokenizer()
     request = normalise_requests(RECORDS[0])
     point = spec.module_name("mlp", 1)
     settings = values.LossSettings(lr=0.5, steps=30, weight_decay=0.0, clamp_norm_factor=50.0, kl_factor=0.0)
@@ -167,7 +155,7 @@ def test_target_values_make_the_model_say_the_target(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_the_head_runs_only_where_the_loss_reads_and_gives_the_models_logits(arch):
     model, spec = random_model(arch)
-    tok = word_tokenizer()
+    tok = records_tokenizer()
     head = spec.module_name("lm_head")
     requests = normalise_requests(RECORDS[:3])
     vb = values.value_batch(tok, requests, ["{}", "A fact. {}"], "subject_last")
@@ -191,7 +179,7 @@ def test_a_head_that_mixes_positions_keeps_the_full_logits():
     head = spec.module_name("lm_head")
     model.get_submodule(head).register_forward_hook(lambda module, args, out: out + out.mean(dim=-2, keepdim=True))
     request = normalise_requests(RECORDS[:1])
-    assert not values._head_cut_is_exact(model, word_tokenizer(), request, ["{}"], "subject_last", head)
+    assert not values._head_cut_is_exact(model, records_tokenizer(), request, ["{}"], "subject_last", head)
 # --- updates ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])  # GPT-2's Conv1D stores [in, out], nn.Linear [out, in]
 def test_an_update_changes_the_module_like_a_plain_matmul(arch):
@@ -225,7 +213,7 @@ def test_rome_writes_its_target_value_into_the_mlp_output(arch, monkeypatch):
     from adapterkit.methods import rome
 
     model, spec = random_model(arch)
-    tok = word_tokenizer()
+    tok = records_tokenizer()
     hp = hparams(model, spec, "ROME", **FAST)
     found = {}
     real = rome.optimise_values
@@ -248,7 +236,7 @@ def edit_and_snapshot(model, tok, records, hp):
 @pytest.mark.parametrize("arch,method", [("gpt2", "ROME"), ("llama", "MEMIT"), ("gptj", "PMET"), ("chatglm3", "MEMIT")])
 def test_restore_is_bit_exact_and_saved_deltas_replay_exactly(arch, method, tmp_path):
     model, spec = random_model(arch)
-    tok = word_tokenizer()
+    tok = records_tokenizer()
     hp = hparams(model, spec, method, layers=[0, 1] if method != "ROME" else [1], **FAST)
     hp = {**hp, "stats_dir": str(tmp_path / "stats"), "mom2_n_samples": 50, "mom2_dataset": "toy"}
     if method == "PMET":  # both output weights, so undo and replay cover the attention output's layout too
@@ -274,7 +262,7 @@ def test_restore_is_bit_exact_and_saved_deltas_replay_exactly(arch, method, tmp_
 
 def test_sequential_edits_stack_and_undo_newest_first():
     model, spec = random_model("llama")
-    tok = word_tokenizer()
+    tok = records_tokenizer()
     hp = hparams(model, spec, "ROME", **FAST)
     original = copy.deepcopy(model.state_dict())
     first = adapterkit.edit(model, tok, RECORDS[2], hp, evaluate=False)
@@ -292,7 +280,7 @@ def test_sequential_edits_stack_and_undo_newest_first():
 
 def test_bad_layers_and_pmet_templates_are_explained():
     model, spec = random_model("gpt2")
-    tok = word_tokenizer()
+    tok = records_tokenizer()
     with pytest.raises(AdapterkitError, match=r"layers \[9\] do not fit a model of 4 layers"):
         adapterkit.edit(model, tok, RECORDS[0], hparams(model, spec, "ROME", layers=[9]), evaluate=False)
     hp = hparams(model, spec, "PMET", rewrite_module_tmps=["transformer.h.{}.mlp.c_fc"], mom2_adjustment=False)

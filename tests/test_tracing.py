@@ -1,6 +1,5 @@
 """Causal tracing: exact restorations on hand-made models, the token-kind averages, the layers `detect --trace`
 chooses, the CLI, and traces of the trained fact models and (where installed) of SmolLM2-135M."""
-import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -10,12 +9,11 @@ import torch
 import yaml
 
 import adapterkit
-from adapterkit.checkpoint import build_model
 from adapterkit.cli import main
 from adapterkit.errors import AdapterkitError
-from adapterkit.demo.factmodels import build_tokenizer, fact_model_config
-from adapterkit.demo.facts import counterfact_sample, record_texts
+from adapterkit.demo.facts import counterfact_sample
 from adapterkit.registry import get_registry
+from checkpoints import random_model, records_tokenizer
 from adapterkit.tracing import (FactTrace, TraceResult, TraceSettings, causal_trace, draw_noise, load_trace,
                                 read_trace, traced_layers, write_trace)
 
@@ -23,15 +21,6 @@ ARCHS = get_registry().architecture_names()
 RECORDS = counterfact_sample()
 
 
-@functools.lru_cache(maxsize=None)
-def word_tokenizer():
-    return build_tokenizer(record_texts(RECORDS))
-
-
-def random_model(arch: str, seed: int = 0):
-    spec = get_registry().architecture(arch)
-    torch.manual_seed(seed)
-    return build_model(fact_model_config(spec, word_tokenizer()), spec).eval(), spec
 
 
 @torch.no_grad()
@@ -72,8 +61,8 @@ def test_a_single_attention_layer_carrying_the_subject_is_found_exactly(arch):
     for gain in (1.0, 100.0):
         model, spec = random_model(arch)
         silence_attention_except(model, spec, carrier, gain)
-        facts = known_facts(model, word_tokenizer(), RECORDS, 3)
-        result = causal_trace(model, word_tokenizer(), facts, TraceSettings(samples=3, window=1), progress=False)
+        facts = known_facts(model, records_tokenizer(), RECORDS, 3)
+        result = causal_trace(model, records_tokenizer(), facts, TraceSettings(samples=3, window=1), progress=False)
         if all(abs(fact.high - fact.low) > 1e-3 * fact.high for fact in result.facts):
             break
     depth = result.num_layers
@@ -96,7 +85,7 @@ def test_a_single_attention_layer_carrying_the_subject_is_found_exactly(arch):
 
 def test_scores_match_runs_without_hooks_for_nothing_restored_and_for_the_top_layer_restored():
     model, spec = random_model("llama", seed=1)
-    tok = word_tokenizer()
+    tok = records_tokenizer()
     settings = TraceSettings(samples=4, kinds=("hidden",), token_kinds=("last",))
     result = causal_trace(model, tok, known_facts(model, tok, RECORDS, 1), settings, progress=False)
     fact = result.facts[0]
@@ -116,8 +105,8 @@ def test_scores_match_runs_without_hooks_for_nothing_restored_and_for_the_top_la
 @pytest.mark.parametrize("arch", ARCHS)
 def test_replaying_the_lower_blocks_gives_the_scores_of_full_forward_passes(arch):
     model, _ = random_model(arch, seed=2)
-    facts = known_facts(model, word_tokenizer(), RECORDS, 2)
-    runs = [causal_trace(model, word_tokenizer(), facts, TraceSettings(samples=2, window=2, replay=replay), progress=False)
+    facts = known_facts(model, records_tokenizer(), RECORDS, 2)
+    runs = [causal_trace(model, records_tokenizer(), facts, TraceSettings(samples=2, window=2, replay=replay), progress=False)
             for replay in (True, False)]
     assert runs[0].facts
     for fast, full in zip(*(run.facts for run in runs)):
@@ -128,7 +117,7 @@ def test_replaying_the_lower_blocks_gives_the_scores_of_full_forward_passes(arch
 
 def test_facts_the_model_does_not_know_are_skipped_and_counted():
     model, _ = random_model("gpt2")
-    tok = word_tokenizer()
+    tok = records_tokenizer()
     facts = known_facts(model, tok, RECORDS, 2)
     unknown = [{**r, "ground_truth": "nowhere"} for r in RECORDS[10:13]]
     result = causal_trace(model, tok, facts + unknown, TraceSettings(samples=2, kinds=("mlp",), window=2), progress=False)
@@ -143,7 +132,7 @@ def test_facts_without_a_true_answer_are_refused():
     model, _ = random_model("gpt2")
     record = {k: v for k, v in RECORDS[0].items() if k != "ground_truth"}
     with pytest.raises(AdapterkitError, match="true answer"):
-        causal_trace(model, word_tokenizer(), [record], progress=False)
+        causal_trace(model, records_tokenizer(), [record], progress=False)
 
 
 # --- averages by token kind -----------------------------------------------------------------------
@@ -175,8 +164,8 @@ def test_effects_pool_middle_and_further_tokens_over_facts_and_subtract_the_mean
 
 def test_a_trace_survives_its_json(tmp_path):
     model, _ = random_model("llama")
-    facts = known_facts(model, word_tokenizer(), RECORDS, 2)
-    result = causal_trace(model, word_tokenizer(), facts, TraceSettings(samples=2, window=2), progress=False, model_name="tiny")
+    facts = known_facts(model, records_tokenizer(), RECORDS, 2)
+    result = causal_trace(model, records_tokenizer(), facts, TraceSettings(samples=2, window=2), progress=False, model_name="tiny")
     again = read_trace(write_trace(result, tmp_path / "trace.json"))
     assert again.settings == result.settings and again.skipped == result.skipped
     for kind in result.settings.kinds:
@@ -208,9 +197,9 @@ def tiny_checkpoint(tmp_path):
     """A saved random LLaMA with a tokenizer, and facts it 'knows' (its own greedy answers)."""
     model, _ = random_model("llama", seed=3)
     model.save_pretrained(tmp_path / "model")
-    word_tokenizer().save_pretrained(tmp_path / "model")
+    records_tokenizer().save_pretrained(tmp_path / "model")
     facts = tmp_path / "facts.json"
-    facts.write_text(json.dumps(known_facts(model, word_tokenizer(), RECORDS, 3)))
+    facts.write_text(json.dumps(known_facts(model, records_tokenizer(), RECORDS, 3)))
     return tmp_path / "model", facts
 
 

@@ -12,19 +12,12 @@ from typing import Sequence
 import torch
 
 
-def _detached(value):
+def _each_tensor(value, fn):
+    """``value`` (a tensor, or a tuple or list holding some) with ``fn`` applied to each tensor in it."""
     if isinstance(value, torch.Tensor):
-        return value.detach()
+        return fn(value)
     if isinstance(value, (tuple, list)):
-        return type(value)(_detached(v) for v in value)
-    return value
-
-
-def _copied(value):
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    if isinstance(value, (tuple, list)):
-        return type(value)(_copied(v) for v in value)
+        return type(value)(_each_tensor(v, fn) for v in value)
     return value
 
 
@@ -38,7 +31,7 @@ class BlockReplay:
         """Record each block's output in the forwards run inside the block."""
         def hook(name):
             def fn(module, args, output):
-                self.outputs[name] = _detached(output)
+                self.outputs[name] = _each_tensor(output, torch.Tensor.detach)
             return fn
         handles = [self.model.get_submodule(b).register_forward_hook(hook(b)) for b in self.blocks]
         try:
@@ -57,7 +50,7 @@ class BlockReplay:
         own = {b: m.__dict__["forward"] for b, m in modules.items() if "forward" in m.__dict__}  # e.g. accelerate's hooks
         for name, module in modules.items():
             output = self.outputs[name]
-            module.forward = (lambda *a, _o=output, **k: _copied(_o)) if name == last else (lambda *a, _o=output, **k: _o)
+            module.forward = (lambda *a, _o=output, **k: _each_tensor(_o, torch.Tensor.clone)) if name == last else (lambda *a, _o=output, **k: _o)
         try:
             yield self
         finally:
