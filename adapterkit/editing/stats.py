@@ -244,11 +244,13 @@ def _accumulate(model, tok, modules: Sequence[str], documents: Sequence[str], ba
             batch = pad_rows(rows, [0] * len(rows), pad_id(tok))
             tokens = batch.attention_mask.flatten().nonzero()[:, 0]  # found on the host: no wait on the device
             run(model, batch.to_without_waiting(model_device(model)) if speedups.active() else batch.to(model_device(model)))
+            on_device = {}  # the positions, copied once per device the modules' keys are on
             for m in modules:
                 keys = record.inputs[m]
-                where = tokens.pin_memory().to(keys.device, non_blocking=True) if keys.is_cuda else tokens
-                sums[m].add(keys.reshape(-1, keys.shape[-1]).index_select(0, where).to(device))
-            count += sum(len(r) for r in rows)  # from the host's lengths: no wait on the device
+                if keys.device not in on_device:
+                    on_device[keys.device] = tokens.pin_memory().to(keys.device, non_blocking=True) if keys.is_cuda else tokens
+                sums[m].add(keys.reshape(-1, keys.shape[-1]).index_select(0, on_device[keys.device]).to(device))
+            count += len(tokens)
             bar.update(len(rows))
             bar.set_postfix(tokens_per_s=f"{count / max(time.perf_counter() - started, 1e-9):.0f}", refresh=False)
     bar.close()
