@@ -145,7 +145,7 @@ def apply_deltas(model, path, check_base: bool = True) -> EditResult:
     for name, delta in deltas.items():
         weight = result.parameter(name)
         kept = result.canonical(name)
-        result.originals[kept] = weight.detach().to("cpu", copy=True)
+        result.originals[kept] = host_copy(weight)
         edited = (result.originals[kept].to(delta.dtype) + delta).to(weight.dtype)
         weight.copy_(edited.to(weight.device))
         result.deltas[kept] = delta
