@@ -185,6 +185,28 @@ def test_a_damaged_archive_is_reported(fact_models, tmp_path):
                         evaluate=False)
 
 
+def test_edits_with_one_archive_read_it_once_until_it_changes(fact_models, tmp_path, monkeypatch):
+    from adapterkit.editing import archive as archives
+
+    fact = fact_models("gpt2")
+    train_set, val_set, test = split(fact.facts)
+    hp = {**mend_hparams(fact.model, max_iters=2, val_every=2, accumulate_bs=1), "archive": str(tmp_path)}
+    adapterkit.train(fact.model, fact.tok, hp, train_set[:8], tmp_path, val=val_set[:2], progress=False)
+    reads = []
+    monkeypatch.setattr(archives, "read_archive", lambda *a: reads.append(a) or read_archive(*a))
+    deltas = []
+    for _ in range(2):
+        with adapterkit.edited(fact.model, fact.tok, test[:1], hp, evaluate=False) as result:
+            deltas.append(result.deltas)
+    assert len(reads) == 1 and all(torch.equal(deltas[0][k], deltas[1][k]) for k in deltas[0])
+    path = tmp_path / EDITOR_FILE
+    path.write_bytes(path.read_bytes())  # written again (as a new training run would): read again
+    adapterkit.edit(fact.model, fact.tok, test[:1], hp, evaluate=False).restore()
+    other = fact_models("gpt2")  # another model object: its own read and checks
+    adapterkit.edit(other.model, other.tok, test[:1], hp, evaluate=False).restore()
+    assert len(reads) == 3
+
+
 # --- adapterkit.train and the datasets -----------------------------------------------------------------
 def test_train_reads_both_dataset_formats_and_writes_an_archive_with_the_settings_that_ran(fact_models, tmp_path):
     fact = fact_models("gpt2")

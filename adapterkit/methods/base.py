@@ -8,6 +8,7 @@ complete third-party method.
 from __future__ import annotations
 
 import abc
+import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Sequence
 
 from ..errors import ArchiveError
@@ -107,6 +108,13 @@ class EditorTask(Protocol):
         ``hparams`` (``settings.to_dict()``), which ``TrainedEditMethod.load_editor`` checks."""
 
 
+def _loaded_editor_key(path, model, spec: ArchSpec, settings: MethodSettings) -> tuple:
+    """What decides the editor load_editor returns: the archive file's identity and contents' stamp, the model
+    and its architecture, and the settings it was checked against."""
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size, id(model), spec.name, repr(sorted(settings.to_dict().items())))
+
+
 class TrainedEditMethod(EditMethod):
     """A method whose editor is trained first (MEND, SERAC). ``adapterkit.train`` trains it; ``apply`` loads
     the archive with ``load_editor``, the one template both use.
@@ -132,17 +140,23 @@ class TrainedEditMethod(EditMethod):
 
     def load_editor(self, archive, model, spec: ArchSpec, settings: MethodSettings) -> torch.nn.Module:
         """The trained editor in ``archive``, after checking that it fits this model and these settings."""
-        from ..editing.archive import check_archive_fits, load_module_tensors, read_archive
+        from ..editing.archive import archive_file, check_archive_fits, load_module_tensors, read_archive
 
         if not archive:
             raise ArchiveError(f"{self.name} needs a trained editor, and neither hparams['archive'] nor archive= names one",
                                fix=f"train one with `adapterkit train MODEL --hparams {self.name.lower()}.yaml --train DATA "
                                    "--out DIR`, then set `archive: DIR` (or pass --archive DIR)")
+        key = _loaded_editor_key(archive_file(archive), model, spec, settings)
+        kept = getattr(self, "_last_editor", None)
+        if kept is not None and kept[0] == key and kept[1]() is model:
+            return kept[2]
         tensors, metadata, path = read_archive(archive, self.name)
         check_archive_fits(path, metadata, architecture=spec.name, shapes=self.archive_shapes(model, settings),
                            hparams=settings.to_dict(), structural_keys=self.structural_keys)
         editor = self.build_editor(model, spec, settings, metadata)
         load_module_tensors(editor, tensors, metadata.get("aliases") or {}, "", str(path))
+        # Edit after edit with one archive (the usual run) reads and checks it once: at 7B a MEND editor is ~1 GB.
+        self._last_editor = (key, weakref.ref(model), editor)
         return editor
 
     def train(self, model, tok, settings: MethodSettings, train_set: Sequence[EditRequest],
