@@ -385,15 +385,20 @@ def _lm_head(spec, model) -> Check:
 
 
 # --- editing a trained fact model ------------------------------------------------------------------
-def _edit_rows(spec, settings: ConformanceSettings, say) -> list[Check]:
+def load_fact_model(arch: str, settings: ConformanceSettings):
+    """The tiny model conformance trains for ``arch`` (or loads from ``settings.cache()``)."""
     from .demo.factmodels import load_or_train
 
+    return load_or_train(arch, settings.cache() / "fact-models", settings.n_facts, recipe="subject_recall",
+                         steps=settings.train_steps, seed=settings.seed)
+
+
+def _edit_rows(spec, settings: ConformanceSettings, say) -> list[Check]:
     say(f"[conformance] {spec.name}: training (or loading) a tiny model on {settings.n_facts} facts "
         f"(at most {settings.train_steps} steps)")
     started = time.perf_counter()
     try:
-        fact = load_or_train(spec.name, settings.cache() / "fact-models", settings.n_facts, recipe="subject_recall",
-                             steps=settings.train_steps, seed=settings.seed)
+        fact = load_fact_model(spec.name, settings)
     except AdapterkitError as exc:
         reason = f"no fact model: {exc.message}"
         return [Check(m.upper(), FAIL, reason) for m in settings.methods] + [

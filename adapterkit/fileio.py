@@ -156,6 +156,25 @@ def _directory_lock(directory: Path):
         os.close(fd)  # releases the lock
 
 
+@contextlib.contextmanager
+def exclusive(lock_file: str | os.PathLike):
+    """Hold an exclusive lock on ``lock_file`` (created if missing) between processes, so that work one process
+    does for a shared cache entry is not done again by another waiting for it; a no-op where flock is unavailable."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 # --- files --------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):

@@ -12,6 +12,7 @@ Set ADAPTERKIT_TEST_CACHE to a directory to keep the trained models between sess
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -43,10 +44,77 @@ def fact_model_unavailable(arch: str) -> str | None:
     return None
 
 
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def pytest_configure(config):
+    if XDIST_WORKER:
+        # The fact models are too small for a second thread to pay: one thread per worker (and per subprocess a
+        # test starts) keeps n workers on n cores instead of 2n threads taking turns.
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+        torch.set_num_threads(1)
+
+
+def shared_cache(root: Path, name: str) -> Path:
+    """A cache directory under ``root`` (ADAPTERKIT_TEST_CACHE where that is set) that every xdist worker of a
+    run shares: load_or_train locks an entry while it trains, so each model is trained once."""
+    configured = os.environ.get("ADAPTERKIT_TEST_CACHE")
+    root = Path(configured) if configured else root
+    return root if configured and name == "fact-models" else root / name
+
+
+def run_root(tmp_path_factory) -> Path:
+    """This run's base temporary directory: the workers' common parent under xdist."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if XDIST_WORKER else base
+
+
+def _train_timed(label_and_job) -> str:
+    import time
+
+    import torch
+
+    torch.set_num_threads(1)
+    label, job = label_and_job
+    started = time.perf_counter()
+    job()
+    return f"{label} in {time.perf_counter() - started:.0f} s"
+
+
+def pretrain_jobs(root: Path) -> list[tuple[str, functools.partial]]:
+    """(label, job) for the fact models most of the slow suite shares, the longest to train first."""
+    from adapterkit.conformance import ConformanceSettings, load_fact_model
+    from adapterkit.demo.factmodels import RECIPES, load_or_train
+
+    jobs = [(f"{arch} ({recipe})", functools.partial(load_or_train, arch, shared_cache(root, "fact-models"), recipe=recipe))
+            for recipe in reversed(RECIPES) for arch in QUALITY_ARCHS]
+    conformance = ConformanceSettings(cache_dir=shared_cache(root, "conformance"))
+    return jobs + [("gpt2 (conformance)", functools.partial(load_fact_model, "gpt2", conformance))]
+
+
+def pytest_sessionstart(session):
+    """With xdist workers on the whole suite, train the shared fact models first, one per worker at a time (runs
+    before xdist starts its workers: its hook is trylast). Tests that wait on a model another worker is training
+    would leave a core idle; trained here, every worker finds them in the cache."""
+    config = session.config
+    workers = getattr(config.option, "numprocesses", 0) or 0
+    if XDIST_WORKER or workers < 2 or config.option.file_or_dir or "not slow" in (config.option.markexpr or ""):
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    jobs = pretrain_jobs(config._tmp_path_factory.getbasetemp())
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for done in pool.map(_train_timed, jobs):
+            if reporter:
+                reporter.write_line(f"fact model trained before the tests: {done}")
+
+
 @pytest.fixture(scope="session")
 def fact_model_cache(tmp_path_factory) -> Path:
-    configured = os.environ.get("ADAPTERKIT_TEST_CACHE")
-    return Path(configured) if configured else tmp_path_factory.mktemp("fact-models")
+    return shared_cache(run_root(tmp_path_factory), "fact-models")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """`adapterkit conformance`: a built-in architecture passes every row; a broken declaration fails the row that
 names its fault, with the fix, and a non-zero exit."""
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import yaml
 from adapterkit.cli import main
 from adapterkit.conformance import METHODS, ConformanceSettings, run_conformance
 from adapterkit.demo.factmodels import build_tokenizer  # noqa: F401  (the fact models' dependency, imported early)
+from conftest import run_root, shared_cache
 
 REPO = Path(__file__).parents[1]
 GPT2 = REPO / "plugins" / "gpt2.yaml"
@@ -17,8 +17,7 @@ GPT2 = REPO / "plugins" / "gpt2.yaml"
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    configured = os.environ.get("ADAPTERKIT_TEST_CACHE")
-    return Path(configured) / "conformance" if configured else tmp_path_factory.mktemp("conformance")
+    return shared_cache(run_root(tmp_path_factory), "conformance")
 
 
 def statuses(report) -> dict:
