@@ -56,7 +56,7 @@ def detect(path, method: str = "ROME", *, layers: Sequence[int] | None = None, r
     index = TensorIndex({spec.model_tensor_name(n): s for n, s in index.shapes.items()}, index.source)
     check_checkpoint(spec, config, index, where=str(path))
     check_weights_cover_model(stored, config, spec, path, allow_partial=allow_partial)
-    edit_method = registry.method(method)
+    edit_method = registry.method_description(method)
     hparams = method_hparams(spec, config, edit_method, model_name=str(path), layers=layers)
     if trace is not None:
         from .tracing import apply_trace

@@ -61,7 +61,7 @@ def cmd_detect(args) -> int:
 def _as_easyedit(hparams, model_path, comment):
     from .easyedit import dataclass_info, to_easyedit
 
-    settings = _registry().method(hparams["alg_name"]).settings(hparams)
+    settings = _registry().method_description(hparams["alg_name"]).settings(hparams)
     easyedit, from_reference = to_easyedit(settings, str(model_path))
     info = dataclass_info(settings.alg_name)
     note = f"EasyEdit's {info['class']} ({info['file']}) fields, written by `adapterkit detect --format easyedit`"

@@ -31,8 +31,8 @@ NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?
 
 
 def hparams_method(document: Mapping[str, Any], registry, where: str = "<hparams>"):
-    """The method ``alg_name`` names, or None when it names none (a schema problem); a method adapterkit does
-    not have, or an EasyEdit multimodal file, is refused as not supported."""
+    """The method ``alg_name`` names, as its description (Registry.method_description), or None when it names none
+    (a schema problem); a method adapterkit does not have, or an EasyEdit multimodal file, is refused as not supported."""
     from . import easyedit
 
     alg = document.get("alg_name")
@@ -47,7 +47,7 @@ def hparams_method(document: Mapping[str, Any], registry, where: str = "<hparams
                 f"lists the installed methods); " + ("use EasyEdit's multimodal editor for this file" if multimodal
                                                      else "install the plugin that provides it, or fix alg_name"))
     easyedit.check_not_multimodal(document, alg, where)
-    return registry.method(alg)
+    return registry.method_description(alg)
 
 
 def numbers_from_text(document: Mapping[str, Any], schema) -> dict:
@@ -112,7 +112,7 @@ def load_hparams(source, registry=None, *, strict: bool = False) -> dict:
     if problems:
         raise SchemaError(format_problems(where, problems))
     if not isinstance(source, Mapping):
-        report_unknown_keys(document, registry.method(document["alg_name"]), where, strict=strict)
+        report_unknown_keys(document, registry.method_description(document["alg_name"]), where, strict=strict)
     return document
 
 
@@ -133,7 +133,7 @@ def load_settings(source, registry=None, *, strict: bool = False) -> MethodSetti
 
     registry = registry or get_registry()
     if isinstance(source, MethodSettings):
-        method = registry.method(source.alg_name)
+        method = registry.method_description(source.alg_name)
         if not isinstance(source, method.settings_class):
             raise SchemaError(f"settings of type {type(source).__name__} given for {method.name}, "
                               f"which takes {method.settings_class.__name__}",
@@ -144,4 +144,4 @@ def load_settings(source, registry=None, *, strict: bool = False) -> MethodSetti
             raise SchemaError(format_problems(where, problems))
         return source
     document = load_hparams(source, registry, strict=strict)
-    return registry.method(document["alg_name"]).settings(document)
+    return registry.method_description(document["alg_name"]).settings(document)

@@ -41,11 +41,13 @@ class PluginFault:
 
 class LazyMethod:
     """A method registered by its import path (``package.module:Class``) and built on first use, so that listing
-    plugins (or anything else that only needs the method's name) does not import torch. The method contract
-    (check_method) is checked when it is built; a method that breaks it is a PluginError then."""
+    plugins (or anything else that only needs the method's name) does not import torch. ``description``: a
+    torch-free EditMethod subclass holding the class attributes, which ``Class`` subclasses; detect and validate
+    read it instead of building the method (Registry.method_description). The method contract (check_method) is
+    checked when it is built; a method that breaks it is a PluginError then."""
 
-    def __init__(self, name: str, target: str):
-        self.name, self.target, self._method = name, target, None
+    def __init__(self, name: str, target: str, description: type | None = None):
+        self.name, self.target, self.description, self._method = name, target, description, None
         self.plugin, self.distribution = "?", "?"  # set when a plugin registers it
 
     def load(self):
@@ -60,6 +62,10 @@ class LazyMethod:
             if method.name.upper() != self.name.upper():
                 raise PluginError(f"method {self.name!r} ({self.target}) builds a method named {method.name!r}",
                                   fix="register the lazy method under the name its class sets")
+            if self.description is not None and not isinstance(method, self.description):
+                raise PluginError(f"method {self.name!r} ({self.target}) is no {self.description.__qualname__}, "
+                                  "the description it was registered with",
+                                  fix="subclass the description, so that what detect reads is what edits")
             method.distribution = self.distribution
             self._method = method
         return self._method
@@ -106,17 +112,32 @@ def make_specs(source, *, plugin="?", distribution="?", version="?") -> list[Arc
 
 def check_method(method) -> None:
     """Refuse (PluginError) a registered method that does not fulfil the contract of adapterkit.methods.EditMethod."""
-    from .methods import EditMethod, MethodSettings
+    from .methods import EditMethod
 
     what = f"method {getattr(method, 'name', type(method).__name__)!r}"
     if isinstance(method, LazyMethod):  # the rest is checked when it is built (LazyMethod.load)
         if not isinstance(method.name, str) or not method.name:
             raise PluginError(f"{what} has no name", fix="give LazyMethod the alg_name the method answers to")
+        if method.description is not None:
+            if not (isinstance(method.description, type) and issubclass(method.description, EditMethod)):
+                raise PluginError(f"{what}: its description is no adapterkit.methods.EditMethod subclass",
+                                  fix="describe it by a torch-free EditMethod subclass holding its class attributes")
+            _check_class_attributes(method.description, what)
+            if method.description.name.upper() != method.name.upper():
+                raise PluginError(f"{what}: its description names the method {method.description.name!r}",
+                                  fix="register the lazy method under the name its description sets")
         return
     if not isinstance(method, EditMethod):
         raise PluginError(f"{what} is a {type(method).__name__}, not an adapterkit.methods.EditMethod",
                           fix="subclass adapterkit.methods.EditMethod (or LocateThenEditMethod / TrainedEditMethod) "
                               "and register an instance")
+    _check_class_attributes(method, what)
+
+
+def _check_class_attributes(method, what: str) -> None:
+    """name, settings_class and schema, on a method or on the class that describes it."""
+    from .methods import MethodSettings
+
     if not isinstance(getattr(method, "name", None), str) or not method.name:
         raise PluginError(f"{what} has no name", fix="set the class attribute `name` to the alg_name it answers to")
     settings_class = getattr(method, "settings_class", None)
@@ -271,17 +292,17 @@ class Registry:
                                 "architectures": getattr(config, "architectures", None) or [type(model).__name__]},
                                source=f"{type(model).__name__}.config")
 
+    def method_description(self, name: str):
+        """What detect, validate and the hyperparameter checks read of a method: its class attributes and
+        ``settings``. A method registered lazily with a description answers with that, unbuilt (no torch);
+        any other is built, as ``method`` builds it."""
+        method = self._registered_method(name)
+        if isinstance(method, LazyMethod) and method.description is not None:
+            return method.description
+        return self.method(name)
+
     def method(self, name: str):
-        clash = self.method_clashes.get(name.upper())
-        if clash:
-            raise PluginError(f"the editing method {name!r} is registered by several plugins: {' and '.join(clash)}",
-                              fix="uninstall one of them (`adapterkit plugins` lists what is loaded)")
-        try:
-            method = self.methods[name.upper()]
-        except KeyError:
-            raise AdapterkitError(
-                f"no editing method named {name!r}; registered: {', '.join(sorted(self.methods)) or 'none'}",
-                fix="set alg_name to one of those, or install the plugin that provides it") from None
+        method = self._registered_method(name)
         if isinstance(method, LazyMethod):
             try:
                 method = method.load()
@@ -290,6 +311,18 @@ class Registry:
                 self.faults.append(PluginFault(method.plugin, method.distribution, exc.message))
                 raise
         return method
+
+    def _registered_method(self, name: str):
+        clash = self.method_clashes.get(name.upper())
+        if clash:
+            raise PluginError(f"the editing method {name!r} is registered by several plugins: {' and '.join(clash)}",
+                              fix="uninstall one of them (`adapterkit plugins` lists what is loaded)")
+        try:
+            return self.methods[name.upper()]
+        except KeyError:
+            raise AdapterkitError(
+                f"no editing method named {name!r}; registered: {', '.join(sorted(self.methods)) or 'none'}",
+                fix="set alg_name to one of those, or install the plugin that provides it") from None
 
     def _fault_hint(self) -> str:
         if not self.faults:

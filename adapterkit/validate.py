@@ -109,7 +109,7 @@ def hparams_file_problems(document, model_path=None, *, allow_partial: bool = Fa
 
     registry = get_registry()
     document, problems = checked_hparams(document, registry, where)
-    method = registry.method(document["alg_name"]) if "alg_name" in document and not problems else None
+    method = registry.method_description(document["alg_name"]) if "alg_name" in document and not problems else None
     if method is not None:
         if strict:
             problems += unknown_key_problems(document, method)

@@ -1,5 +1,5 @@
-"""How long the CLI takes to answer `adapterkit plugins` and `adapterkit detect` (a tiny GPT-2 checkpoint with
-safetensors weights), and whether torch / transformers were imported to do it.
+"""How long the CLI takes to answer `adapterkit plugins`, `detect` (a tiny GPT-2 checkpoint with safetensors
+weights) and `validate` (the hyperparameter file detect wrote), and whether torch / transformers were imported to do it.
 
 Each command runs REPEATS times in a fresh interpreter; the fastest run is reported (the least disturbed by other
 load on the machine). Run: python benchmarks/bench_cli_startup.py
@@ -26,6 +26,24 @@ def tiny_checkpoint(directory: Path) -> Path:
     return directory
 
 
+def rome_hparams(checkpoint: Path, path: Path) -> Path:
+    from adapterkit.autodetect import detect, write_yaml
+
+    write_yaml(detect(checkpoint, "ROME"), path)
+    return path
+
+
+def commands(checkpoint: Path, hparams: Path) -> list[tuple[str, list]]:
+    return [
+        ("plugins", ["plugins"]),
+        ("detect --method rome", ["detect", checkpoint, "--method", "rome"]),
+        ("detect --method rome --allow-partial-weights", ["detect", checkpoint, "--method", "rome", "--allow-partial-weights"]),
+        ("detect --method serac --format easyedit --allow-partial-weights",
+         ["detect", checkpoint, "--method", "serac", "--format", "easyedit", "--allow-partial-weights"]),
+        ("validate rome.yaml", ["validate", hparams]),
+    ]
+
+
 def measure(args) -> tuple[float, dict]:
     best, imported = float("inf"), {}
     for _ in range(REPEATS):
@@ -41,12 +59,15 @@ def measure(args) -> tuple[float, dict]:
 def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         checkpoint = tiny_checkpoint(Path(root) / "gpt2")
+        hparams = rome_hparams(checkpoint, Path(root) / "rome.yaml")
         python_only = min(_time([sys.executable, "-c", "pass"]) for _ in range(REPEATS))
         print(f"CPU ({platform.machine()}), python {platform.python_version()}; fastest of {REPEATS}; a bare interpreter: {python_only:.2f} s")
-        for label, args in (("plugins", ["plugins"]), ("detect --method rome", ["detect", checkpoint, "--method", "rome"])):
+        rows = commands(checkpoint, hparams)
+        width = max(len(label) for label, _ in rows)
+        for label, args in rows:
             seconds, imported = measure(args)
             loaded = ", ".join(m for m, yes in imported.items() if yes) or "neither"
-            print(f"adapterkit {label:<22} {seconds:5.2f} s   imports torch/transformers: {loaded}")
+            print(f"adapterkit {label:<{width}} {seconds:5.2f} s   imports torch/transformers: {loaded}")
 
 
 def _time(command) -> float:

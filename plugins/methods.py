@@ -4,8 +4,8 @@ from adapterkit import hookimpl
 
 @hookimpl
 def register_methods(register):
-    from adapterkit.methods import BUILTIN
+    from adapterkit.methods import BUILTIN, described
     from adapterkit.registry import LazyMethod
 
-    for module, cls in BUILTIN:  # imported on first use: `adapterkit plugins` needs only their names
-        register(LazyMethod(cls, f"adapterkit.methods.{module}:{cls}"))
+    for module, cls in BUILTIN:  # built on first edit: `plugins`, detect and validate read the description
+        register(LazyMethod(cls, f"adapterkit.methods.{module}:{cls}", description=getattr(described, cls)))

@@ -244,6 +244,26 @@ def test_a_lazy_method_that_breaks_the_contract_is_a_fault_when_first_used():
         registry.method("gone")
 
 
+def test_a_lazy_method_is_built_as_its_description_says_or_is_a_fault():
+    from adapterkit.methods import LocateThenEditMethod, described
+    from adapterkit.methods.settings import PMETSettings
+    from adapterkit.registry import LazyMethod
+
+    class Unrelated(LocateThenEditMethod):  # PMET's attributes, but not the class PMET subclasses
+        name, schema, settings_class = "PMET", "pmet", PMETSettings
+
+    registry = Registry()
+    registry.add_plugin(_MethodPlugin(LazyMethod("ROME", "adapterkit.methods.rome:ROME", description=described.MEMIT)),
+                        "misnamed", "misnamed-dist", "0.1")
+    assert "its description names the method 'MEMIT'" in registry.faults[0].error and "ROME" not in registry.methods
+    registry.add_plugin(_MethodPlugin(LazyMethod("PMET", "adapterkit.methods.pmet:PMET", description=Unrelated)),
+                        "unrelated", "unrelated-dist", "0.1")
+    assert registry.method_description("pmet") is Unrelated
+    with pytest.raises(PluginError, match="the description it was registered with"):
+        registry.method("pmet")
+    assert [f.name for f in registry.faults] == ["misnamed", "unrelated"] and "PMET" not in registry.methods
+
+
 @pytest.mark.parametrize("arch", sorted(BUILTINS))
 def test_pmet_takes_memits_shape_rules_and_no_declaration_repeats_them(arch):
     spec = get_registry().architecture(arch)

@@ -2,14 +2,39 @@
 import subprocess
 import sys
 
+import pytest
+
+from checkpoints import write_tiny_checkpoint
+from conftest import BUILTIN_METHODS
+
 PROBE = ("import sys; from adapterkit.cli import main; code = main(sys.argv[1:]); "
          "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]; "
          "print('imported:', heavy, file=sys.stderr); sys.exit(code or (3 if heavy else 0))")
 
 
+def run_fresh(*args) -> subprocess.CompletedProcess:
+    """The CLI in a fresh interpreter; exit 3 where it imported torch or transformers."""
+    return subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True)
+
+
 def test_listing_plugins_imports_neither_torch_nor_transformers():
-    proc = subprocess.run([sys.executable, "-c", PROBE, "plugins"], capture_output=True, text=True)
+    proc = run_fresh("plugins")
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def gpt2_checkpoint(tmp_path_factory):
+    return write_tiny_checkpoint("gpt2", tmp_path_factory.mktemp("startup") / "gpt2")
+
+
+@pytest.mark.parametrize("method", BUILTIN_METHODS)
+def test_detect_and_validate_import_neither_torch_nor_transformers(gpt2_checkpoint, method, tmp_path):
+    hparams = tmp_path / "hparams.yaml"
+    # without --allow-partial-weights, detect checks that the weights cover the model transformers builds
+    detect = ["detect", gpt2_checkpoint, "--method", method, "--allow-partial-weights"]
+    for args in ([*detect, "-o", hparams], ["validate", hparams], [*detect, "--format", "easyedit"]):
+        proc = run_fresh(*args)
+        assert proc.returncode == 0, f"{args}: {proc.stderr}"
 
 
 def test_a_lazily_registered_method_loads_on_first_use():
@@ -22,3 +47,13 @@ def test_a_lazily_registered_method_loads_on_first_use():
     assert isinstance(method, EditMethod)  # the method contract, checked when it was built
     assert method.name == "ROME" and method.distribution == "adapterkit" and method.schema == "rome"
     assert registry.method("ROME") is method
+
+
+def test_a_described_method_answers_detect_without_being_built():
+    from adapterkit.methods import described
+    from adapterkit.registry import Registry
+
+    registry = Registry().load_entry_points()
+    assert registry.method_description("pmet") is described.PMET
+    assert registry.methods["PMET"]._method is None
+    assert isinstance(registry.method("pmet"), described.PMET)  # what detect read is what edits

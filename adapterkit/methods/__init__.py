@@ -1,5 +1,5 @@
 """Editing methods: one module per method, beside its paper; the contract they share is in ``base.py``,
-their typed settings in ``settings.py``.
+their typed settings in ``settings.py``, the built-in ones' class attributes in ``described.py``.
 
 A method plugin registers ``EditMethod`` objects through the ``register_methods`` hook.
 """
@@ -17,4 +17,5 @@ def builtin_methods() -> list[EditMethod]:
     return [getattr(importlib.import_module(f"adapterkit.methods.{module}"), cls)() for module, cls in BUILTIN]
 
 
+# each built-in method's module and class; the class subclasses the one of the same name in described.py
 BUILTIN = [("rome", "ROME"), ("memit", "MEMIT"), ("pmet", "PMET"), ("mend", "MEND"), ("serac", "SERAC")]

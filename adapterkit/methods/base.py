@@ -37,6 +37,11 @@ class EditMethod(abc.ABC):
                       declaration that has none of its own (PMET takes MEMIT's).
     trainable:        an editor is trained before editing (see TrainedEditMethod).
     distribution:     set by the registry: the distribution that registered the method.
+
+    These, and ``settings``, belong to the class, so a class without ``apply`` describes the method: a plugin
+    may register ``LazyMethod(name, "package.module:Class", description=Described)``, where ``Described`` is a
+    torch-free class that ``Class`` subclasses; detect and validate then read ``Described`` and never import
+    ``package.module`` (the built-in methods' descriptions are in ``described.py``).
     """
 
     name: ClassVar[str]
@@ -48,9 +53,10 @@ class EditMethod(abc.ABC):
     trainable: ClassVar[bool] = False
     distribution: str = "?"
 
-    def settings(self, hparams: Mapping[str, Any]) -> MethodSettings:
+    @classmethod
+    def settings(cls, hparams: Mapping[str, Any]) -> MethodSettings:
         """This method's settings from hyperparameters that passed its schema."""
-        return self.settings_class.from_hparams(hparams)
+        return cls.settings_class.from_hparams(hparams)
 
     @abc.abstractmethod
     def apply(self, model, tok, requests: Sequence[EditRequest], settings: MethodSettings, *, spec: ArchSpec,

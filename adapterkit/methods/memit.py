@@ -16,15 +16,11 @@ from ..editing.tokens import plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update, spread_update
 from ..editing.values import LossSettings, context_templates, value_options, optimise_values
-from .base import LocateThenEditMethod
+from . import described
 from .settings import MEMITSettings
 
 
-class MEMIT(LocateThenEditMethod):
-    name = "MEMIT"
-    schema = "memit"
-    settings_class = MEMITSettings
-
+class MEMIT(described.MEMIT):
     def apply(self, model, tok, requests, settings: MEMITSettings, *, spec, ledger, archive=None):
         num_layers, layers = self.edit_layers(model, settings, spec)
         top = settings.layer_module_tmp.format(layers[-1])

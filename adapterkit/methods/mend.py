@@ -26,7 +26,7 @@ from ..editing.hooks import frozen
 from ..editing.result import tensor_aliases
 from ..editing.update import apply_update
 from ..errors import AdapterkitError
-from .base import TrainedEditMethod
+from . import described
 from .settings import MENDSettings
 
 
@@ -244,14 +244,7 @@ def edit_factors(model, tok, requests, names: Sequence[str], dims: Mapping[str, 
 
 
 # --- the method -------------------------------------------------------------------------------------
-class MEND(TrainedEditMethod):
-    name = "MEND"
-    schema = "mend"
-    settings_class = MENDSettings
-    # settings that decide the editor's shape: an archive only loads where they are the same
-    structural_keys = ("rank", "n_hidden", "init", "norm", "combine", "x_only", "delta_only", "one_sided",
-                       "shared", "act", "mlp_class")
-
+class MEND(described.MEND):
     # --- editing ----------------------------------------------------------------------------------
     def apply(self, model, tok, requests, settings: MENDSettings, *, spec, ledger, archive=None):
         editor = self.load_editor(archive or settings.archive, model, spec, settings)

@@ -21,25 +21,11 @@ from ..editing.stats import get_mom2
 from ..editing.update import apply_update, spread_update
 from ..editing.values import LossSettings, context_templates, value_options, optimise_values
 from ..errors import AdapterkitError
-from .base import LocateThenEditMethod
+from . import described
 from .settings import PMETSettings
 
 
-class PMET(LocateThenEditMethod):
-    name = "PMET"
-    schema = "pmet"
-    settings_class = PMETSettings
-    layer_rules_from = "MEMIT"  # PMET edits MEMIT's layers in the paper
-    template_keys = {
-        "rewrite_module_tmp": "mlp_out",
-        "rewrite_module_tmps": ["mlp_out"],
-        "layer_module_tmp": "layer",
-        "mlp_module_tmp": "mlp_out",
-        "attn_module_tmp": "attn_out",
-        "ln_f_module": "ln_f",
-        "lm_head_module": "lm_head",
-    }
-
+class PMET(described.PMET):
     def apply(self, model, tok, requests, settings: PMETSettings, *, spec, ledger, archive=None):
         num_layers, layers = self.edit_layers(model, settings, spec)
         components = [settings.attn_module_tmp, settings.mlp_module_tmp]

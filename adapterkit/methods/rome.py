@@ -18,15 +18,11 @@ from ..editing.tokens import plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update
 from ..editing.values import LossSettings, context_templates, value_options, optimise_values
-from .base import LocateThenEditMethod
+from . import described
 from .settings import ROMESettings
 
 
-class ROME(LocateThenEditMethod):
-    name = "ROME"
-    schema = "rome"
-    settings_class = ROMESettings
-
+class ROME(described.ROME):
     def apply(self, model, tok, requests, settings: ROMESettings, *, spec, ledger, archive=None):
         num_layers, layers = self.edit_layers(model, settings, spec)
         with frozen(model):

@@ -1,7 +1,7 @@
 """SERAC, the method: load a trained editor and return the answerer."""
 from __future__ import annotations
 
-from ..base import TrainedEditMethod
+from .. import described
 from ..settings import SERACSettings
 from .answerer import SeracAnswerer
 from .editor import SeracEditor, build_editor
@@ -9,13 +9,7 @@ from .features import frozen_features
 from .task import SeracTask
 
 
-class SERAC(TrainedEditMethod):
-    name = "SERAC"
-    schema = "serac"
-    settings_class = SERACSettings
-    # settings that decide the editor's shape: an archive only loads where they are the same
-    structural_keys = ("cls_encoder", "cls_layer", "cls_pooling", "cls_dim", "cf_num_layers", "small_name", "freeze_cntr")
-
+class SERAC(described.SERAC):
     def apply(self, model, tok, requests, settings: SERACSettings, *, spec, ledger, archive=None):
         device = next(model.parameters()).device
         editor = self.load_editor(archive or settings.archive, model, spec, settings)
