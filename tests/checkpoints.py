@@ -11,6 +11,29 @@ from adapterkit.checkpoint import build_model
 from adapterkit.registry import get_registry
 
 
+INFERRED_FAMILIES = ["starcoder2", "gpt_bigcode", "phi", "stablelm"]  # no plugin declares them: inference does
+TRAINED_INFERRED_FAMILIES = INFERRED_FAMILIES[:3]  # edit quality on trained fact models of these
+
+
+def inferred_fact_model(family: str, cache: Path):
+    """(declaration, fact model) of a family no plugin declares: its inferred declaration, with a tiny_config,
+    registered while the fact-model machinery trains (or loads) the model, then only the inferred one remains."""
+    from adapterkit.demo.factmodels import load_or_train
+    from adapterkit.spec import ArchSpec
+    from adapterkit.tinyconfig import tiny_config
+
+    registry = get_registry()
+    tiny = tiny_config(family)
+    inferred = registry.for_config(tiny, infer=True)
+    trainable = ArchSpec({**inferred.declaration, "tiny_config": tiny}, source=inferred.source,
+                         plugin=inferred.plugin, distribution=inferred.distribution, extras=inferred.extras)
+    registry.architectures.append(trainable)
+    try:
+        return trainable, load_or_train(trainable.name, cache, recipe="subject_recall")
+    finally:
+        registry.architectures.remove(trainable)
+
+
 def write_tiny_checkpoint(arch: str, directory: Path, tokenizer=None, **overrides) -> Path:
     """The declaration's tiny model, randomly initialised, with ``overrides`` in its config (and ``tokenizer``'s files)."""
     spec = get_registry().architecture(arch)

@@ -74,8 +74,11 @@ def _train_timed(label_and_job) -> str:
     import time
 
     import torch
+    import transformers
 
     torch.set_num_threads(1)
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
     label, job = label_and_job
     started = time.perf_counter()
     job()
@@ -86,11 +89,16 @@ def pretrain_jobs(root: Path) -> list[tuple[str, functools.partial]]:
     """(label, job) for the fact models most of the slow suite shares, the longest to train first."""
     from adapterkit.conformance import ConformanceSettings, load_fact_model
     from adapterkit.demo.factmodels import RECIPES, load_or_train
+    from checkpoints import TRAINED_INFERRED_FAMILIES, inferred_fact_model
 
-    jobs = [(f"{arch} ({recipe})", functools.partial(load_or_train, arch, shared_cache(root, "fact-models"), recipe=recipe))
-            for recipe in reversed(RECIPES) for arch in QUALITY_ARCHS]
-    conformance = ConformanceSettings(cache_dir=shared_cache(root, "conformance"))
-    return jobs + [("gpt2 (conformance)", functools.partial(load_fact_model, "gpt2", conformance))]
+    facts = shared_cache(root, "fact-models")
+    trained = {recipe: [(f"{arch} ({recipe})", functools.partial(load_or_train, arch, facts, recipe=recipe))
+                        for arch in QUALITY_ARCHS] for recipe in RECIPES}
+    inferred = [(f"{family} (subject_recall, inferred)", functools.partial(inferred_fact_model, family, facts))
+                for family in TRAINED_INFERRED_FAMILIES]
+    conformance = ("gpt2 (conformance)", functools.partial(load_fact_model, "gpt2",
+                                                           ConformanceSettings(cache_dir=shared_cache(root, "conformance"))))
+    return trained["subject_recall"] + inferred + [conformance] + trained["plain"]
 
 
 def pytest_sessionstart(session):

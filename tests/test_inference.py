@@ -1,5 +1,6 @@
 """Declarations inferred for model types no plugin declares: agreement with the built-in ones, refusals, detect's
 report, and ROME edits with inferred settings."""
+import functools
 import json
 
 import pytest
@@ -18,13 +19,13 @@ from adapterkit.inference import _Inferrer, infer
 from adapterkit.registry import Registry, get_registry
 from adapterkit.requests import normalise_requests
 from adapterkit.tinyconfig import tiny_config, write_checkpoint
+from checkpoints import INFERRED_FAMILIES, TRAINED_INFERRED_FAMILIES, inferred_fact_model
 
 # built-ins whose model type transformers builds and whose MLP is dense: inference must find what they declare
 INFERABLE = [a for a in get_registry().architecture_names()
              if get_registry().architecture(a).config_class() is None
              and "mixture_of_experts" not in get_registry().architecture(a).declaration]
 # families no plugin declares, edited below with inferred settings
-INFERRED_FAMILIES = ["starcoder2", "gpt_bigcode", "phi", "stablelm"]
 
 
 @pytest.fixture
@@ -182,27 +183,11 @@ def test_rome_edits_a_random_model_of_an_inferred_family(family, tmp_path, bare_
 # --- edit quality on trained fact models of inferred families ----------------------------------------
 @pytest.fixture(scope="module")
 def inferred_fact_models(fact_model_cache):
-    """(declaration, fact model) of a family no plugin declares: its inferred declaration, with a tiny_config,
-    registered while the fact-model machinery trains (or loads) the model, then only the inferred one remains."""
-    from adapterkit.demo.factmodels import load_or_train
-    from adapterkit.spec import ArchSpec
-
-    def load(family):
-        registry = get_registry()
-        tiny = tiny_config(family)
-        inferred = registry.for_config(tiny, infer=True)
-        trainable = ArchSpec({**inferred.declaration, "tiny_config": tiny}, source=inferred.source,
-                             plugin=inferred.plugin, distribution=inferred.distribution, extras=inferred.extras)
-        registry.architectures.append(trainable)
-        try:
-            return trainable, load_or_train(trainable.name, fact_model_cache, recipe="subject_recall")
-        finally:
-            registry.architectures.remove(trainable)
-    return load
+    return functools.partial(inferred_fact_model, cache=fact_model_cache)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", INFERRED_FAMILIES[:3])
+@pytest.mark.parametrize("family", TRAINED_INFERRED_FAMILIES)
 def test_rome_edits_a_trained_fact_model_of_an_inferred_family(family, inferred_fact_models, tmp_path, quality):
     from adapterkit.autodetect import method_hparams
     from adapterkit.editing.metrics import summarise
