@@ -190,13 +190,16 @@ def load_or_train(arch_name: str, cache_dir, n_facts: int | None = None, *, reci
     cache_dir = Path(cache_dir)
     path = cache_dir / _cache_key(arch_name, facts, fact_model_config(spec, tokenizer), settings)
     if not (path / "config.json").is_file():
-        with exclusive(cache_dir / f".{path.name}.lock"):  # another process training the same model: wait for it
+        lock = cache_dir / f".{path.name}.lock"
+        with exclusive(lock):  # another process training the same model: wait for it
             if not (path / "config.json").is_file():
                 started = time.perf_counter()
                 model = train_fact_model(spec, facts.trained, tokenizer, **settings)
                 if verbose:
                     print(f"trained the {arch_name} fact model ({recipe}) in {time.perf_counter() - started:.1f}s")
                 _save_atomically(model, tokenizer, path)
+            # a process that comes later finds the model and takes no lock, so the file can go
+            lock.unlink(missing_ok=True)
     model, tokenizer = load_model(path, dtype=torch.float32)
     return FactModel(model, tokenizer, facts, recipe)
 
