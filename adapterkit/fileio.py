@@ -140,39 +140,33 @@ def _fsync_directory(directory: Path) -> None:
 
 
 @contextlib.contextmanager
+def _flock(path: Path, flags: int):
+    """Hold an exclusive flock on ``path`` opened with ``flags``; a no-op where flock is unavailable."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(path, flags, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _directory_lock(directory: Path):
     """Serialise recovery and swaps of outputs in ``directory`` between processes (flock on the directory itself,
-    so no lock file is left behind); a no-op where flock is unavailable."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    so no lock file is left behind)."""
+    return _flock(directory, os.O_RDONLY)
 
 
-@contextlib.contextmanager
 def exclusive(lock_file: str | os.PathLike):
     """Hold an exclusive lock on ``lock_file`` (created if missing) between processes, so that work one process
-    does for a shared cache entry is not done again by another waiting for it; a no-op where flock is unavailable."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
+    does for a shared cache entry is not done again by another waiting for it."""
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    return _flock(lock_file, os.O_RDWR | os.O_CREAT)
 
 
 # --- files --------------------------------------------------------------------------------------
