@@ -114,11 +114,11 @@ class EditorTask(Protocol):
         ``hparams`` (``settings.to_dict()``), which ``TrainedEditMethod.load_editor`` checks."""
 
 
-def _loaded_editor_key(path, model, spec: ArchSpec, settings: MethodSettings) -> tuple:
-    """What decides the editor load_editor returns: the archive file's identity and contents' stamp, the model
-    and its architecture, and the settings it was checked against."""
+def _loaded_editor_key(path, spec: ArchSpec, settings: MethodSettings) -> tuple:
+    """What decides the editor load_editor returns, beside the model itself: the archive file's identity and
+    contents' stamp, the architecture, and the settings it was checked against."""
     stat = path.stat()
-    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size, id(model), spec.name, repr(sorted(settings.to_dict().items())))
+    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size, spec.name, repr(sorted(settings.to_dict().items())))
 
 
 class TrainedEditMethod(EditMethod):
@@ -152,7 +152,7 @@ class TrainedEditMethod(EditMethod):
             raise ArchiveError(f"{self.name} needs a trained editor, and neither hparams['archive'] nor archive= names one",
                                fix=f"train one with `adapterkit train MODEL --hparams {self.name.lower()}.yaml --train DATA "
                                    "--out DIR`, then set `archive: DIR` (or pass --archive DIR)")
-        key = _loaded_editor_key(archive_file(archive), model, spec, settings)
+        key = _loaded_editor_key(archive_file(archive), spec, settings)
         kept = getattr(self, "_last_editor", None)
         if kept is not None and kept[0] == key and kept[1]() is model:
             return kept[2]
