@@ -50,7 +50,7 @@ def test_gpt2_passes_with_rome_and_memit_and_the_json_holds_the_table(cache, tmp
     assert report["passed"] and all(c["status"] == "pass" for c in rows.values()), rows
     for method in ("ROME", "MEMIT"):
         numbers = rows[method]["numbers"]
-        assert numbers["efficacy"] == 1.0 and numbers["efficacy_before"] < 1.0, numbers
+        assert numbers["efficacy"] >= ConformanceSettings().min_efficacy > numbers["efficacy_before"], numbers
         assert 0.0 <= numbers["locality"] <= 1.0 and numbers["edits"] >= 2
     assert "conv1d" in rows["weight layout"]["detail"] and "layernorm" in rows["norm"]["detail"]
     assert "tied" in rows["lm head"]["detail"]

@@ -284,7 +284,8 @@ def test_smollm2_reads_the_eiffel_tower_from_the_subject_early_and_from_the_last
     traced = result.facts[0]
     assert traced.high - traced.low > 0.2  # corrupting the subject loses the answer
     effects = result.effects("hidden")
-    assert effects["last"][-1] == pytest.approx(traced.high - traced.low, abs=1e-5)
+    # the restored final state is the clean run's, computed in another batch shape: equal up to kernel rounding
+    assert effects["last"][-1] == pytest.approx(traced.high - traced.low, abs=1e-3)
     # The paper's two sites: the subject's states carry the fact in the early half, the last token's late.
     early, late = slice(0, result.num_layers // 2), slice(result.num_layers // 2, result.num_layers)
     assert max(effects["subject_middle"][early]) > max(effects["subject_middle"][late])
