@@ -12,7 +12,9 @@ from adapterkit.registry import get_registry
 
 
 INFERRED_FAMILIES = ["starcoder2", "gpt_bigcode", "phi", "stablelm"]  # no plugin declares them: inference does
-TRAINED_INFERRED_FAMILIES = INFERRED_FAMILIES[:3]  # edit quality on trained fact models of these
+# edit quality on a trained fact model of this one (parallel attention and MLP, partial rotary); starcoder2's is
+# new-plugin's conformance test, the others are edited as random models (a 50-fact model is 10 CPU-minutes)
+TRAINED_INFERRED_FAMILIES = ["phi"]
 
 
 def inferred_fact_model(family: str, cache: Path):
