@@ -101,8 +101,12 @@ def pair_ids(tokenizer, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int
 
 def answer_loss(model, ids, mask, target):
     """Cross-entropy of the answer tokens (labels other than -100), teacher-forced."""
-    logits = model(input_ids=ids, attention_mask=mask).logits.float()
-    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), target[:, 1:].flatten())
+    return answer_logits_loss(model(input_ids=ids, attention_mask=mask).logits, target)
+
+
+def answer_logits_loss(logits, target):
+    """Cross-entropy of next-token ``logits`` against the answer tokens of ``target`` (-100 elsewhere)."""
+    return torch.nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), target[:, 1:].flatten())
 
 
 @torch.no_grad()

@@ -30,7 +30,7 @@ import torch
 
 from ..editing import hooks, tokens
 from ..spec import ArchSpec
-from .facts import counterfact_sample, fact_pairs, padded_answers, pair_ids, recalls_everything
+from .facts import answer_logits_loss, counterfact_sample, fact_pairs, padded_answers, pair_ids, recalls_everything
 
 INTERCHANGE_LAYER = 1  # the layer ROME and MEMIT edit in these 4-layer models (17 of 48 at the reference size)
 PREFIX_RATE = 0.5      # share of training prompts behind a random prefix
@@ -174,8 +174,7 @@ def interchange_loss(model, spec: ArchSpec, base: Sequence[SubjectFact], source:
     swapped, gold = logits[rows, last].float(), torch.tensor([f.answer for f in source])
     loss = torch.nn.functional.cross_entropy(swapped, gold)
     if first:
-        answers = logits[:first, :-1].float().flatten(0, 1)
-        loss = loss + torch.nn.functional.cross_entropy(answers, target[:first, 1:].flatten())
+        loss = loss + answer_logits_loss(logits[:first], target[:first])
     return loss, (swapped.argmax(-1) == gold).float().mean().item()
 
 
