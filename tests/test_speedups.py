@@ -6,13 +6,16 @@ import pytest
 import torch
 
 import adapterkit
+import adapterkit.hparams
 from adapterkit.autodetect import method_hparams
 from adapterkit.checkpoint import build_model
 from adapterkit.editing import speedups, values
 from adapterkit.editing.hooks import frozen
 from adapterkit.editing.moments import FOLD_EVERY, SecondMomentSum
+from adapterkit.editing.prefix import split_at_lookup
 from adapterkit.editing.replay import BlockReplay
 from adapterkit.editing.stats import _accumulate
+from adapterkit.editing.tokens import pad_id
 from adapterkit.methods.rome import ROME
 from adapterkit.registry import get_registry
 from adapterkit.requests import normalise_requests
@@ -93,6 +96,49 @@ def test_batched_updates_are_the_same_with_and_without_speedups(method, changes)
     hp = hparams(method, spec, config, mom2_adjustment=False, v_batch_size=2, **changes)
     fast, plain = edit_both_ways(model, tok, REQUESTS, hp)
     assert_same_updates(fast, plain)
+
+
+BUILTIN_WITH_TINY = [a for a in get_registry().architecture_names() if get_registry().architecture(a).tiny_config]
+
+
+@pytest.mark.parametrize("arch", BUILTIN_WITH_TINY)
+def test_every_builtin_continues_the_cached_tokens_before_the_lookup_exactly(arch):
+    """The split at the looked-up token (prefix.py) is taken, not silently dropped, on every built-in family."""
+    model, spec, config, tok = tiny(arch)
+    hp = adapterkit.hparams.load_settings(hparams("ROME", spec, config))
+    request = normalise_requests(REQUESTS[:1])
+    templates = [c for group in values.context_templates(model, tok, hp) for c in group]
+    options = values.value_options(hp, spec.num_layers(config), hp.layers[0])
+    whole = values.value_batch(tok, request, templates, hp.fact_token)
+    tail = split_at_lookup(model, whole.batch, pad_id(tok))
+    assert tail.input_ids.shape[1] < whole.batch.input_ids.shape[1] and not bool(tail.lookup.any())
+    assert values._check_prefix_split(model, tok, request, templates, hp.fact_token, options["loss_module"],
+                                      options["lm_head"])
+
+
+def test_rows_with_nothing_before_the_lookup_stay_whole():
+    model, spec, config, tok = tiny("llama")
+    whole = values.value_batch(tok, normalise_requests([{**REQUESTS[0], "subject": "The"}]), ["{}"], "subject_first")
+    assert int(whole.batch.lookup.min()) == 0
+    assert split_at_lookup(model, whole.batch, pad_id(tok)) is None
+
+
+class _NoCacheModel(torch.nn.Module):
+    """A causal LM whose forward takes no attention cache or positions, as a custom one may."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+
+    def forward(self, input_ids, attention_mask=None, use_cache=False):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+
+
+def test_a_model_that_cannot_continue_a_cache_keeps_whole_rows():
+    model, spec, config, tok = tiny("llama")
+    hp = adapterkit.hparams.load_settings(hparams("ROME", spec, config))
+    request = normalise_requests(REQUESTS[:1])
+    assert not values._check_prefix_split(_NoCacheModel(model), tok, request, ["{}"], hp.fact_token, None, None)
 
 
 def test_replay_skips_the_blocks_below_and_puts_them_back():

@@ -93,7 +93,7 @@ def trace(model, inputs: Iterable[str] = (), outputs: Iterable[str] = (), stop: 
 def run(model, batch) -> torch.Tensor | None:
     """Forward ``batch`` (a tokens.Batch); returns logits, or None when a ``trace(stop=True)`` ended the pass early."""
     try:
-        return model(**batch.inputs(), use_cache=False).logits
+        return model(**{"use_cache": False, **batch.inputs()}).logits
     except _StopForward:
         return None
 

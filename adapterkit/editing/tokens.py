@@ -126,14 +126,23 @@ def unpadded(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
 
 @dataclass
 class Batch:
-    """Padded token ids, their mask, and per row the position looked up (already shifted for padding)."""
+    """Padded token ids, their mask, and per row the position looked up (already shifted for padding).
+
+    A batch that continues cached tokens (``prefix.split_at_lookup``) also has its positions, a ``prefix``
+    whose ``fresh()`` is the attention cache each forward starts from, and the forward keyword for it; its
+    mask covers the cached tokens too."""
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     lookup: torch.Tensor
     offsets: list[int]          # how far each row was shifted right (left padding), 0 for right padding
+    position_ids: torch.Tensor | None = None
+    prefix: object | None = None
+    cache_argument: str = "past_key_values"
 
     def to(self, device) -> "Batch":
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.lookup.to(device), self.offsets)
+        positions = None if self.position_ids is None else self.position_ids.to(device)
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.lookup.to(device), self.offsets,
+                     positions, self.prefix, self.cache_argument)
 
     def to_without_waiting(self, device) -> "Batch":
         """On a GPU, copied from page-locked memory, so the host does not wait for the work queued before."""
@@ -144,7 +153,10 @@ class Batch:
         return Batch(move(self.input_ids), move(self.attention_mask), move(self.lookup), self.offsets)
 
     def inputs(self) -> dict:
-        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        if self.prefix is not None:
+            inputs.update({"position_ids": self.position_ids, self.cache_argument: self.prefix.fresh(), "use_cache": True})
+        return inputs
 
 
 def pad_rows(rows: Sequence[Sequence[int]], lookups: Sequence[int], pad: int, side: str = "right") -> Batch:

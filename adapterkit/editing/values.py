@@ -13,8 +13,9 @@ holding every context template and KL prompt; a request stops moving once its lo
 from __future__ import annotations
 
 import contextlib
+import logging
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -25,11 +26,13 @@ from . import speedups
 from .graphs import GraphedStep, can_capture
 from .hooks import edit_output, run, trace
 from .keys import at_positions
+from .prefix import split_at_lookup
 from .progress import counter
 from .replay import BlockReplay
 from .tokens import (Batch, in_context, lookup_index, model_device, pad_id, pad_rows, target_start,
                      token_ids)
 
+log = logging.getLogger(__name__)
 STOP_LOSS = 5e-2
 KL_PROMPT = "{} is a"
 STARTERS = ("The", "Therefore", "Because", "I", "You")
@@ -37,6 +40,7 @@ TOP_K = 5
 
 _templates_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _head_cut_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_prefix_split_cache: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 # --- context templates ------------------------------------------------------------------------
@@ -104,6 +108,11 @@ class ValueBatch:
         return (torch.cat([self.label_rows, self.kl_rows]),
                 torch.cat([self.label_pos, self.batch.lookup[self.kl_rows]]))
 
+    def after_lookup(self, batch: Batch) -> "ValueBatch":
+        """This batch with ``batch`` (``prefix.split_at_lookup``'s, looked-up token at 0) in place of its own."""
+        shift = self.batch.lookup.to(self.label_pos.device)[self.label_rows]
+        return replace(self, batch=batch, label_pos=self.label_pos - shift)
+
     def to(self, device) -> "ValueBatch":
         return ValueBatch(self.batch.to(device), *(getattr(self, f).to(device) for f in (
             "row_request", "first_rows", "kl_rows", "label_rows", "label_pos", "label_ids", "label_request", "label_weight")))
@@ -167,18 +176,19 @@ def optimise_values(model, tok, requests, points: Sequence[str], templates: Sequ
     if loss_module is None and lm_head is not None:
         lm_head = lm_head if _head_cut_is_exact(model, tok, requests[:1], flat, fact_token, lm_head) else None
     static_blocks = static_blocks if speedups.active() else ()
+    split = speedups.active() and _prefix_split_is_exact(model, tok, requests[:1], flat, fact_token, loss_module, lm_head)
     chunks = []
     with counter(len(requests), desc="target values", unit="request", disable_below=batch_size + 1) as bar:
         for lo in range(0, len(requests), batch_size):
             chunks.append(_optimise_chunk(model, tok, requests[lo: lo + batch_size], points, flat, fact_token, settings,
-                                          loss_module, lm_head, static_blocks))
+                                          loss_module, lm_head, static_blocks, split))
             bar.update(len(requests[lo: lo + batch_size]))
     return {p: torch.cat([c[p] for c in chunks]) for p in points}
 
 
 def _optimise_chunk(model, tok, requests, points, templates, fact_token, settings: LossSettings, loss_module, lm_head,
-                    static_blocks=()):
-    vb = value_batch(tok, requests, templates, fact_token).to(model_device(model))
+                    static_blocks=(), split: bool = False):
+    vb = _maybe_split(model, tok, value_batch(tok, requests, templates, fact_token).to(model_device(model)), split)
     lookup = vb.batch.lookup
     replay = BlockReplay(model, static_blocks)
     with torch.no_grad(), trace(model, outputs=points) as record, replay.recording():
@@ -274,6 +284,39 @@ def _check_head_cut(model, tok, requests, templates, fact_token, lm_head: str) -
     cut, full = head_logits(model, vb, None, lm_head), head_logits(model, vb, None, None)
     tol = 1e-4 if next(model.parameters()).dtype == torch.float32 else 1e-2
     return cut.shape == full.shape and torch.allclose(cut, full, rtol=tol, atol=tol * float(full.abs().max()))
+
+
+def _maybe_split(model, tok, vb: ValueBatch, split: bool) -> ValueBatch:
+    """``vb`` continuing the attention cache of each row's tokens before its looked-up one (``prefix.py``)."""
+    tail = split_at_lookup(model, vb.batch, pad_id(tok)) if split else None
+    return vb if tail is None else vb.after_lookup(tail)
+
+
+@torch.no_grad()
+def _prefix_split_is_exact(model, tok, requests, templates, fact_token, loss_module, lm_head) -> bool:
+    """Whether the rows split at the looked-up token (``prefix.py``) give the logits of the whole rows, checked on
+    one request's rows as ``_head_cut_is_exact`` is, and kept per model."""
+    known = _prefix_split_cache.setdefault(model, {})
+    key = (id(tok), loss_module, lm_head)
+    if key not in known:
+        known[key] = _check_prefix_split(model, tok, requests, templates, fact_token, loss_module, lm_head)
+    return known[key]
+
+
+@torch.no_grad()
+def _check_prefix_split(model, tok, requests, templates, fact_token, loss_module, lm_head) -> bool:
+    whole = value_batch(tok, requests, templates, fact_token).to(model_device(model))
+    try:
+        tail = split_at_lookup(model, whole.batch, pad_id(tok))
+        if tail is None:
+            return False
+        split = head_logits(model, whole.after_lookup(tail), loss_module, lm_head)
+    except Exception as exc:  # noqa: BLE001  (a model that cannot continue a cache fails in its own way; rows stay whole)
+        log.debug("value optimisation keeps whole rows: %s cannot continue an attention cache (%s)", type(model).__name__, exc)
+        return False
+    full = head_logits(model, whole, loss_module, lm_head)
+    tol = 1e-4 if next(model.parameters()).dtype == torch.float32 else 1e-2
+    return split.shape == full.shape and torch.allclose(split, full, rtol=tol, atol=tol * float(full.abs().max()))
 
 
 def _kl_log_probs(logits: torch.Tensor, vb: ValueBatch) -> torch.Tensor:

@@ -1,0 +1,66 @@
+"""The tokens before each row's looked-up token, run once into the model's attention cache.
+
+Value optimisation adds its deltas at the looked-up token (the subject's last, usually). In a causal model
+the tokens before it (the context template and the prompt up to there) never see the deltas, so every
+layer's keys and values over them are the same at every step. ``split_at_lookup`` runs those tokens once,
+keeps each layer's keys and values, and returns the batch of the remaining tokens, which attends to a fresh
+copy of them at every forward: a step then runs a third to a half of the tokens it did.
+
+Whether the split reproduces the model's own outputs depends on the model honouring an attention cache with
+explicit positions and a padded mask, which every Hugging Face decoder does and a custom one may not:
+``values`` checks it once per model against the unsplit batch and otherwise keeps the whole rows.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import replace
+
+import torch
+
+from .tokens import Batch, padded
+
+
+def cache_argument(model) -> str:
+    """The forward keyword of the attention cache: ``cache`` in newer transformers, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+class PrefixCache:
+    """Each layer's keys and values over the prefix tokens; ``fresh()`` is a cache holding them, for one forward
+    (a forward appends its own tokens to the cache it is given)."""
+
+    def __init__(self, model, cache):
+        self.config = model.config
+        self.layers = [(layer.keys, layer.values) for layer in cache.layers]
+
+    def fresh(self):
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.config)
+        for index, (keys, values) in enumerate(self.layers):
+            cache.update(keys, values, index)
+        return cache
+
+
+def split_at_lookup(model, batch: Batch, pad: int) -> Batch | None:
+    """``batch`` (right-padded) as the batch of each row's tokens from its looked-up one on, attending to the
+    cached tokens before it; positions in it are relative to the looked-up token (which is at 0 in every row).
+    None where some row has nothing before its looked-up token."""
+    from transformers import DynamicCache
+
+    lengths = batch.attention_mask.sum(1).tolist()
+    lookups = batch.lookup.tolist()
+    if any(offset for offset in batch.offsets) or min(lookups) < 1:
+        return None
+    rows = batch.input_ids.tolist()
+    head_ids, head_mask, _ = padded([row[:at] for row, at in zip(rows, lookups)], pad)
+    tail_ids, tail_mask, _ = padded([row[at:n] for row, at, n in zip(rows, lookups, lengths)], pad)
+    device = batch.input_ids.device
+    head_ids, head_mask, tail_ids, tail_mask = (t.to(device) for t in (head_ids, head_mask, tail_ids, tail_mask))
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(input_ids=head_ids, attention_mask=head_mask, use_cache=True, **{cache_argument(model): cache})
+    start = torch.tensor(lookups, device=device)[:, None]
+    return replace(batch, input_ids=tail_ids, attention_mask=torch.cat([head_mask, tail_mask], dim=1),
+                   lookup=torch.zeros_like(batch.lookup), position_ids=start + torch.arange(tail_ids.shape[1], device=device),
+                   prefix=PrefixCache(model, cache), cache_argument=cache_argument(model))
