@@ -6,10 +6,12 @@ Random weights would let early stopping cut steps short on some requests and not
 here: every request runs all ``v_num_grad_steps`` and the steps run are printed. Each figure is printed with the
 device and versions and written to ``--json``. ``--tiny`` runs the same on a 4 x 64 model (to check the script on
 a CPU). ``--baseline`` switches off the exact speed-ups (``adapterkit.editing.speedups``) to time the straightforward
-path in the same run, and prints the target log-probability after the edit for both.
+path in the same run, and prints the target log-probability after the edit for both; ``--whole-rows`` also times
+the fast path without the split at the looked-up token (``adapterkit/editing/prefix.py``).
 Run: python benchmarks/bench_7b.py [rome] [memit] [stats] [--dtype bf16|fp32] [--memit-requests 256] [--json FILE]
 """
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -80,6 +82,25 @@ class StepCounter:
         values._request_losses, values.GraphedStep.__call__, values.STOP_LOSS = self._losses, self._graphed, self._stop
 
 
+def modes() -> list[tuple[str, bool]]:
+    """(label, speed-ups on) of each timed run: the default, then the comparisons asked for."""
+    return ([("fast", True)] + ([("fast_whole_rows", True)] if ARGS.whole_rows else [])
+            + ([("baseline", False)] if ARGS.baseline else []))
+
+
+@contextlib.contextmanager
+def switched(mode: str, enabled: bool):
+    """Speed-ups on or off; for ``fast_whole_rows``, on but without the split at the looked-up token."""
+    split = values._prefix_split_is_exact
+    if mode.startswith("fast_whole_rows"):
+        values._prefix_split_is_exact = lambda *args, **kwargs: False
+    try:
+        with speedups.enabled(enabled):
+            yield
+    finally:
+        values._prefix_split_is_exact = split
+
+
 def target_log_prob(model, tok, request) -> float:
     """Mean log-probability of the new target's tokens after the bare prompt."""
     prompt = tok(request["prompt"])["input_ids"]
@@ -95,10 +116,11 @@ def bench_rome(model, spec, config, tok, records, device, repeats: int) -> dict:
           "layers": [5], "v_num_grad_steps": 25, "context_template_length_params": [[5, 10], [10, 10]]}
     requests = [r for r in records if r["subject"] in r["prompt"]][: repeats + 1]
     adapterkit.edit(model, tok, requests[:1], hp, evaluate=False).restore()  # warm-up, context templates sampled
+    print(f"rows split at the looked-up token (exact on this model): {values._prefix_split_cache.get(model)}")
     out = {}
-    for mode, enabled in (("fast", True), ("baseline", False)) if ARGS.baseline else (("fast", True),):
+    for mode, enabled in modes():
         times, log_probs = [], []
-        with speedups.enabled(enabled), StepCounter() as counter:
+        with switched(mode, enabled), StepCounter() as counter:
             for request in requests[1:]:
                 seconds, result = timed(lambda: adapterkit.edit(model, tok, [request], hp, evaluate=False), device)
                 times.append(seconds)
@@ -133,8 +155,8 @@ def bench_memit(model, spec, config, tok, records, device, n_requests: int, scra
     point = settings.mlp_module_tmp.format(top)
     with frozen(model):
         templates = values.context_templates(model, tok, settings)
-        for mode, enabled in (("fast", True), ("baseline", False)) if ARGS.baseline else (("fast", True),):
-            with speedups.enabled(enabled), StepCounter() as counter:
+        for mode, enabled in modes():
+            with switched(mode, enabled), StepCounter() as counter:
                 seconds, _ = timed(lambda: values.optimise_values(
                     model, tok, normalise_requests(requests[:64]), [point], templates, settings.fact_token,
                     values.LossSettings.from_settings(settings), batch_size=settings.v_batch_size,
@@ -142,12 +164,13 @@ def bench_memit(model, spec, config, tok, records, device, n_requests: int, scra
             out[f"values_only_{mode}"] = {"requests": 64, "seconds": seconds, "steps": counter.steps}
             print(f"MEMIT target values alone [{mode}]: 64 requests in {seconds:.2f} s = {seconds / 64 * 1e3:.0f} ms/request "
                   f"({counter.steps} steps)")
-    runs = [("fast", True, b) for b in ARGS.v_batch_sizes] + ([("baseline", False, 16)] if ARGS.baseline else [])
+    runs = [(mode, enabled, b) for mode, enabled in modes() if enabled for b in ARGS.v_batch_sizes]
+    runs += [("baseline", False, 16)] if ARGS.baseline else []
     for mode, enabled, v_batch_size in runs:
         mode = f"{mode}_v_batch_{v_batch_size}"
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        with speedups.enabled(enabled), StepCounter() as counter:
+        with switched(mode, enabled), StepCounter() as counter:
             seconds, result = timed(lambda: adapterkit.edit(model, tok, requests, {**hp, "v_batch_size": v_batch_size},
                                                             evaluate=False), device)
         log_prob = statistics.mean(target_log_prob(model, tok, r) for r in requests[:16])
@@ -228,6 +251,7 @@ if __name__ == "__main__":
     parser.add_argument("--v-batch-sizes", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baseline", action="store_true")
+    parser.add_argument("--whole-rows", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--json")

@@ -2,6 +2,8 @@
 keys, target values and weight updates within float tolerance, on small models of several architectures."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -116,11 +118,38 @@ def test_every_builtin_continues_the_cached_tokens_before_the_lookup_exactly(arc
                                       options["lm_head"])
 
 
-def test_rows_with_nothing_before_the_lookup_stay_whole():
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "bloom", "opt"])
+def test_a_row_with_nothing_before_the_lookup_is_split_too(arch):
+    model, spec, config, tok = tiny(arch)
+    requests = normalise_requests([{**REQUESTS[0], "subject": "The"}, REQUESTS[1]])
+    whole = values.value_batch(tok, requests, ["{}", "Because . {}"], "subject_first")
+    assert int(whole.batch.lookup.min()) == 0 < int(whole.batch.lookup.max())
+    tail = split_at_lookup(model, whole.batch, pad_id(tok))
+    with torch.no_grad():
+        split = values.head_logits(model, whole.after_lookup(tail), None, None)
+        full = values.head_logits(model, whole, None, None)
+    assert torch.isfinite(split).all()
+    torch.testing.assert_close(split, full, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_split_with_the_wrong_positions_is_refused(dtype, monkeypatch):
     model, spec, config, tok = tiny("llama")
-    whole = values.value_batch(tok, normalise_requests([{**REQUESTS[0], "subject": "The"}]), ["{}"], "subject_first")
-    assert int(whole.batch.lookup.min()) == 0
-    assert split_at_lookup(model, whole.batch, pad_id(tok)) is None
+    with torch.no_grad():  # sharper attention: a random model's logits barely depend on positions
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(8)
+            layer.self_attn.k_proj.weight.mul_(8)
+    model = model.to(dtype)
+    hp = adapterkit.hparams.load_settings(hparams("ROME", spec, config))
+    request = normalise_requests(REQUESTS[:1])
+    templates = ["{}", "Because . {}", "I You . {}"]
+    assert values._check_prefix_split(model, tok, request, templates, hp.fact_token, None, None)
+
+    def from_zero(*args):
+        tail = split_at_lookup(*args)
+        return replace(tail, position_ids=tail.position_ids - tail.position_ids[:, :1])
+    monkeypatch.setattr(values, "split_at_lookup", from_zero)
+    assert not values._check_prefix_split(model, tok, request, templates, hp.fact_token, None, None)
 
 
 class _NoCacheModel(torch.nn.Module):

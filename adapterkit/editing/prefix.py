@@ -45,22 +45,26 @@ class PrefixCache:
 def split_at_lookup(model, batch: Batch, pad: int) -> Batch | None:
     """``batch`` (right-padded) as the batch of each row's tokens from its looked-up one on, attending to the
     cached tokens before it; positions in it are relative to the looked-up token (which is at 0 in every row).
-    None where some row has nothing before its looked-up token."""
+    None for a left-padded batch."""
     from transformers import DynamicCache
 
+    if any(batch.offsets):
+        return None
     lengths = batch.attention_mask.sum(1).tolist()
     lookups = batch.lookup.tolist()
-    if any(offset for offset in batch.offsets) or min(lookups) < 1:
-        return None
     rows = batch.input_ids.tolist()
-    head_ids, head_mask, _ = padded([row[:at] for row, at in zip(rows, lookups)], pad)
+    # A row with nothing before its looked-up token gets one pad token there, which the head's own pass attends
+    # (a row attending to nothing gives NaNs in some attention kernels) and the rest of the row never sees.
+    head_ids, head_mask, _ = padded([row[:at] or [pad] for row, at in zip(rows, lookups)], pad)
     tail_ids, tail_mask, _ = padded([row[at:n] for row, at, n in zip(rows, lookups, lengths)], pad)
+    seen = head_mask.clone()
+    seen[torch.tensor(lookups) == 0, 0] = 0
     device = batch.input_ids.device
-    head_ids, head_mask, tail_ids, tail_mask = (t.to(device) for t in (head_ids, head_mask, tail_ids, tail_mask))
+    head_ids, head_mask, seen, tail_ids, tail_mask = (t.to(device) for t in (head_ids, head_mask, seen, tail_ids, tail_mask))
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
         model(input_ids=head_ids, attention_mask=head_mask, use_cache=True, **{cache_argument(model): cache})
     start = torch.tensor(lookups, device=device)[:, None]
-    return replace(batch, input_ids=tail_ids, attention_mask=torch.cat([head_mask, tail_mask], dim=1),
+    return replace(batch, input_ids=tail_ids, attention_mask=torch.cat([seen, tail_mask], dim=1),
                    lookup=torch.zeros_like(batch.lookup), position_ids=start + torch.arange(tail_ids.shape[1], device=device),
                    prefix=PrefixCache(model, cache), cache_argument=cache_argument(model))

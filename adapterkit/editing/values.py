@@ -315,8 +315,15 @@ def _check_prefix_split(model, tok, requests, templates, fact_token, loss_module
         log.debug("value optimisation keeps whole rows: %s cannot continue an attention cache (%s)", type(model).__name__, exc)
         return False
     full = head_logits(model, whole, loss_module, lm_head)
-    tol = 1e-4 if next(model.parameters()).dtype == torch.float32 else 1e-2
-    return split.shape == full.shape and torch.allclose(split, full, rtol=tol, atol=tol * float(full.abs().max()))
+    if split.shape != full.shape:
+        return False
+    if next(model.parameters()).dtype == torch.float32:
+        return torch.allclose(split, full, rtol=1e-4, atol=1e-4 * float(full.abs().max()))
+    # In 16 bits the cached and the whole rows round differently (other attention kernels): the logits of a 7B
+    # model in bf16 differ by a few hundredths of their spread, where a mistaken position or mask moves them by
+    # about the spread itself (benchmarks/RESULTS.md).
+    spread, difference = float(full.std()), (split - full).abs()
+    return float(difference.mean()) <= 0.1 * spread and float(difference.max()) <= 0.5 * spread
 
 
 def _kl_log_probs(logits: torch.Tensor, vb: ValueBatch) -> torch.Tensor:
