@@ -3,6 +3,8 @@
 Each one computes the same thing as the straightforward path, up to float rounding (tests/test_speedups.py):
 - value optimisation replays the outputs of the decoder blocks below the value point, which the deltas
   cannot change, instead of recomputing them at every step (``replay.py``);
+- it runs each row's tokens before the looked-up one once, into the attention cache, and steps only the rest
+  (``prefix.py``; checked once per model against the whole rows);
 - on a GPU, each value-optimisation step (forward and backward) is captured once as a CUDA graph and replayed
   (``graphs.py``): the same kernels on the same tensors, launched without the host's per-kernel overhead;
 - whether ``lm_head`` can run on the loss positions only is checked once per model and head, not per call;
