@@ -259,16 +259,23 @@ def _require_gguf_support(file: Path, *modules: str) -> None:
 
 def gguf_config(file) -> dict:
     """A GGUF file's metadata as a config dict (transformers' GGUF reader maps it to the model's config keys)."""
-    file = Path(file)
+    return _config_dict(_gguf_auto_config(Path(file)))
+
+
+def _gguf_auto_config(file: Path):
     _require_gguf_support(file, "gguf")
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name, local_files_only=True).to_dict()
+        return AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name, local_files_only=True)
     except Exception as exc:  # a damaged file fails anywhere in the reader, with any exception type
         raise CheckpointError(f"{file}: transformers cannot read this GGUF file ({type(exc).__name__}: {exc})",
                               fix="check that the file is complete and that transformers supports its architecture "
                                   "(upgrade transformers), or convert it to a safetensors checkpoint elsewhere") from None
+
+
+def _config_dict(config) -> dict:
+    config = config.to_dict()
     for key in ("_name_or_path", "transformers_version", "dtype", "torch_dtype"):
         config.pop(key, None)
     return config
@@ -292,11 +299,12 @@ def load_gguf(file, *, dtype="auto", device=None, tokenizer: bool = True):
     file = Path(file)
     torch_dtype = _torch_dtype(dtype, str(file))
     _require_gguf_support(file, "gguf", "accelerate")
-    config = gguf_config(file)
+    read = _gguf_auto_config(file)  # the metadata is read once, here: loading the weights and tokenizer reuse it
+    config = _config_dict(read)
     spec = get_registry().for_config(config, source=str(file))
     try:
         dequantised = model_class(spec).from_pretrained(str(file.parent), gguf_file=file.name, dtype=torch_dtype,
-                                                        local_files_only=True)
+                                                        config=read, local_files_only=True)
     except Exception as exc:  # as in gguf_config: the reader's failures have no common type
         raise CheckpointError(f"{file}: transformers cannot load this GGUF file ({type(exc).__name__}: {exc})",
                               fix="check that the file is complete and that transformers supports its architecture") from None
@@ -308,15 +316,16 @@ def load_gguf(file, *, dtype="auto", device=None, tokenizer: bool = True):
     if device is not None:
         model.to(device)
     model.eval()
-    return model, (load_gguf_tokenizer(file) if tokenizer else None)
+    return model, (load_gguf_tokenizer(file, config=read) if tokenizer else None)
 
 
-def load_gguf_tokenizer(file):
+def load_gguf_tokenizer(file, config=None):
     from transformers import AutoTokenizer
 
     file = Path(file)
     try:
-        tok = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name, local_files_only=True,
+                                            **({"config": config} if config is not None else {}))
     except (OSError, ValueError, KeyError) as exc:
         import warnings
 
