@@ -127,14 +127,13 @@ def test_a_checkpoint_directory_uses_its_declaration(tmp_path):
 
 @pytest.mark.slow
 def test_gpt2_every_method(cache, tmp_path):
-    """All five methods on one fact model. The trained editors (MEND, SERAC) get a few hundred steps on a few dozen
-    facts here, far less than their quality tests; below their floor the run xfails with the numbers."""
+    """All five methods: the locate-then-edit ones on the subject-recall fact model, the trained editors (MEND, SERAC:
+    200 editor steps) on the plain one, one edit at a time. Measured here: MEND efficacy 1.00 / generalisation 1.00 /
+    locality 0.00 on single edits (0.00 / 0.00 / 0.00 with the four edits in one call, as conformance ran it before),
+    SERAC 1.00 / 1.00 / 1.00 (0.5 on the subject-recall model)."""
     report = run_conformance(GPT2, ConformanceSettings(cache_dir=cache), say=print)
     rows = {c.name: c for c in report.architectures[0].checks}
     print(report.table())
     for name, row in rows.items():
-        if name not in ("MEND", "SERAC"):
-            assert row.status == "pass", (name, row.detail)
-    missed = {m: rows[m].detail for m in ("MEND", "SERAC") if rows[m].status != "pass"}
-    if missed:
-        pytest.xfail(f"trained editors below the conformance floor: {missed}")
+        assert row.status == "pass", (name, row.detail)
+    assert {"ROME", "MEMIT", "PMET", "MEND", "SERAC"} <= set(rows)
