@@ -96,9 +96,10 @@ def pretrain_jobs(root: Path) -> list[tuple[str, functools.partial]]:
                         for arch in QUALITY_ARCHS] for recipe in RECIPES}
     inferred = [(f"{family} (subject_recall, inferred)", functools.partial(inferred_fact_model, family, facts))
                 for family in TRAINED_INFERRED_FAMILIES]
-    conformance = ("gpt2 (conformance)", functools.partial(load_fact_model, "gpt2",
-                                                           ConformanceSettings(cache_dir=shared_cache(root, "conformance"))))
-    return trained["subject_recall"] + inferred + [conformance] + trained["plain"]
+    settings = ConformanceSettings(cache_dir=shared_cache(root, "conformance"))
+    conformance = [(f"gpt2 (conformance, {recipe})", functools.partial(load_fact_model, "gpt2", settings, recipe))
+                   for recipe in ("subject_recall", "plain")]
+    return trained["subject_recall"] + inferred + conformance + trained["plain"]
 
 
 def pytest_sessionstart(session):
