@@ -324,8 +324,7 @@ def load_gguf_tokenizer(file, config=None):
 
     file = Path(file)
     try:
-        tok = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name, local_files_only=True,
-                                            **({"config": config} if config is not None else {}))
+        tok = AutoTokenizer.from_pretrained(str(file.parent), gguf_file=file.name, local_files_only=True, config=config)
     except (OSError, ValueError, KeyError) as exc:
         import warnings
 

@@ -442,7 +442,7 @@ def _edit(method_name: str, fact, spec, edits, settings: ConformanceSettings, re
     calls = [[edit] for edit in edits] if method.trainable else [list(edits)]
     metrics = []
     for call in calls:
-        before = {n: t.detach().clone() for n, t in fact.model.state_dict().items()}
+        before = _state(fact.model) if not replay else None
         result = api.edit(fact.model, fact.tok, call, hparams)
         try:
             metrics += result.metrics

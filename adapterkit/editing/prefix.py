@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import torch
 
-from .tokens import Batch, padded
+from .tokens import Batch, model_device, padded
 
 
 def cache_argument(model) -> str:
@@ -26,31 +26,31 @@ def cache_argument(model) -> str:
 
 
 class PrefixCache:
-    """Each layer's keys and values over the prefix tokens; ``fresh()`` is a cache holding them, for one forward
-    (a forward appends its own tokens to the cache it is given)."""
+    """Each layer's keys and values over the prefix tokens. ``inputs()`` gives a forward a fresh cache holding
+    them (a forward appends its own tokens to the cache it is given), under the model's keyword for it."""
 
     def __init__(self, model, cache):
-        self.config = model.config
+        self.config, self.argument = model.config, cache_argument(model)
         self.layers = [(layer.keys, layer.values) for layer in cache.layers]
 
-    def fresh(self):
+    def inputs(self) -> dict:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.config)
         for index, (keys, values) in enumerate(self.layers):
             cache.update(keys, values, index)
-        return cache
+        return {self.argument: cache, "use_cache": True}
 
 
 def split_at_lookup(model, batch: Batch, pad: int) -> Batch | None:
-    """``batch`` (right-padded) as the batch of each row's tokens from its looked-up one on, attending to the
-    cached tokens before it; positions in it are relative to the looked-up token (which is at 0 in every row).
-    None for a left-padded batch."""
+    """``batch`` (right-padded, on the host) as the batch of each row's tokens from its looked-up one on, attending
+    to the cached tokens before it (run on the model's device); its ``lookup`` is 0 in every row. None for a
+    left-padded batch."""
     from transformers import DynamicCache
 
     if any(batch.offsets):
         return None
-    lengths = batch.attention_mask.sum(1).tolist()
+    lengths = batch.attention_mask.sum(1).tolist()  # from the host batch: no device round trip
     lookups = batch.lookup.tolist()
     rows = batch.input_ids.tolist()
     # A row with nothing before its looked-up token gets one pad token there, which the head's own pass attends
@@ -59,12 +59,12 @@ def split_at_lookup(model, batch: Batch, pad: int) -> Batch | None:
     tail_ids, tail_mask, _ = padded([row[at:n] for row, at, n in zip(rows, lookups, lengths)], pad)
     seen = head_mask.clone()
     seen[torch.tensor(lookups) == 0, 0] = 0
-    device = batch.input_ids.device
-    head_ids, head_mask, seen, tail_ids, tail_mask = (t.to(device) for t in (head_ids, head_mask, seen, tail_ids, tail_mask))
+    device = model_device(model)
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        model(input_ids=head_ids, attention_mask=head_mask, use_cache=True, **{cache_argument(model): cache})
-    start = torch.tensor(lookups, device=device)[:, None]
+        model(input_ids=head_ids.to(device), attention_mask=head_mask.to(device), use_cache=True,
+              **{cache_argument(model): cache})
     return replace(batch, input_ids=tail_ids, attention_mask=torch.cat([seen, tail_mask], dim=1),
-                   lookup=torch.zeros_like(batch.lookup), position_ids=start + torch.arange(tail_ids.shape[1], device=device),
-                   prefix=PrefixCache(model, cache), cache_argument=cache_argument(model))
+                   lookup=torch.zeros_like(batch.lookup),
+                   position_ids=torch.tensor(lookups)[:, None] + torch.arange(tail_ids.shape[1]),
+                   prefix=PrefixCache(model, cache))

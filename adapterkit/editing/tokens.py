@@ -128,21 +128,20 @@ def unpadded(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
 class Batch:
     """Padded token ids, their mask, and per row the position looked up (already shifted for padding).
 
-    A batch that continues cached tokens (``prefix.split_at_lookup``) also has its positions, a ``prefix``
-    whose ``fresh()`` is the attention cache each forward starts from, and the forward keyword for it; its
-    mask covers the cached tokens too."""
+    A batch that continues cached tokens (``prefix.split_at_lookup``) also has its positions and a ``prefix``
+    whose ``inputs()`` give each forward the attention cache it starts from; its mask covers the cached tokens
+    too."""
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     lookup: torch.Tensor
     offsets: list[int]          # how far each row was shifted right (left padding), 0 for right padding
     position_ids: torch.Tensor | None = None
     prefix: object | None = None
-    cache_argument: str = "past_key_values"
 
     def to(self, device) -> "Batch":
         positions = None if self.position_ids is None else self.position_ids.to(device)
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.lookup.to(device), self.offsets,
-                     positions, self.prefix, self.cache_argument)
+                     positions, self.prefix)
 
     def to_without_waiting(self, device) -> "Batch":
         """On a GPU, copied from page-locked memory, so the host does not wait for the work queued before."""
@@ -155,7 +154,7 @@ class Batch:
     def inputs(self) -> dict:
         inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
         if self.prefix is not None:
-            inputs.update({"position_ids": self.position_ids, self.cache_argument: self.prefix.fresh(), "use_cache": True})
+            inputs.update(position_ids=self.position_ids, **self.prefix.inputs())
         return inputs
 
 

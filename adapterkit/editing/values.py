@@ -188,7 +188,7 @@ def optimise_values(model, tok, requests, points: Sequence[str], templates: Sequ
 
 def _optimise_chunk(model, tok, requests, points, templates, fact_token, settings: LossSettings, loss_module, lm_head,
                     static_blocks=(), split: bool = False):
-    vb = _maybe_split(model, tok, value_batch(tok, requests, templates, fact_token).to(model_device(model)), split)
+    vb = _maybe_split(model, tok, value_batch(tok, requests, templates, fact_token), split).to(model_device(model))
     lookup = vb.batch.lookup
     replay = BlockReplay(model, static_blocks)
     with torch.no_grad(), trace(model, outputs=points) as record, replay.recording():
@@ -271,10 +271,17 @@ def _head_cut_is_exact(model, tok, requests, templates, fact_token, lm_head: str
     """Whether cutting ``lm_head``'s input gives the model's own logits (checked on one request's rows), up to
     the rounding of the weights' dtype: a model whose head is not a per-position function of that input
     keeps full logits. The answer is a property of the model's structure, kept per model and head."""
-    key = (lm_head, id(tok))
-    known = _head_cut_cache.setdefault(model, {}) if speedups.active() else {}
+    if not speedups.active():
+        return _check_head_cut(model, tok, requests, templates, fact_token, lm_head)
+    return _per_model(_head_cut_cache, model, (lm_head, id(tok)),
+                      lambda: _check_head_cut(model, tok, requests, templates, fact_token, lm_head))
+
+
+def _per_model(cache: "weakref.WeakKeyDictionary", model, key, check):
+    """``check()``, run once per model and key: the answer is a property of the model's structure."""
+    known = cache.setdefault(model, {})
     if key not in known:
-        known[key] = _check_head_cut(model, tok, requests, templates, fact_token, lm_head)
+        known[key] = check()
     return known[key]
 
 
@@ -296,25 +303,22 @@ def _maybe_split(model, tok, vb: ValueBatch, split: bool) -> ValueBatch:
 def _prefix_split_is_exact(model, tok, requests, templates, fact_token, loss_module, lm_head) -> bool:
     """Whether the rows split at the looked-up token (``prefix.py``) give the logits of the whole rows, checked on
     one request's rows as ``_head_cut_is_exact`` is, and kept per model."""
-    known = _prefix_split_cache.setdefault(model, {})
-    key = (id(tok), loss_module, lm_head)
-    if key not in known:
-        known[key] = _check_prefix_split(model, tok, requests, templates, fact_token, loss_module, lm_head)
-    return known[key]
+    return _per_model(_prefix_split_cache, model, (id(tok), loss_module, lm_head),
+                      lambda: _check_prefix_split(model, tok, requests, templates, fact_token, loss_module, lm_head))
 
 
 @torch.no_grad()
 def _check_prefix_split(model, tok, requests, templates, fact_token, loss_module, lm_head) -> bool:
-    whole = value_batch(tok, requests, templates, fact_token).to(model_device(model))
+    whole = value_batch(tok, requests, templates, fact_token)
     try:
         tail = split_at_lookup(model, whole.batch, pad_id(tok))
         if tail is None:
             return False
-        split = head_logits(model, whole.after_lookup(tail), loss_module, lm_head)
+        split = head_logits(model, whole.after_lookup(tail).to(model_device(model)), loss_module, lm_head)
     except Exception as exc:  # noqa: BLE001  (a model that cannot continue a cache fails in its own way; rows stay whole)
         log.debug("value optimisation keeps whole rows: %s cannot continue an attention cache (%s)", type(model).__name__, exc)
         return False
-    full = head_logits(model, whole, loss_module, lm_head)
+    full = head_logits(model, whole.to(model_device(model)), loss_module, lm_head)
     if split.shape != full.shape:
         return False
     if next(model.parameters()).dtype == torch.float32:
