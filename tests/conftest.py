@@ -121,6 +121,16 @@ def pytest_sessionstart(session):
                 reporter.write_line(f"fact model trained before the tests: {done}")
 
 
+LONGEST_FILES = ("test_real_model_memit.py", "test_real_model_rome.py")  # minutes on one worker each: start them first
+
+
+def pytest_collection_modifyitems(items):
+    """xdist hands out whole files in collection order (``--dist loadfile``): the longest go first, so that no
+    worker starts one of them while the others run out of work."""
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(scope="session")
 def fact_model_cache(tmp_path_factory) -> Path:
     return shared_cache(run_root(tmp_path_factory), "fact-models")

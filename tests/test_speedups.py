@@ -13,6 +13,7 @@ from adapterkit.autodetect import method_hparams
 from adapterkit.checkpoint import build_model
 from adapterkit.editing import speedups, values
 from adapterkit.editing.hooks import frozen
+from adapterkit.editing import moments
 from adapterkit.editing.moments import FOLD_EVERY, SecondMomentSum
 from adapterkit.editing.prefix import split_at_lookup
 from adapterkit.editing.replay import BlockReplay
@@ -206,7 +207,9 @@ def test_replay_keeps_a_forward_set_on_the_instance():
     assert block.__dict__["forward"] is own
 
 
-def test_second_moments_are_the_same_with_and_without_speedups():
+@pytest.mark.parametrize("min_block", [512, 8], ids=["one-block", "upper-blocks-mirrored"])
+def test_second_moments_are_the_same_with_and_without_speedups(min_block, monkeypatch):
+    monkeypatch.setattr(moments, "MIN_BLOCK", min_block)  # 8: the 24 columns in three blocks
     torch.manual_seed(0)
     batches = [torch.randn(37, 24).to(torch.bfloat16) for _ in range(2 * FOLD_EVERY + 3)]
     sums = []
