@@ -27,7 +27,11 @@ def cmd_plugins(args) -> int:
         provides += [f"methods: {', '.join(plugin.methods)}"] if plugin.methods else []
         print(f"{plugin.name:<12} {plugin.distribution} {plugin.version:<8} {'; '.join(provides)}")
     for fault in registry.faults:
-        print(f"{fault.name:<12} {fault.distribution}  FAILED TO LOAD: {fault.error}")
+        if fault.kind == "conflict":
+            print(f"{fault.name:<12} {fault.distribution}  CONFLICT: {fault.error} (neither is used until one of them is "
+                  "uninstalled or renames it)")
+        else:
+            print(f"{fault.name:<12} {fault.distribution}  FAILED TO LOAD: {fault.error}")
     return 1 if registry.faults and args.strict else 0
 
 

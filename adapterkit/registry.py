@@ -34,9 +34,11 @@ class PluginInfo:
 
 @dataclass
 class PluginFault:
+    """A plugin that failed to load (``kind`` "load") or that loaded but names what another plugin names ("conflict")."""
     name: str
     distribution: str
     error: str
+    kind: str = "load"
 
 
 class LazyMethod:
@@ -201,7 +203,7 @@ class Registry:
             if spec.name in self.architecture_origins:
                 self.architecture_clashes.setdefault(spec.name, [self.architecture_origins[spec.name]]).append(origin)
                 self.faults.append(PluginFault(name, distribution, f"architecture {spec.name!r} is declared by "
-                                               + " and by ".join(self.architecture_clashes[spec.name])))
+                                               + " and by ".join(self.architecture_clashes[spec.name]), "conflict"))
             else:
                 self.architecture_origins[spec.name] = origin
             self.architectures.append(spec)
@@ -211,7 +213,7 @@ class Registry:
             if key in self.methods:
                 self.method_clashes.setdefault(key, [self.method_origins[key]]).append(origin)
                 self.faults.append(PluginFault(name, distribution, f"method {method.name!r} is registered by "
-                                               + " and by ".join(self.method_clashes[key])))
+                                               + " and by ".join(self.method_clashes[key]), "conflict"))
                 continue
             method.distribution = distribution
             if isinstance(method, LazyMethod):
