@@ -61,6 +61,21 @@ def test_an_unreadable_gguf_or_dtype_is_a_checkpoint_error(tmp_path):
             adapterkit.detect(tmp_path / "model.gguf")
 
 
+@needs_gguf
+def test_one_load_parses_the_file_once_and_leaves_gguf_as_it_was():
+    import gguf
+
+    from adapterkit.checkpoint import _gguf_parsed_once
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with _gguf_parsed_once():
+        first = gguf.GGUFReader(GGUF)
+        assert gguf.GGUFReader(str(GGUF)) is first  # the config's, the weights' and the tokenizer's read
+        arch = gguf.MODEL_ARCH.LLAMA
+        assert gguf.get_tensor_name_map(arch, 30) is gguf.get_tensor_name_map(arch, 30)
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader, name_map)
+
+
 def test_convert_refuses_an_existing_directory_before_reading(tmp_path, capsys):
     (tmp_path / "model.gguf").write_bytes(b"not read")
     (tmp_path / "out").mkdir()
