@@ -311,10 +311,10 @@ def _gguf_parsed_once():
     reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
     readers: dict = {}
 
-    def shared_reader(path, mode="r"):
-        key = (str(Path(path).resolve()), mode)
+    def shared_reader(path, *args, **kwargs):
+        key = (str(Path(path).resolve()), args, tuple(sorted(kwargs.items())))
         if key not in readers:
-            readers[key] = reader(path, mode)
+            readers[key] = reader(path, *args, **kwargs)
         return readers[key]
 
     gguf.GGUFReader, gguf.get_tensor_name_map = shared_reader, functools.lru_cache(maxsize=None)(name_map)
