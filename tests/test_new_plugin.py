@@ -1,9 +1,6 @@
 """`adapterkit new-plugin`: a distribution drafted from a checkpoint no plugin declares validates, installs with pip,
 registers through the entry points, and its own tests pass."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -12,6 +9,7 @@ from adapterkit.cli import main
 from adapterkit.fileio import current_umask
 from adapterkit.registry import get_registry
 from adapterkit.tinyconfig import tiny_config, write_checkpoint
+from plugin_sites import install_into, python_with
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +18,6 @@ def drafted(tmp_path_factory):
     checkpoint = write_checkpoint(tiny_config("starcoder2"), root / "starcoder2-ckpt")
     assert main(["new-plugin", checkpoint, "--name", "adapterkit-sc2", "-o", root / "dist"]) == 0
     return root
-
-
-def run(site, *args, **kwargs):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, env=env, **kwargs)
 
 
 def test_the_draft_is_a_distribution_whose_declaration_validates(drafted):
@@ -41,12 +34,11 @@ def test_the_draft_is_a_distribution_whose_declaration_validates(drafted):
 
 def test_it_installs_registers_and_passes_its_own_tests(drafted):
     site = drafted / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(drafted / "dist")], check=True)
-    listed = run(site, "-m", "adapterkit.cli", "plugins", "--json")
+    install_into(site, drafted / "dist")
+    listed = python_with(site, "-m", "adapterkit.cli", "plugins", "--json")
     plugins = {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}
     assert plugins["starcoder2"]["distribution"] == "adapterkit-sc2"
-    tests = run(site, "-m", "pytest", "-q", "-p", "no:cacheprovider", drafted / "dist" / "tests", cwd=drafted)
+    tests = python_with(site, "-m", "pytest", "-q", "-p", "no:cacheprovider", drafted / "dist" / "tests", cwd=drafted)
     assert tests.returncode == 0, tests.stdout[-2000:] + tests.stderr[-2000:]
     assert "8 passed" in tests.stdout  # conformance on itself among them
 

@@ -2,31 +2,19 @@
 found through entry points, its own settings class and schema (shipped in its package), another method's
 layer rules, and adapterkit.edit, restore and deltas files working for it as for the built-in methods."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).parents[1]
+from plugin_sites import REPO, install_into, python_with
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO / "examples/adapterkit-scale")], check=True)
-    return target
-
-
-def run_with_plugin(site, *args):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, env=env)
+    return install_into(tmp_path_factory.mktemp("site"), REPO / "examples/adapterkit-scale")
 
 
 def test_installed_method_is_listed_with_its_distribution(site):
-    proc = run_with_plugin(site, "-m", "adapterkit.cli", "plugins", "--json")
+    proc = python_with(site, "-m", "adapterkit.cli", "plugins", "--json")
     assert proc.returncode == 0, proc.stderr
     listing = json.loads(proc.stdout)
     plugins = {p["name"]: p for p in listing["plugins"]}
@@ -80,7 +68,7 @@ print(json.dumps(out))
 
 
 def test_detect_edit_restore_and_replay_through_the_contract(site, tmp_path):
-    proc = run_with_plugin(site, "-c", EDIT_SCRIPT, tmp_path / "gpt2")
+    proc = python_with(site, "-c", EDIT_SCRIPT, tmp_path / "gpt2")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["schema keys"] == out["settings"]  # the plugin's settings and its schema agree

@@ -1,26 +1,18 @@
 """A third-party plugin distribution, pip-installed, is found through entry points with no change to the core."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).parents[1]
+from plugin_sites import REPO, install_into, python_with
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO / "examples/adapterkit-starcoder2")], check=True)
-    return target
+    return install_into(tmp_path_factory.mktemp("site"), REPO / "examples/adapterkit-starcoder2")
 
 
 def run_with_plugin(site, *args):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "adapterkit.cli", *map(str, args)], capture_output=True, text=True, env=env)
+    return python_with(site, "-m", "adapterkit.cli", *args)
 
 
 def test_installed_plugin_is_listed_with_its_distribution(site):
@@ -37,8 +29,7 @@ def test_detect_works_on_the_new_architecture(site, tmp_path):
         "import sys, yaml; from adapterkit.registry import get_registry; from adapterkit.checkpoint import build_model;"
         "spec = get_registry().architecture('starcoder2'); build_model(spec.tiny_config, spec).save_pretrained(sys.argv[1])"
     )
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    subprocess.run([sys.executable, "-c", script, str(ckpt)], check=True, env=env)
+    python_with(site, "-c", script, ckpt, check=True)
     proc = run_with_plugin(site, "detect", ckpt, "--method", "MEMIT")
     assert proc.returncode == 0, proc.stderr
     assert "rewrite_module_tmp: model.layers.{}.mlp.c_proj" in proc.stdout
