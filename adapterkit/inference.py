@@ -361,7 +361,7 @@ class _Inferrer:
             unset = [k for k in INTERMEDIATE_KEYS if k in self.config and self.config[k] is None] + \
                     [k for k in INTERMEDIATE_KEYS if k not in self.config]
             keys["intermediate_size"] = {"keys": unset[:1], "default_times_hidden": 4}
-            self.found("intermediate_size", f"4 x hidden", MEDIUM, f"config.json states no MLP width; the MLP is 4 x {hidden} wide")
+            self.found("intermediate_size", "4 x hidden", MEDIUM, f"config.json states no MLP width; the MLP is 4 x {hidden} wide")
         else:
             others = [k for k, v in self.config.items() if v == inter and isinstance(v, int) and not isinstance(v, bool)]
             if len(others) != 1:

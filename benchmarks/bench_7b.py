@@ -14,9 +14,7 @@ import argparse
 import contextlib
 import json
 import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
