@@ -11,9 +11,8 @@ import adapterkit
 import adapterkit.hparams
 from adapterkit.autodetect import method_hparams
 from adapterkit.checkpoint import build_model
-from adapterkit.editing import speedups, values
+from adapterkit.editing import moments, speedups, values
 from adapterkit.editing.hooks import frozen
-from adapterkit.editing import moments
 from adapterkit.editing.moments import FOLD_EVERY, SecondMomentSum
 from adapterkit.editing.prefix import split_at_lookup
 from adapterkit.editing.replay import BlockReplay
