@@ -7,7 +7,8 @@ here: every request runs all ``v_num_grad_steps`` and the steps run are printed.
 device and versions and written to ``--json``. ``--tiny`` runs the same on a 4 x 64 model (to check the script on
 a CPU). ``--baseline`` switches off the exact speed-ups (``adapterkit.editing.speedups``) to time the straightforward
 path in the same run, and prints the target log-probability after the edit for both; ``--whole-rows`` also times
-the fast path without the split at the looked-up token (``adapterkit/editing/prefix.py``).
+the fast path without the split at the looked-up token (``adapterkit/editing/prefix.py``), ``--capture-each-edit``
+without keeping captured steps across edits (``adapterkit/editing/graphs.py``).
 Run: python benchmarks/bench_7b.py [rome] [memit] [stats] [--dtype bf16|fp32] [--memit-requests 256] [--json FILE]
 """
 import argparse
@@ -22,7 +23,7 @@ import torch
 import adapterkit
 from adapterkit.autodetect import method_hparams
 from adapterkit.checkpoint import build_model
-from adapterkit.editing import speedups, stats, values
+from adapterkit.editing import graphs, speedups, stats, values
 from adapterkit.editing.hooks import frozen, run, trace
 from adapterkit.editing.stats import compute_stats
 from adapterkit.editing.tokens import pad_id, pad_rows
@@ -53,12 +54,15 @@ def build(config, dtype, device):
 
 
 class StepCounter:
-    """Counts value-optimisation steps with early stopping switched off: loss evaluations on the eager path,
-    calls of the captured step on the CUDA-graph path (whose replays run no Python)."""
+    """Counts value-optimisation steps with early stopping switched off: loss evaluations on the eager paths,
+    calls of the captured step on the CUDA-graph path (whose replays run no Python). The straightforward path
+    evaluates the loss once more than it updates (the last loss only decides whether to stop); the fast path
+    skips that forward. Also counts the captured steps that were kept from an earlier edit and reused."""
 
     def __enter__(self):
-        self.steps, self._stop = 0, values.STOP_LOSS
-        self._losses, self._graphed = values._request_losses, values.GraphedStep.__call__
+        self.steps, self.reused, self.captures, self._stop = 0, 0, 0, values.STOP_LOSS
+        self._losses, self._graphed = values._request_losses, graphs.ReplayedStep.__call__
+        self._init = graphs.ReplayedStep.__init__
         values.STOP_LOSS = float("-inf")
         inside_graphed = []
 
@@ -73,30 +77,44 @@ class StepCounter:
                 return self._graphed(step)
             finally:
                 inside_graphed.pop()
-        values._request_losses, values.GraphedStep.__call__ = counted_losses, counted_graphed
+
+        def counted_init(step, *args, **kwargs):
+            self._init(step, *args, **kwargs)
+            self.captures += 1
+            self.reused += step.reused
+        values._request_losses, graphs.ReplayedStep.__call__ = counted_losses, counted_graphed
+        graphs.ReplayedStep.__init__ = counted_init
         return self
 
     def __exit__(self, *exc):
-        values._request_losses, values.GraphedStep.__call__, values.STOP_LOSS = self._losses, self._graphed, self._stop
+        values._request_losses, graphs.ReplayedStep.__call__, values.STOP_LOSS = self._losses, self._graphed, self._stop
+        graphs.ReplayedStep.__init__ = self._init
 
 
 def modes() -> list[tuple[str, bool]]:
     """(label, speed-ups on) of each timed run: the default, then the comparisons asked for."""
     return ([("fast", True)] + ([("fast_whole_rows", True)] if ARGS.whole_rows else [])
+            + ([("fast_capture_each_edit", True)] if ARGS.capture_each_edit else [])
+            + [(f"fast_stepped_tokens_rounded_to_{n}", True) for n in ARGS.round_stepped]
             + ([("baseline", False)] if ARGS.baseline else []))
 
 
 @contextlib.contextmanager
 def switched(mode: str, enabled: bool):
     """Speed-ups on or off; for ``fast_whole_rows``, on but without the split at the looked-up token."""
-    split = values._prefix_split_is_exact
+    split, kept, stepped = values._prefix_split_is_exact, graphs.KEPT_PER_MODEL, values.ROUND_STEPPED
     if mode.startswith("fast_whole_rows"):
         values._prefix_split_is_exact = lambda *args, **kwargs: False
+    if mode.startswith("fast_capture_each_edit"):
+        graphs.KEPT_PER_MODEL = 0
+    if mode.startswith("fast_stepped_tokens_rounded_to_"):
+        values.ROUND_STEPPED = int(mode.rsplit("_", 1)[1])
+    graphs.clear()
     try:
         with speedups.enabled(enabled):
             yield
     finally:
-        values._prefix_split_is_exact = split
+        values._prefix_split_is_exact, graphs.KEPT_PER_MODEL, values.ROUND_STEPPED = split, kept, stepped
 
 
 def target_log_prob(model, tok, request) -> float:
@@ -119,16 +137,25 @@ def bench_rome(model, spec, config, tok, records, device, repeats: int) -> dict:
     for mode, enabled in modes():
         times, log_probs = [], []
         with switched(mode, enabled), StepCounter() as counter:
+            reused = []
             for request in requests[1:]:
+                before = counter.reused
                 seconds, result = timed(lambda: adapterkit.edit(model, tok, [request], hp, evaluate=False), device)
                 times.append(seconds)
+                reused.append(counter.reused > before)
                 log_probs.append(target_log_prob(model, tok, request))
                 result.restore()
         out[mode] = {"median_s": statistics.median(times), "times_s": times, "steps_per_edit": counter.steps / len(times),
-                     "target_log_prob_after": log_probs}
+                     "target_log_prob_after": log_probs, "graphed_steps": counter.captures,
+                     "reused_from_an_earlier_edit": counter.reused, "reused_per_edit": reused,
+                     "median_s_of_reused": statistics.median([t for t, r in zip(times, reused) if r] or [float("nan")])}
         print(f"ROME one edit at layer 5 [{mode}]: median {out[mode]['median_s']:.3f} s over {len(times)} "
               f"({', '.join(f'{t:.3f}' for t in times)}), {counter.steps / len(times):.0f} steps per edit, "
-              f"target log-prob after {statistics.mean(log_probs):.3f}")
+              f"target log-prob after {statistics.mean(log_probs):.3f}; {counter.reused} of {counter.captures} "
+              f"graphed steps reused a capture kept from an earlier edit (median of those edits "
+              f"{out[mode]['median_s_of_reused']:.3f} s)")
+    if ARGS.phases:
+        out["phases"] = rome_phases(model, tok, requests[1:], hp, device)
     if ARGS.profile and device.type == "cuda":
         from torch.profiler import ProfilerActivity, profile
         with speedups.enabled(True), StepCounter(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -137,6 +164,63 @@ def bench_rome(model, spec, config, tok, records, device, repeats: int) -> dict:
         print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=18))
         print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12))
     return out
+
+
+def rome_phases(model, tok, requests, hp, device) -> dict:
+    """Seconds in each part of each ROME edit, each part timed between two device synchronisations (so nothing
+    overlaps them here; the parts add up to a little more than an edit timed whole). Then the host's view of the
+    last edit (cProfile)."""
+    import cProfile
+    import pstats
+
+    from adapterkit.editing.result import EditResult
+    from adapterkit.methods import rome
+
+    parts = {"key": (rome.ROME, "left_vector"), "value": (rome, "optimise_values"),
+             "value: tokens": (values, "value_batch"),
+             "value: steps": (values, "_step_until_settled"),
+             "current key and value": (rome, "module_io"), "ledger": (EditResult, "add")}
+    spent: dict[str, float] = {}
+    originals = {name: getattr(owner, attribute) for name, (owner, attribute) in parts.items()}
+
+    def timed_part(name, function):
+        def wrapper(*args, **kwargs):
+            synchronise(device)
+            seconds, result = timed(lambda: function(*args, **kwargs), device)
+            spent[name] = spent.get(name, 0.0) + seconds
+            return result
+        return wrapper
+    for name, (owner, attribute) in parts.items():
+        setattr(owner, attribute, timed_part(name, originals[name]))
+    edits = []
+    try:
+        with StepCounter() as counter:
+            for request in requests:
+                spent.clear()
+                reused_before = counter.reused
+                seconds, result = timed(lambda: adapterkit.edit(model, tok, [request], hp, evaluate=False), device)
+                result.restore()
+                edits.append({"whole edit": seconds, **spent, "reused": counter.reused > reused_before})
+                print("ROME edit parts, s: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                         for k, v in edits[-1].items()))
+    finally:
+        for name, (owner, attribute) in parts.items():
+            setattr(owner, attribute, originals[name])
+    profiler = cProfile.Profile()
+    with StepCounter():
+        profiler.enable()
+        adapterkit.edit(model, tok, requests[-1:], hp, evaluate=False)
+        synchronise(device)
+        profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(22)
+    return {"edits": edits}
+
+
+def kept_graphs(model) -> list[float]:
+    """MiB held by each captured step kept for ``model`` (graphs.py), least recently used first."""
+    footprints = [c.footprint / 2**20 for c in graphs._kept.get(model, {}).values()]
+    print(f"captured steps kept: {len(footprints)}, their memory pools {', '.join(f'{f:.0f}' for f in footprints)} MiB")
+    return footprints
 
 
 def bench_memit(model, spec, config, tok, records, device, n_requests: int, scratch: Path) -> dict:
@@ -233,8 +317,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         if "rome" in ARGS.rows:
             results["rome"] = bench_rome(model, spec, config, tok, records, device, ARGS.repeats)
+            results["rome"]["kept_graphs_mib"] = kept_graphs(model)
         if "memit" in ARGS.rows:
             results["memit"] = bench_memit(model, spec, config, tok, records, device, ARGS.memit_requests, Path(scratch))
+            results["memit"]["kept_graphs_mib"] = kept_graphs(model)
         if "stats" in ARGS.rows:
             results["stats"] = bench_stats(model, spec, config, tok, records, device, Path(scratch), dtype)
     if ARGS.json:
@@ -250,7 +336,11 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baseline", action="store_true")
     parser.add_argument("--whole-rows", action="store_true")
+    parser.add_argument("--capture-each-edit", action="store_true", help="also time the fast path keeping no captured step")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--phases", action="store_true", help="time the parts of a ROME edit")
+    parser.add_argument("--round-stepped", type=int, nargs="*", default=[],
+                        help="also time the fast path with the stepped tokens padded to these multiples (values.ROUND_STEPPED)")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--json")
     ARGS = parser.parse_args()

@@ -14,7 +14,7 @@ from adapterkit.checkpoint import build_model
 from adapterkit.editing import moments, speedups, values
 from adapterkit.editing.hooks import frozen
 from adapterkit.editing.moments import FOLD_EVERY, SecondMomentSum
-from adapterkit.editing.prefix import split_at_lookup
+from adapterkit.editing.prefix import LookupSplit, split_at_lookup
 from adapterkit.editing.replay import BlockReplay
 from adapterkit.editing.stats import _accumulate
 from adapterkit.editing.tokens import pad_id
@@ -145,10 +145,12 @@ def test_a_split_with_the_wrong_positions_is_refused(dtype, monkeypatch):
     templates = ["{}", "Because . {}", "I You . {}"]
     assert values._check_prefix_split(model, tok, request, templates, hp.fact_token, None, None)
 
-    def from_zero(*args):
-        tail = split_at_lookup(*args)
+    stepped = LookupSplit.stepped
+
+    def from_zero(self):
+        tail = stepped(self)
         return replace(tail, position_ids=tail.position_ids - tail.position_ids[:, :1])
-    monkeypatch.setattr(values, "split_at_lookup", from_zero)
+    monkeypatch.setattr(LookupSplit, "stepped", from_zero)
     assert not values._check_prefix_split(model, tok, request, templates, hp.fact_token, None, None)
 
 

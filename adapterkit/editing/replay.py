@@ -26,6 +26,17 @@ class BlockReplay:
         self.model, self.blocks = model, list(blocks)
         self.outputs: dict[str, object] = {}
 
+    def tensors(self) -> list[torch.Tensor]:
+        """The recorded outputs' tensors, which a replayed forward reads."""
+        found: list[torch.Tensor] = []
+        for output in self.outputs.values():
+            _each_tensor(output, found.append)
+        return found
+
+    def map_outputs(self, fn) -> None:
+        """Replace each recorded tensor ``t`` by ``fn(t)``."""
+        self.outputs = {name: _each_tensor(output, fn) for name, output in self.outputs.items()}
+
     @contextlib.contextmanager
     def recording(self):
         """Record each block's output in the forwards run inside the block."""

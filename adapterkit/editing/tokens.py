@@ -105,9 +105,11 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def padded(rows: Sequence[Sequence[int]], pad: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Token ids [rows, width], their attention mask, and how far each row was shifted right (left padding)."""
-    width = max(len(r) for r in rows)
+def padded(rows: Sequence[Sequence[int]], pad: int, side: str = "right",
+           round_to: int = 1) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Token ids [rows, width], their attention mask, and how far each row was shifted right (left padding).
+    ``width`` is the longest row's length rounded up to a multiple of ``round_to``."""
+    width = rounded_up(max(len(r) for r in rows), round_to)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     offsets = []
@@ -117,6 +119,28 @@ def padded(rows: Sequence[Sequence[int]], pad: int, side: str = "right") -> tupl
         mask[i, start: start + len(row)] = 1
         offsets.append(start)
     return ids, mask, offsets
+
+
+def moved_together(tensors: Sequence[torch.Tensor | None], device) -> list[torch.Tensor | None]:
+    """``tensors`` on ``device``. From the host to a GPU, the host tensors of each dtype travel in one copy from
+    page-locked memory: one transfer instead of one per tensor, and the host does not wait for queued work."""
+    device = torch.device(device)
+    moved = [None if t is None else t.to(device) if device.type != "cuda" or t.device.type != "cpu" else t for t in tensors]
+    if device.type != "cuda":
+        return moved
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        if tensor is not None and tensor.device.type == "cpu":
+            by_dtype.setdefault(tensor.dtype, []).append(index)
+    for indices in by_dtype.values():
+        flat = torch.cat([tensors[i].reshape(-1) for i in indices]).pin_memory().to(device, non_blocking=True)
+        for index, part in zip(indices, flat.split([tensors[i].numel() for i in indices])):
+            moved[index] = part.view(tensors[index].shape)
+    return moved
+
+
+def rounded_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 def unpadded(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
@@ -139,9 +163,8 @@ class Batch:
     prefix: object | None = None
 
     def to(self, device) -> "Batch":
-        positions = None if self.position_ids is None else self.position_ids.to(device)
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.lookup.to(device), self.offsets,
-                     positions, self.prefix)
+        ids, mask, lookup, positions = moved_together([self.input_ids, self.attention_mask, self.lookup, self.position_ids], device)
+        return Batch(ids, mask, lookup, self.offsets, positions, self.prefix)
 
     def to_without_waiting(self, device) -> "Batch":
         """On a GPU, copied from page-locked memory, so the host does not wait for the work queued before."""
@@ -150,6 +173,21 @@ class Batch:
             return self.to(device)
         move = lambda t: t.pin_memory().to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.input_ids), move(self.attention_mask), move(self.lookup), self.offsets)
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor a forward of this batch reads (its prefix's cached keys and values too)."""
+        own = [self.input_ids, self.attention_mask, self.lookup] + ([] if self.position_ids is None else [self.position_ids])
+        return own + (self.prefix.tensors() if self.prefix is not None else [])
+
+    def widened(self, round_to: int, pad: int) -> "Batch":
+        """This (right-padded) batch with pad columns up to a width that is a multiple of ``round_to``."""
+        extra = rounded_up(self.input_ids.shape[1], round_to) - self.input_ids.shape[1]
+        if extra == 0:
+            return self
+        fill = lambda t, value: torch.cat([t, t.new_full((t.shape[0], extra), value)], dim=1)  # noqa: E731
+        positions = None if self.position_ids is None else torch.cat(
+            [self.position_ids, self.position_ids[:, -1:] + torch.arange(1, extra + 1)], dim=1)
+        return Batch(fill(self.input_ids, pad), fill(self.attention_mask, 0), self.lookup, self.offsets, positions, self.prefix)
 
     def inputs(self) -> dict:
         inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}

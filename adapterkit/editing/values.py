@@ -15,25 +15,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..methods.settings import LocateThenEditSettings
-from . import speedups
-from .graphs import GraphedStep, can_capture
+from . import graphs, speedups
 from .hooks import edit_output, run, trace
 from .keys import at_positions
-from .prefix import split_at_lookup
+from .prefix import LookupSplit
 from .progress import counter
 from .replay import BlockReplay
-from .tokens import (Batch, in_context, lookup_index, model_device, pad_id, pad_rows, target_start,
-                     token_ids)
+from .tokens import (Batch, in_context, lookup_index, model_device, moved_together, pad_id, pad_rows, rounded_up,
+                     target_start, token_ids)
 
 log = logging.getLogger(__name__)
 STOP_LOSS = 5e-2
+# A graphed step's token widths are padded up to these multiples, and its target-token count to a power of two
+# (ROUND_LABELS at least), so that edits of similar length share one capture (graphs.py); pads are masked out or
+# weigh nothing in the loss. Every step runs the stepped tokens through the model and only attends to the cached
+# ones, so those are padded further.
+ROUND_CACHED = 16
+ROUND_STEPPED = 2
+ROUND_LABELS = 32
 KL_PROMPT = "{} is a"
 STARTERS = ("The", "Therefore", "Because", "I", "You")
 TOP_K = 5
@@ -90,6 +96,9 @@ def target_ids(tok, prompt: str, target: str) -> list[int]:
     return full[target_start(token_ids(tok, prompt), full):]
 
 
+INDEX_FIELDS = ("row_request", "first_rows", "kl_rows", "label_rows", "label_pos", "label_ids", "label_request", "label_weight")
+
+
 @dataclass
 class ValueBatch:
     """Per request: one row per context template (prompt + target but its last token), then its KL row."""
@@ -109,13 +118,29 @@ class ValueBatch:
                 torch.cat([self.label_pos, self.batch.lookup[self.kl_rows]]))
 
     def after_lookup(self, batch: Batch) -> "ValueBatch":
-        """This batch with ``batch`` (``prefix.split_at_lookup``'s, looked-up token at 0) in place of its own."""
+        """This batch with ``batch`` (``LookupSplit.stepped()``, looked-up token at 0) in place of its own."""
         shift = self.batch.lookup.to(self.label_pos.device)[self.label_rows]
         return replace(self, batch=batch, label_pos=self.label_pos - shift)
 
+    def with_labels_padded(self, multiple: int) -> "ValueBatch":
+        """The target tokens padded to a multiple of ``multiple`` with copies of the first, weighing nothing."""
+        extra = rounded_up(len(self.label_rows), multiple) - len(self.label_rows)
+        if extra == 0:
+            return self
+        more = lambda t: torch.cat([t, t[:1].expand(extra)])  # noqa: E731
+        return replace(self, label_rows=more(self.label_rows), label_pos=more(self.label_pos),
+                       label_ids=more(self.label_ids), label_request=more(self.label_request),
+                       label_weight=torch.cat([self.label_weight, self.label_weight.new_zeros(extra)]))
+
+    def tensors(self) -> list[torch.Tensor]:
+        return self.batch.tensors() + [getattr(self, f) for f in INDEX_FIELDS]
+
     def to(self, device) -> "ValueBatch":
-        return ValueBatch(self.batch.to(device), *(getattr(self, f).to(device) for f in (
-            "row_request", "first_rows", "kl_rows", "label_rows", "label_pos", "label_ids", "label_request", "label_weight")))
+        batch = self.batch
+        moved = moved_together([batch.input_ids, batch.attention_mask, batch.lookup, batch.position_ids]
+                               + [getattr(self, f) for f in INDEX_FIELDS], device)
+        return ValueBatch(replace(batch, input_ids=moved[0], attention_mask=moved[1], lookup=moved[2], position_ids=moved[3]),
+                          *moved[4:])
 
 
 def value_batch(tok, requests, templates: Sequence[str], fact_token: str) -> ValueBatch:
@@ -163,14 +188,17 @@ class LossSettings:
 def optimise_values(model, tok, requests, points: Sequence[str], templates: Sequence[Sequence[str]], fact_token: str,
                     settings: LossSettings, *, loss_module: tuple[str, str, str] | None = None,
                     lm_head: str | None = None, static_blocks: Sequence[str] = (),
-                    batch_size: int = 16) -> dict[str, torch.Tensor]:
+                    batch_size: int = 16, observed: dict | None = None) -> dict[str, torch.Tensor]:
     """Target values ``{module name: [R, d]}``: each module's original output at the subject plus its optimised delta.
 
     ``loss_module``: (layer module, ln_f module, lm_head module) to read logits below the top layer
     (``v_loss_layer``); None reads the model's own logits. ``lm_head``: the model's output projection; its
     input is cut to the positions the loss reads (see ``head_logits``). ``static_blocks``: decoder blocks below
     every point, whose outputs the deltas cannot change (replayed, see ``replay.py``). Requests go through in
-    chunks of ``batch_size``.
+    chunks of ``batch_size``. ``observed``: {module name: anything}, each set to that module's (input, output) at
+    every row's looked-up token in the first chunk's forward before any delta (each request's context rows, then
+    its KL row); the tokens after the looked-up one cannot change them, so they are the module's keys and values
+    at the prompts.
     """
     flat = [c for group in templates for c in group]
     if loss_module is None and lm_head is not None:
@@ -181,22 +209,40 @@ def optimise_values(model, tok, requests, points: Sequence[str], templates: Sequ
     with counter(len(requests), desc="target values", unit="request", disable_below=batch_size + 1) as bar:
         for lo in range(0, len(requests), batch_size):
             chunks.append(_optimise_chunk(model, tok, requests[lo: lo + batch_size], points, flat, fact_token, settings,
-                                          loss_module, lm_head, static_blocks, split))
+                                          loss_module, lm_head, static_blocks, split, observed if lo == 0 else None))
             bar.update(len(requests[lo: lo + batch_size]))
     return {p: torch.cat([c[p] for c in chunks]) for p in points}
 
 
 def _optimise_chunk(model, tok, requests, points, templates, fact_token, settings: LossSettings, loss_module, lm_head,
-                    static_blocks=(), split: bool = False):
-    vb = _maybe_split(model, tok, value_batch(tok, requests, templates, fact_token), split).to(model_device(model))
-    lookup = vb.batch.lookup
+                    static_blocks=(), split: bool = False, observed: dict | None = None):
+    device = model_device(model)
+    fast = speedups.active()
+    graphed = fast and graphs.can_capture(device)
+    vb = value_batch(tok, requests, templates, fact_token)
+    vb = vb.with_labels_padded(max(ROUND_LABELS, 1 << (len(vb.label_rows) - 1).bit_length())) if graphed else vb
+    # Padding the stepped tokens costs every row its pads at every step: one request's rows pay a few per cent to
+    # share captures, a batch's would pay more than a capture costs (and its widest row varies little).
+    round_to = (ROUND_CACHED, ROUND_STEPPED if len(requests) == 1 else 1) if graphed else (1, 1)
+    cut = LookupSplit(model, vb.batch, pad_id(tok), round_to) if split and not any(vb.batch.offsets) else None
+    whole = replace(vb, batch=cut.whole if cut else vb.batch.widened(round_to[1], pad_id(tok))).to(device)
     replay = BlockReplay(model, static_blocks)
-    with torch.no_grad(), trace(model, outputs=points) as record, replay.recording():
-        reference = _kl_log_probs(head_logits(model, vb, loss_module, lm_head), vb)
-    init = {p: at_positions(record.outputs[p], vb.first_rows, lookup[vb.first_rows]).float() for p in points}
+    # One forward of the whole rows gives the reference outputs, the blocks' outputs to replay, the original
+    # values and (for a split) the keys and values of the tokens before the looked-up one.
+    looked_at = list(observed or ())
+    with torch.no_grad(), trace(model, inputs=looked_at, outputs=[*points, *looked_at]) as record, replay.recording():
+        reference = _kl_log_probs(head_logits(model, whole, loss_module, lm_head), whole)
+    init = {p: at_positions(record.outputs[p], whole.first_rows, whole.batch.lookup[whole.first_rows]).float() for p in points}
+    every_row = torch.arange(len(whole.batch.lookup), device=device)
+    for name in looked_at:
+        observed[name] = tuple(at_positions(seen[name], every_row, whole.batch.lookup) for seen in (record.inputs, record.outputs))
+    if cut is None:
+        vb = whole
+    else:
+        replay.map_outputs(cut.to_stepped)
+        vb = whole.after_lookup(cut.stepped()).to(device)
+    lookup = vb.batch.lookup
     deltas = {p: torch.zeros_like(init[p], requires_grad=True) for p in points}
-    optimiser = torch.optim.Adam(list(deltas.values()), lr=settings.lr)
-    active = torch.ones(len(requests), dtype=torch.bool, device=lookup.device)
 
     def forward() -> torch.Tensor:
         with contextlib.ExitStack() as stack:
@@ -206,29 +252,94 @@ def _optimise_chunk(model, tok, requests, points, templates, fact_token, setting
             logits = head_logits(model, vb, loss_module, lm_head)
         return _request_losses(logits, vb, reference, deltas, init, settings)
 
-    def forward_backward() -> torch.Tensor:
+    if not fast:
+        _optimise_step_by_step(forward, deltas, init, settings, len(requests), device)
+        return {p: (init[p] + deltas[p]).detach() for p in points}
+    active = torch.ones(len(requests), dtype=torch.bool, device=device)
+    moments = {p: (torch.zeros_like(init[p]), torch.zeros_like(init[p])) for p in points}
+    count = torch.zeros((), dtype=torch.float64, device=device)
+
+    def step() -> None:
+        """One optimisation step of every request, with no host synchronisation: the ones whose loss is below
+        STOP_LOSS keep their delta (as if they had stopped; the step before stopping is exactly that)."""
         for delta in deltas.values():
             delta.grad = None  # the backward (or its captured graph) writes fresh gradients
         losses = forward()
         losses.sum().backward()
-        return losses.detach()
+        with torch.no_grad():
+            active.logical_and_(losses.detach() >= STOP_LOSS)
+            count.add_(1)
+            for p, delta in deltas.items():
+                moved = _adam_step(delta, delta.grad, *moments[p], count, settings.lr)
+                delta.copy_(torch.where(active[:, None], _clamped(moved, init[p], settings.clamp_norm_factor), delta))
 
-    graphed = GraphedStep(forward_backward) if speedups.active() and can_capture(lookup.device) else None
+    state = (vb.tensors() + replay.tensors() + [reference] + [init[p] for p in points] + [deltas[p] for p in points]
+             + [m for p in points for m in moments[p]] + [count, active])
+    run_step = step
+    if graphed:
+        signature = ("values", tuple(points), loss_module, lm_head, tuple(static_blocks), astuple(settings), STOP_LOSS,
+                     tuple((tuple(t.shape), t.dtype) for t in state), graphs.weights_signature(model))
+        run_step = graphs.ReplayedStep(step, state, model=model, signature=signature)
+        active, deltas = run_step.current(active), {p: run_step.current(d) for p, d in deltas.items()}
+    # The loss of the last of ``steps`` forwards only decides whether to stop: steps - 1 updates are made.
+    _step_until_settled(run_step, settings.steps - 1, active)
+    return {p: (init[p] + deltas[p]).detach() for p in points}
+
+
+def _optimise_step_by_step(forward, deltas, init, settings: LossSettings, n_requests: int, device) -> None:
+    """The straightforward loop (ROME's compute_v): a forward, a host check of the losses, a backward, an Adam step."""
+    optimiser = torch.optim.Adam(list(deltas.values()), lr=settings.lr)
+    active = torch.ones(n_requests, dtype=torch.bool, device=device)
     for step in range(settings.steps):
-        losses = forward() if graphed is None else graphed()
+        losses = forward()
         active = active & (losses.detach() >= STOP_LOSS)
-        if step == settings.steps - 1 or not bool(active.any()):  # the one host sync per step
+        if step == settings.steps - 1 or not bool(active.any()):
             break
-        if graphed is None:
-            optimiser.zero_grad()
-            losses.sum().backward()
+        optimiser.zero_grad()
+        losses.sum().backward()
         before = {p: d.detach().clone() for p, d in deltas.items()}
         optimiser.step()
         with torch.no_grad():
             for p, delta in deltas.items():
                 moving = active.to(delta.device)[:, None]
                 delta.copy_(torch.where(moving, _clamped(delta, init[p], settings.clamp_norm_factor), before[p]))
-    return {p: (init[p] + deltas[p]).detach() for p in points}
+
+
+def _adam_step(param, grad, exp_avg, exp_avg_sq, count, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> torch.Tensor:
+    """``param`` after one step of torch.optim.Adam's update (its defaults, the same arithmetic), with the step count
+    a float64 device tensor so that the step can be captured; updates the moments in place."""
+    beta1, beta2 = betas
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    step_size = (-lr / (1 - torch.pow(beta1, count))).to(param.dtype)
+    denominator = (exp_avg_sq.sqrt() / (1 - torch.pow(beta2, count)).sqrt().to(param.dtype)).add_(eps)
+    return torch.addcdiv(param, exp_avg * step_size, denominator)
+
+
+def _step_until_settled(run_step, steps: int, active: torch.Tensor) -> None:
+    """``steps`` calls of ``run_step``, ended early once no request is active. On a GPU each step's answer is read
+    while the next step runs, so the host never waits for the step it has just launched: the one step run after
+    the last request stopped changes nothing."""
+    if steps <= 0:
+        return
+    if active.device.type != "cuda":
+        for _ in range(steps):
+            run_step()
+            if not bool(active.any()):
+                return
+        return
+    flags = torch.empty(steps, dtype=torch.bool, pin_memory=True)
+    pending = None
+    for index in range(steps):
+        run_step()
+        flags[index].copy_(active.any(), non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        if pending is not None:
+            pending[1].synchronize()
+            if not bool(flags[pending[0]]):
+                return
+        pending = (index, done)
 
 
 def _adder(delta: torch.Tensor, vb: ValueBatch, lookup: torch.Tensor):
@@ -293,12 +404,6 @@ def _check_head_cut(model, tok, requests, templates, fact_token, lm_head: str) -
     return cut.shape == full.shape and torch.allclose(cut, full, rtol=tol, atol=tol * float(full.abs().max()))
 
 
-def _maybe_split(model, tok, vb: ValueBatch, split: bool) -> ValueBatch:
-    """``vb`` continuing the attention cache of each row's tokens before its looked-up one (``prefix.py``)."""
-    tail = split_at_lookup(model, vb.batch, pad_id(tok)) if split else None
-    return vb if tail is None else vb.after_lookup(tail)
-
-
 @torch.no_grad()
 def _prefix_split_is_exact(model, tok, requests, templates, fact_token, loss_module, lm_head) -> bool:
     """Whether the rows split at the looked-up token (``prefix.py``) give the logits of the whole rows, checked on
@@ -310,11 +415,12 @@ def _prefix_split_is_exact(model, tok, requests, templates, fact_token, loss_mod
 @torch.no_grad()
 def _check_prefix_split(model, tok, requests, templates, fact_token, loss_module, lm_head) -> bool:
     whole = value_batch(tok, requests, templates, fact_token)
+    if any(whole.batch.offsets):
+        return False
     try:
-        tail = split_at_lookup(model, whole.batch, pad_id(tok))
-        if tail is None:
-            return False
-        split = head_logits(model, whole.after_lookup(tail).to(model_device(model)), loss_module, lm_head)
+        cut = LookupSplit(model, whole.batch, pad_id(tok))
+        head_logits(model, replace(whole, batch=cut.whole).to(model_device(model)), loss_module, lm_head)
+        split = head_logits(model, whole.after_lookup(cut.stepped()).to(model_device(model)), loss_module, lm_head)
     except Exception as exc:  # noqa: BLE001  (a model that cannot continue a cache fails in its own way; rows stay whole)
         log.debug("value optimisation keeps whole rows: %s cannot continue an attention cache (%s)", type(model).__name__, exc)
         return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ..editing import speedups
 from ..editing.hooks import frozen
 from ..editing.progress import progress
 from ..editing.keys import context_keys, module_io
@@ -34,19 +35,34 @@ class ROME(described.ROME):
 
     def edit_layer(self, model, tok, request, settings: ROMESettings, layer, templates, spec, ledger, num_layers) -> None:
         rewrite = settings.rewrite_module_tmp.format(layer)
-        u = self.left_vector(model, tok, request, settings, layer, templates, spec)
         value_point = settings.mlp_module_tmp.format(layer)
-        v_star = optimise_values(model, tok, [request], [value_point], templates, settings.fact_token,
-                                 LossSettings.from_settings(settings), **value_options(settings, num_layers, layer))[value_point][0]
-        k_now, v_now = module_io(model, tok, plain_prompts([request]), settings.fact_token, rewrite)
+        value_settings, options = LossSettings.from_settings(settings), value_options(settings, num_layers, layer)
+        if speedups.active():
+            # The value optimisation's first forward also holds the keys (and the rewrite's current output) at the
+            # subject in every context: one forward instead of three.
+            observed = {rewrite: None}
+            v_star = optimise_values(model, tok, [request], [value_point], templates, settings.fact_token, value_settings,
+                                     observed=observed, **options)[value_point][0]
+            keys, outputs = observed[rewrite]
+            u = self.whitened(model, tok, settings, layer, spec, keys[: len(templates[0])].float().mean(0))
+            k_now, v_now = keys[:1], outputs[:1]
+        else:
+            u = self.left_vector(model, tok, request, settings, layer, templates, spec)
+            v_star = optimise_values(model, tok, [request], [value_point], templates, settings.fact_token, value_settings,
+                                     **options)[value_point][0]
+            k_now, v_now = module_io(model, tok, plain_prompts([request]), settings.fact_token, rewrite)
         right = (v_star.double() - v_now[0].double().to(v_star.device)) / (k_now[0].double().to(u.device) @ u)
         apply_update(ledger, spec, f"{rewrite}.weight", left=right, right=u.to(right.device))
 
     def left_vector(self, model, tok, request, settings: ROMESettings, layer, templates, spec) -> torch.Tensor:
         """k* averaged over contexts; C^-1 k* with mom2_adjustment; normalised (compute_u)."""
-        rewrite = settings.rewrite_module_tmp
-        u = context_keys(model, tok, [request], templates, settings.fact_token, rewrite.format(layer))[0].double()
+        key = context_keys(model, tok, [request], templates, settings.fact_token, settings.rewrite_module_tmp.format(layer))[0]
+        return self.whitened(model, tok, settings, layer, spec, key)
+
+    def whitened(self, model, tok, settings: ROMESettings, layer, spec, key: torch.Tensor) -> torch.Tensor:
+        """C^-1 k* with mom2_adjustment, else k*; normalised."""
+        u = key.double()
         if settings.mom2_adjustment:
-            mom2 = get_mom2(model, spec, settings, layer, tok=tok, template=rewrite).to(u.device, torch.float64)
+            mom2 = get_mom2(model, spec, settings, layer, tok=tok, template=settings.rewrite_module_tmp).to(u.device, torch.float64)
             u = torch.linalg.solve(mom2, u)
         return u / u.norm()
