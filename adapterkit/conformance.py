@@ -297,7 +297,7 @@ def _value_point_problems(spec, model) -> list[str]:
              if spec.has_role(role) and spec.has_role(out) and spec.template(role) != spec.template(out)]
     names = [spec.module_name(r, 0) for pair in pairs for r in pair]
     ids = torch.arange(3, 9).unsqueeze(0) % spec.vocab_size(model.config)
-    with torch.no_grad(), hooks.trace(model, outputs=names) as record:
+    with torch.no_grad(), hooks.trace(model, outputs=names, copy=True) as record:
         model(input_ids=ids, attention_mask=torch.ones_like(ids))
     problems = []
     for role, out in pairs:

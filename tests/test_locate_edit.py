@@ -227,6 +227,25 @@ def test_rome_writes_its_target_value_into_the_mlp_output(arch, monkeypatch):
     torch.testing.assert_close(now[0].float(), target[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_original_value_is_the_mlp_output_before_the_layer_goes_on(arch):
+    """The value the optimisation starts from is what the MLP returned, even where the block then adds into that
+    tensor in place (Falcon adds its attention output): read after the forward it would include that too."""
+    model, spec = random_model(arch)
+    tok = records_tokenizer()
+    settings = load_settings(hparams(model, spec, "ROME", **FAST))
+    request = normalise_requests(RECORDS[1])
+    layer = settings.layers[0]
+    point = settings.mlp_module_tmp.format(layer)
+    unmoved = values.LossSettings.from_settings(settings)
+    unmoved.steps = 1  # the one loss decides nothing: the value stays at its start
+    with hooks.frozen(model):
+        start = values.optimise_values(model, tok, request, [point], [["{}"]], settings.fact_token, unmoved,
+                                       **values.value_options(settings, spec.num_layers(model.config), layer))[point]
+        _, output = keys.module_io(model, tok, tokens.plain_prompts(request), settings.fact_token, point, want="output")
+    torch.testing.assert_close(start[0], output[0].float(), rtol=1e-4, atol=1e-5)
+
+
 def edit_and_snapshot(model, tok, records, hp):
     original = copy.deepcopy(model.state_dict())
     result = adapterkit.edit(model, tok, records, hp, evaluate=False)

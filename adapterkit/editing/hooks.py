@@ -57,25 +57,28 @@ def batch_major(tensor: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def trace(model, inputs: Iterable[str] = (), outputs: Iterable[str] = (), stop: bool = False):
+def trace(model, inputs: Iterable[str] = (), outputs: Iterable[str] = (), stop: bool = False, copy: bool = False):
     """Record the input (first tensor argument) and output (first tensor) of named modules in one forward.
 
     With ``stop=True`` the forward pass ends as soon as every named module has run; ``run`` swallows that.
+    ``copy=True`` records copies: a forward that goes on may change a recorded tensor in place (Falcon adds the
+    attention output into its MLP's output).
     """
     inputs, outputs = list(inputs), list(outputs)
     record = Record({}, {})
     wanted = set(inputs) | set(outputs)
     fired: set[str] = set()  # modules seen in the current forward pass
     shape: list = []
+    kept = (lambda t: t.detach().clone()) if copy else (lambda t: t)  # noqa: E731
     handles = [model.register_forward_pre_hook(lambda *args: fired.clear()),
                model.register_forward_pre_hook(_batch_shape_hook(shape), with_kwargs=True)]
 
     def hook(name):
         def fn(module, args, kwargs, output):
             if name in inputs:
-                record.inputs[name] = batch_major(first_tensor(list(args) + list(kwargs.values())), shape)
+                record.inputs[name] = kept(batch_major(first_tensor(list(args) + list(kwargs.values())), shape))
             if name in outputs:
-                record.outputs[name] = batch_major(first_tensor(output), shape)
+                record.outputs[name] = kept(batch_major(first_tensor(output), shape))
             fired.add(name)
             if stop and fired >= wanted:
                 raise _StopForward

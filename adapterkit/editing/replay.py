@@ -39,10 +39,11 @@ class BlockReplay:
 
     @contextlib.contextmanager
     def recording(self):
-        """Record each block's output in the forwards run inside the block."""
+        """Record a copy of each block's output in the forwards run inside the block (a copy: the blocks above may
+        change it in place)."""
         def hook(name):
             def fn(module, args, output):
-                self.outputs[name] = _each_tensor(output, torch.Tensor.detach)
+                self.outputs[name] = _each_tensor(output, lambda t: t.detach().clone())
             return fn
         handles = [self.model.get_submodule(b).register_forward_hook(hook(b)) for b in self.blocks]
         try:

@@ -230,7 +230,8 @@ def _optimise_chunk(model, tok, requests, points, templates, fact_token, setting
     # One forward of the whole rows gives the reference outputs, the blocks' outputs to replay, the original
     # values and (for a split) the keys and values of the tokens before the looked-up one.
     looked_at = list(observed or ())
-    with torch.no_grad(), trace(model, inputs=looked_at, outputs=[*points, *looked_at]) as record, replay.recording():
+    with torch.no_grad(), trace(model, inputs=looked_at, outputs=[*points, *looked_at], copy=True) as record, \
+            replay.recording():
         reference = _kl_log_probs(head_logits(model, whole, loss_module, lm_head), whole)
     init = {p: at_positions(record.outputs[p], whole.first_rows, whole.batch.lookup[whole.first_rows]).float() for p in points}
     every_row = torch.arange(len(whole.batch.lookup), device=device)
