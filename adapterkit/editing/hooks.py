@@ -61,8 +61,8 @@ def trace(model, inputs: Iterable[str] = (), outputs: Iterable[str] = (), stop: 
     """Record the input (first tensor argument) and output (first tensor) of named modules in one forward.
 
     With ``stop=True`` the forward pass ends as soon as every named module has run; ``run`` swallows that.
-    ``copy=True`` records copies: a forward that goes on may change a recorded tensor in place (Falcon adds the
-    attention output into its MLP's output).
+    ``copy=True`` records copies: a forward that goes on may change a recorded tensor in place (a block with
+    parallel attention may add the attention output into its MLP's output).
     """
     inputs, outputs = list(inputs), list(outputs)
     record = Record({}, {})
