@@ -13,8 +13,10 @@ Each one computes the same thing as the straightforward path, up to float roundi
   widths are padded a little (masked pads), so that later edits replay one without capturing anew;
 - whether ``lm_head`` can run on the loss positions only is checked once per model and head, not per call;
 - statistics of 16-bit models multiply their (already 16-bit) keys on tensor cores with float32 results and
-  accumulation, and fold the float32 running sum into the float64 total every few batches; the statistics loop
-  copies its batches from page-locked memory, so the host tokenises the next batch while the GPU works.
+  accumulation, and fold the float32 running sum into the float64 total every few batches.
+
+Not switched here, because nothing in it is approximate: batches go to a GPU from page-locked memory
+(``tokens.moved_together``), so the statistics loop tokenises the next batch while the GPU works.
 """
 from __future__ import annotations
 

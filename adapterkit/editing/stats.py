@@ -36,7 +36,6 @@ from ..errors import StatsError
 from ..fileio import atomic_path
 from ..methods.settings import LocateThenEditSettings
 from ..safe_load import load_json, parse_json
-from . import speedups
 from .hooks import frozen, run, trace
 from .moments import SecondMomentSum
 from .tokens import model_device, pad_id, pad_rows
@@ -243,7 +242,7 @@ def _accumulate(model, tok, modules: Sequence[str], documents: Sequence[str], ba
                 continue
             batch = pad_rows(rows, [0] * len(rows), pad_id(tok))
             tokens = batch.attention_mask.flatten().nonzero()[:, 0]  # found on the host: no wait on the device
-            run(model, batch.to_without_waiting(model_device(model)) if speedups.active() else batch.to(model_device(model)))
+            run(model, batch.to(model_device(model)))  # from page-locked memory: no wait on queued work
             on_device = {}  # the positions, copied once per device the modules' keys are on
             for m in modules:
                 keys = record.inputs[m]

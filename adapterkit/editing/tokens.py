@@ -166,14 +166,6 @@ class Batch:
         ids, mask, lookup, positions = moved_together([self.input_ids, self.attention_mask, self.lookup, self.position_ids], device)
         return Batch(ids, mask, lookup, self.offsets, positions, self.prefix)
 
-    def to_without_waiting(self, device) -> "Batch":
-        """On a GPU, copied from page-locked memory, so the host does not wait for the work queued before."""
-        device = torch.device(device)
-        if device.type != "cuda":
-            return self.to(device)
-        move = lambda t: t.pin_memory().to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.input_ids), move(self.attention_mask), move(self.lookup), self.offsets)
-
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor a forward of this batch reads (its prefix's cached keys and values too)."""
         own = [self.input_ids, self.attention_mask, self.lookup] + ([] if self.position_ids is None else [self.position_ids])

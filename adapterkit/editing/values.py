@@ -25,7 +25,7 @@ from ..methods.settings import LocateThenEditSettings
 from . import graphs, speedups
 from .hooks import edit_output, run, trace
 from .keys import at_positions
-from .prefix import LookupSplit
+from .prefix import LookupSplit, split_at_lookup
 from .progress import counter
 from .replay import BlockReplay
 from .tokens import (Batch, in_context, lookup_index, model_device, moved_together, pad_id, pad_rows, rounded_up,
@@ -416,12 +416,11 @@ def _prefix_split_is_exact(model, tok, requests, templates, fact_token, loss_mod
 @torch.no_grad()
 def _check_prefix_split(model, tok, requests, templates, fact_token, loss_module, lm_head) -> bool:
     whole = value_batch(tok, requests, templates, fact_token)
-    if any(whole.batch.offsets):
-        return False
     try:
-        cut = LookupSplit(model, whole.batch, pad_id(tok))
-        head_logits(model, replace(whole, batch=cut.whole).to(model_device(model)), loss_module, lm_head)
-        split = head_logits(model, whole.after_lookup(cut.stepped()).to(model_device(model)), loss_module, lm_head)
+        tail = split_at_lookup(model, whole.batch, pad_id(tok))
+        if tail is None:
+            return False
+        split = head_logits(model, whole.after_lookup(tail).to(model_device(model)), loss_module, lm_head)
     except Exception as exc:  # noqa: BLE001  (a model that cannot continue a cache fails in its own way; rows stay whole)
         log.debug("value optimisation keeps whole rows: %s cannot continue an attention cache (%s)", type(model).__name__, exc)
         return False

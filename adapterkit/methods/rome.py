@@ -14,7 +14,7 @@ import torch
 from ..editing import speedups
 from ..editing.hooks import frozen
 from ..editing.progress import progress
-from ..editing.keys import context_keys, module_io
+from ..editing.keys import context_keys, context_mean, module_io
 from ..editing.tokens import plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update
@@ -44,7 +44,8 @@ class ROME(described.ROME):
             v_star = optimise_values(model, tok, [request], [value_point], templates, settings.fact_token, value_settings,
                                      observed=observed, **options)[value_point][0]
             keys, outputs = observed[rewrite]
-            u = self.whitened(model, tok, settings, layer, spec, keys[: len(templates[0])].float().mean(0))
+            per_request = [len(group) for group in templates]
+            u = self.whitened(model, tok, settings, layer, spec, context_mean(keys[: sum(per_request)].float(), per_request)[0])
             k_now, v_now = keys[:1], outputs[:1]
         else:
             u = self.left_vector(model, tok, request, settings, layer, templates, spec)
