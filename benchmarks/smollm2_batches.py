@@ -11,6 +11,7 @@ A setting is NAME=KEY=VALUE[,KEY=VALUE...] with YAML values; ``NAME=`` alone is 
 """
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ TESTS_DATA = Path(__file__).parents[1] / "tests" / "data"
 
 def parse_setting(text: str) -> tuple[str, dict]:
     name, _, changes = text.partition("=")
-    pairs = [c.split("=", 1) for c in changes.split(",") if c] if changes else []
+    pairs = [c.split("=", 1) for c in re.split(r",(?=\w+=)", changes) if c] if changes else []
     return name, {key: yaml.safe_load(value) for key, value in pairs}
 
 
