@@ -29,9 +29,17 @@ def _document() -> dict:
     return json.loads(resources.files("adapterkit_schemas").joinpath(FIELDS_FILE).read_text(encoding="utf-8"))
 
 
+@lru_cache(maxsize=1)
+def _methods_matched() -> dict[str, tuple[str, dict]]:
+    """Upper-cased alg_name -> (EasyEdit's own spelling, its dataclass): files match it in any case, and
+    EasyEdit's loaders compare it exactly (``AlphaEdit``)."""
+    return {name.upper(): (name, info) for name, info in _document()["methods"].items()}
+
+
 def dataclass_info(alg_name: str) -> dict | None:
     """EasyEdit's dataclass for a text method (class, file, fields, reference values), or None where it has none."""
-    return _document()["methods"].get(alg_name.upper())
+    found = _methods_matched().get(alg_name.upper())
+    return found[1] if found else None
 
 
 def field_names(alg_name: str) -> set[str]:
@@ -62,7 +70,7 @@ def check_not_multimodal(document: Mapping[str, Any], alg_name: str, where: str)
 def multimodal_class(alg_name: str) -> str | None:
     """EasyEdit's dataclass of a multimodal-only method (SERAC_MULTI), or None."""
     info = _document()["multimodal"].get(alg_name.upper())
-    return info["class"] if info and alg_name.upper() not in _document()["methods"] else None
+    return info["class"] if info and alg_name.upper() not in _methods_matched() else None
 
 
 def to_easyedit(settings, checkpoint: str) -> tuple[dict, list[str]]:
@@ -94,5 +102,5 @@ def to_easyedit(settings, checkpoint: str) -> tuple[dict, list[str]]:
         else:
             out[field] = reference.get(field)
             from_reference.append(field)
-    out["alg_name"] = settings.alg_name.upper()
+    out["alg_name"] = _methods_matched()[settings.alg_name.upper()][0]
     return out, from_reference

@@ -43,7 +43,8 @@ def hparams_method(document: Mapping[str, Any], registry, where: str = "<hparams
         what = f" (EasyEdit's multimodal {multimodal})" if multimodal else ""
         raise UnsupportedMethodError(
             f"{where}: alg_name {alg!r}{what}: adapterkit does not support this method",
-            fix=f"adapterkit edits text models with {', '.join(sorted(registry.methods))} (`adapterkit plugins` "
+            fix=f"adapterkit edits text models with {', '.join(m.name for m in registry.methods.values())} "
+                "(`adapterkit plugins` "
                 f"lists the installed methods); " + ("use EasyEdit's multimodal editor for this file" if multimodal
                                                      else "install the plugin that provides it, or fix alg_name"))
     easyedit.check_not_multimodal(document, alg, where)

@@ -29,6 +29,7 @@ OUT = ROOT / "schemas" / "easyedit_fields.json"
 DATACLASSES = {
     "ROME": ("easyeditor/models/rome/rome_hparams.py", "ROMEHyperParams", "ROME/gpt2-xl.yaml"),
     "MEMIT": ("easyeditor/models/memit/memit_hparams.py", "MEMITHyperParams", "MEMIT/gpt2-xl.yaml"),
+    "AlphaEdit": ("easyeditor/models/alphaedit/AlphaEdit_hparams.py", "AlphaEditHyperParams", "AlphaEdit/gpt2-xl.yaml"),
     "PMET": ("easyeditor/models/pmet/pmet_hparams.py", "PMETHyperParams", "PMET/gpt-j-6B.yaml"),
     "MEND": ("easyeditor/models/mend/mend_hparams.py", "MENDHyperParams", "MEND/gpt2-xl.yaml"),
     "SERAC": ("easyeditor/models/serac/serac_hparams.py", "SERACHparams", "SERAC/gpt2-xl.yaml"),

@@ -26,7 +26,7 @@ ARCHS = get_registry().architecture_names()
 BUILTIN_ARCHS = ("gpt2", "gptj", "gpt_neox", "llama", "chatglm3",
                  "mistral", "ministral", "qwen2", "qwen3", "olmo2", "gemma", "gemma2", "gemma3",  # plugins/llama_style.yaml
                  "phi3", "gpt_neo", "opt", "falcon", "bloom", "qwen2_moe")
-BUILTIN_METHODS = ("ROME", "MEMIT", "PMET", "MEND", "SERAC")
+BUILTIN_METHODS = ("ROME", "MEMIT", "AlphaEdit", "PMET", "MEND", "SERAC")
 # The slow edit-quality suite trains fact models of these five only (each architecture adds minutes of training);
 # every built-in architecture still gets the fast tests (detect, templates, update algebra on random models).
 QUALITY_ARCHS = ["chatglm3", "gpt2", "gpt_neox", "gptj", "llama"]

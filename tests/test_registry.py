@@ -21,7 +21,7 @@ def test_builtins_load_through_entry_points():
     for plugin in registry.plugins:
         if plugin.name in BUILTINS:
             assert (plugin.distribution, plugin.version) == ("adapterkit", adapterkit.__version__)
-    assert set(BUILTIN_METHODS) <= set(registry.methods)
+    assert {m.upper() for m in BUILTIN_METHODS} <= set(registry.methods)  # keyed as matched: case-insensitively
 
 
 # Every built-in architecture has a row (tests/test_sync.py checks).

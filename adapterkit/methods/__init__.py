@@ -18,4 +18,4 @@ def builtin_methods() -> list[EditMethod]:
 
 
 # each built-in method's module and class; the class subclasses the one of the same name in described.py
-BUILTIN = [("rome", "ROME"), ("memit", "MEMIT"), ("pmet", "PMET"), ("mend", "MEND"), ("serac", "SERAC")]
+BUILTIN = [("rome", "ROME"), ("memit", "MEMIT"), ("alphaedit", "AlphaEdit"), ("pmet", "PMET"), ("mend", "MEND"), ("serac", "SERAC")]

@@ -8,7 +8,7 @@ building it. Each method's own module subclasses its class here and adds the edi
 from __future__ import annotations
 
 from .base import LocateThenEditMethod, TrainedEditMethod
-from .settings import MEMITSettings, MENDSettings, PMETSettings, ROMESettings, SERACSettings
+from .settings import AlphaEditSettings, MEMITSettings, MENDSettings, PMETSettings, ROMESettings, SERACSettings
 
 
 class ROME(LocateThenEditMethod):
@@ -21,6 +21,13 @@ class MEMIT(LocateThenEditMethod):
     name = "MEMIT"
     schema = "memit"
     settings_class = MEMITSettings
+
+
+class AlphaEdit(LocateThenEditMethod):
+    name = "AlphaEdit"
+    schema = "alphaedit"
+    settings_class = AlphaEditSettings
+    layer_rules_from = "MEMIT"  # AlphaEdit edits MEMIT's layers in the paper
 
 
 class PMET(LocateThenEditMethod):

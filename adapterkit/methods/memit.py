@@ -34,6 +34,10 @@ class MEMIT(described.MEMIT):
                 _, now = module_io(model, tok, plain_prompts(requests), settings.fact_token, top, want="output")
                 residuals = (zs - now.float().to(zs.device)) / (len(layers) - i)
                 mom2 = get_mom2(model, spec, settings, layer, tok=tok) if settings.mom2_adjustment else None
-                delta = spread_update(keys, residuals, mom2, settings.mom2_update_weight)
+                delta = self.layer_update(keys, residuals, mom2, settings)
                 apply_update(ledger, spec, f"{rewrite}.weight", delta)
         return None
+
+    def layer_update(self, keys, residuals, mom2, settings: MEMITSettings):
+        """One layer's update ([out, in]) from its keys [n, in], residuals [n, out] and key second moment."""
+        return spread_update(keys, residuals, mom2, settings.mom2_update_weight)

@@ -107,7 +107,7 @@ def _members(hint) -> tuple:
     return typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
 
 
-# --- locate-then-edit: ROME, MEMIT, PMET ----------------------------------------------------------
+# --- locate-then-edit: ROME, MEMIT, AlphaEdit, PMET ----------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class LocateThenEditSettings(MethodSettings):
     """What ROME, MEMIT and PMET share: layers, fact token, module templates, the value loss, statistics and
@@ -167,6 +167,16 @@ class MEMITSettings(LocateThenEditSettings):
     context_template_length_params: list[list[int]] = published([[10, 5]])
     v_batch_size: int = published(16)
     mom2_update_weight: float = published(15000)    # lambda in Delta = R K^T (lambda C + K K^T)^-1
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlphaEditSettings(MEMITSettings):
+    """MEMIT's settings (AlphaEdit's reference files publish MEMIT's values) and AlphaEdit's two own."""
+    nullspace_threshold: float = published(2e-2)    # directions of C with eigenvalues below this may change
+    L2: float = published(10)                       # the update's own penalty, in place of lambda C
+
+    # EasyEdit's cache of the projection (this implementation keeps it with the statistics)
+    ignored = MEMITSettings.ignored | {"P_loc"}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,69 @@
+"""AlphaEdit: Null-Space Constrained Knowledge Editing (Fang et al., ICLR 2025).
+
+MEMIT's values, keys and residuals (memit.py), with one change to each layer's update: it may only move keys
+in the null space of the preserved knowledge. P projects onto the eigenvectors of the keys' second moment C
+whose eigenvalues are below ``nullspace_threshold`` (the directions the statistics' keys barely use), and
+
+    Delta = R K^T P (K K^T P + L2 I)^-1,
+
+so Delta k ~ 0 for the keys C describes, and ``L2`` keeps the update small instead of lambda C. The paper's
+sequential setting also adds the keys of earlier edits to the system; here each ``edit`` call is one batch.
+"""
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+from ..errors import AdapterkitError
+from . import described
+from .memit import MEMIT
+from .settings import AlphaEditSettings
+
+
+class AlphaEdit(described.AlphaEdit, MEMIT):
+    def __init__(self):
+        # id(second moment), threshold -> (the moment, weakly, and its null-space basis): one eigendecomposition per
+        # statistics file and threshold, not one per edit (the moments stay in the statistics' own cache)
+        self._bases: dict[tuple[int, float], tuple[weakref.ref, torch.Tensor]] = {}
+
+    def layer_update(self, keys, residuals, mom2, settings: AlphaEditSettings):
+        if mom2 is None:
+            raise AdapterkitError("AlphaEdit projects its updates with the keys' second-moment statistics, and "
+                                  "mom2_adjustment is false",
+                                  fix="set mom2_adjustment: true (and mom2_corpus or stats_dir, as for MEMIT)")
+        return null_space_update(keys, residuals, self.basis(mom2, settings.nullspace_threshold, keys.device), settings.L2)
+
+    def basis(self, mom2: torch.Tensor, threshold: float, device) -> torch.Tensor:
+        key = (id(mom2), threshold)
+        kept = self._bases.get(key)
+        if kept is None or kept[0]() is not mom2:
+            self._bases = {k: v for k, v in self._bases.items() if v[0]() is not None}
+            kept = (weakref.ref(mom2), null_space(mom2.to(device), threshold).float().cpu())
+            self._bases[key] = kept
+        return kept[1]
+
+
+def null_space(mom2: torch.Tensor, threshold: float) -> torch.Tensor:
+    """An orthonormal basis [in, m] of the directions in which ``mom2`` has eigenvalues below ``threshold``."""
+    eigenvalues, eigenvectors = torch.linalg.eigh(mom2.double())
+    basis = eigenvectors[:, eigenvalues < threshold]
+    if basis.shape[1] == 0:
+        raise AdapterkitError(
+            f"AlphaEdit's null space is empty: every eigenvalue of the keys' second moment is at least "
+            f"nullspace_threshold ({threshold:g}; the smallest is {eigenvalues[0].item():.3g})",
+            fix=f"raise nullspace_threshold above {eigenvalues[0].item():.3g}: the published 0.02 is for "
+                "Wikipedia statistics of billion-parameter models")
+    return basis
+
+
+def null_space_update(keys: torch.Tensor, residuals: torch.Tensor, basis: torch.Tensor, l2: float) -> torch.Tensor:
+    """``R K^T P (K K^T P + l2 I)^-1`` as [out, in], with P = basis basis^T, for keys [n, in] and residuals [n, out].
+
+    Solved as its transpose, ``(P K^T K + l2 I) X = P K^T R``, so P is never formed."""
+    k = keys.double()
+    r = residuals.to(k.device, torch.float64)
+    u = basis.to(k.device, torch.float64)
+    system = u @ (u.T @ (k.T @ k))
+    system.diagonal().add_(l2)
+    return torch.linalg.solve(system, u @ (u.T @ (k.T @ r))).T
