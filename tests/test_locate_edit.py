@@ -207,6 +207,28 @@ def test_the_spread_update_solves_memits_normal_equations():
     torch.testing.assert_close((k.double() @ exact.T), r.double(), rtol=1e-5, atol=1e-5)
 
 
+def test_the_null_space_update_leaves_the_preserved_keys_alone_and_fits_the_new_ones():
+    from adapterkit.methods.alphaedit import null_space, null_space_update
+
+    torch.manual_seed(0)
+    axes, _ = torch.linalg.qr(torch.randn(30, 30, dtype=torch.float64))
+    spectrum = torch.cat([torch.linspace(1, 5, 20), torch.full((10,), 1e-4)]).double()
+    c = axes @ torch.diag(spectrum) @ axes.T
+    basis = null_space(c, 1e-2)
+    assert basis.shape == (30, 10)
+    k, r = torch.randn(4, 30), torch.randn(4, 7)
+    preserved = axes[:, :20]  # the directions the statistics' keys use
+    delta = null_space_update(k, r, basis, 10.0)
+    assert (delta @ preserved).abs().max() < 1e-12 * delta.abs().max()
+    nearly_unpenalised = null_space_update(k, r, basis, 1e-8)
+    assert (nearly_unpenalised @ preserved).abs().max() < 1e-5 * nearly_unpenalised.abs().max()
+    # 4 keys and 10 free directions: each key gets its residual
+    torch.testing.assert_close(k.double() @ nearly_unpenalised.T, r.double(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(AdapterkitError, match="null space is empty") as empty:
+        null_space(c, 1e-5)
+    assert "nullspace_threshold" in empty.value.fix
+
+
 # --- ROME, MEMIT, PMET mechanics on random models -----------------------------------------------
 @pytest.mark.parametrize("arch", ARCHS)
 def test_rome_writes_its_target_value_into_the_mlp_output(arch, monkeypatch):
@@ -252,12 +274,15 @@ def edit_and_snapshot(model, tok, records, hp):
     return original, result, copy.deepcopy(model.state_dict())
 
 
-@pytest.mark.parametrize("arch,method", [("gpt2", "ROME"), ("llama", "MEMIT"), ("gptj", "PMET"), ("chatglm3", "MEMIT")])
+@pytest.mark.parametrize("arch,method", [("gpt2", "ROME"), ("llama", "MEMIT"), ("gptj", "PMET"), ("chatglm3", "MEMIT"),
+                                         ("gpt_neox", "AlphaEdit")])
 def test_restore_is_bit_exact_and_saved_deltas_replay_exactly(arch, method, tmp_path):
     model, spec = random_model(arch)
     tok = records_tokenizer()
     hp = hparams(model, spec, method, layers=[0, 1] if method != "ROME" else [1], **FAST)
     hp = {**hp, "stats_dir": str(tmp_path / "stats"), "mom2_n_samples": 50, "mom2_dataset": "toy"}
+    if method == "AlphaEdit":  # every direction free: a random model's statistics set no scale for the threshold
+        hp["nullspace_threshold"] = 1e9
     if method == "PMET":  # both output weights, so undo and replay cover the attention output's layout too
         hp["rewrite_module_tmps"] = [hp["attn_module_tmp"], hp["mlp_module_tmp"]]
     if hp["mom2_adjustment"]:
