@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="write a hyperparameter YAML for a local checkpoint directory or GGUF file")
     p.add_argument("model_path")
-    p.add_argument("--method", default="ROME", help="ROME, MEMIT, PMET, MEND, SERAC or a plugin's method (default ROME)")
+    p.add_argument("--method", default="ROME", help="ROME, MEMIT, AlphaEdit, PMET, MEND, SERAC or a plugin's method (default ROME)")
     p.add_argument("-o", "--output", help="YAML file to write (default: print)")
     p.add_argument("--explain", action="store_true", help="print (to stderr) each role's module, and how it was found")
     p.add_argument("--layers", type=int, nargs="+", help="edit these layers instead of those the architecture's rule picks")

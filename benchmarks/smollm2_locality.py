@@ -3,16 +3,13 @@ edited in one call, every locality prompt of the selection (442) is read before 
 own neighbours and bystanders (the other records' locality prompts, which no edit of the batch was meant to
 touch), with the pre-edit margin (top-1 minus top-2 log-probability) of each changed prediction and whether it
 changed to an edited target. ``--single`` also edits the first batch's records one at a time (restored between).
-``--null-space THRESHOLD:L2`` runs each setting again with MEMIT's least-squares update replaced by a null-space
-constrained one in the manner of AlphaEdit (Fang et al., 2025): the update is confined to the directions in which
-the keys' second moment has eigenvalues below THRESHOLD, with L2 in place of the statistics' weight.
+``--method AlphaEdit`` edits with AlphaEdit (or any locate-then-edit method) and the settings `detect` writes for it.
 
 Run: python benchmarks/smollm2_locality.py MODEL.gguf --batches 0:50 100:150 --setting default= [--single]
-         [--null-space 0.01:10] [--out F]
+         [--method AlphaEdit] [--out F]
 Settings as in smollm2_batches.py (NAME=KEY=VALUE[,KEY=VALUE...]).
 """
 import argparse
-import contextlib
 import json
 import statistics
 import time
@@ -21,7 +18,6 @@ from pathlib import Path
 import torch
 
 import adapterkit
-import adapterkit.methods.memit as memit_method
 from adapterkit.autodetect import detect
 from adapterkit.checkpoint import load_model
 from adapterkit.editing.metrics import encode_pairs, summarise
@@ -45,30 +41,6 @@ def read_predictions(model, tok, prompts, targets, batch_size: int = 64):
     return out
 
 
-def null_space_update(threshold: float, l2: float):
-    """AlphaEdit's update with no earlier edits, ``R K^T P (K K^T P + l2 I)^-1`` (keys as columns), where P projects
-    onto the eigenvectors of the keys' second moment whose eigenvalues are below ``threshold``."""
-    def update(keys, residuals, mom2, _mom2_update_weight):
-        k = keys.double()
-        r = residuals.to(k.device, torch.float64)
-        eigenvalues, eigenvectors = torch.linalg.eigh(mom2.to(k.device, torch.float64))
-        null = eigenvectors[:, eigenvalues < threshold]
-        projection = null @ null.T
-        system = projection @ (k.T @ k) + l2 * torch.eye(k.shape[1], dtype=torch.float64, device=k.device)
-        return torch.linalg.solve(system, projection @ k.T @ r).T
-    return update
-
-
-@contextlib.contextmanager
-def memit_update_rule(rule):
-    original = memit_method.spread_update
-    memit_method.spread_update = rule or original
-    try:
-        yield
-    finally:
-        memit_method.spread_update = original
-
-
 def changed(before, after) -> list[bool]:
     return [b[0] != a[0] for b, a in zip(before, after)]
 
@@ -79,7 +51,7 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", default=["0:50"])
     parser.add_argument("--setting", action="append", default=[])
     parser.add_argument("--single", action="store_true")
-    parser.add_argument("--null-space", action="append", default=[], metavar="THRESHOLD:L2")
+    parser.add_argument("--method", default="MEMIT")
     parser.add_argument("--corpus", default=str(TESTS_DATA / "smollm2_stats_corpus.txt"))
     parser.add_argument("--stats-dir", default="/tmp/smollm2-stats")
     parser.add_argument("--out")
@@ -88,7 +60,7 @@ def main() -> None:
     model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     records = json.loads((TESTS_DATA / "smollm2_known_counterfact.json").read_text())["records"]
     documents = sum(1 for line in open(args.corpus, encoding="utf-8") if line.strip())
-    base = {**detect(args.model, method="MEMIT"), "mom2_corpus": args.corpus,
+    base = {**detect(args.model, method=args.method), "mom2_corpus": args.corpus,
             "mom2_dataset": Path(args.corpus).stem, "mom2_n_samples": documents, "stats_dir": args.stats_dir}
     prompts = [r["locality_prompt"] for r in records]
     targets = [r["locality_ground_truth"] for r in records]
@@ -102,23 +74,18 @@ def main() -> None:
             out.write(json.dumps(row) + "\n")
             out.flush()
 
-    rules = [("", None)] + [(f"+null-space {spec}", null_space_update(*map(float, spec.split(":"))))
-                            for spec in args.null_space]
     for batch in args.batches:
         lo, hi = map(int, batch.split(":"))
-        for (setting, changes), (suffix, rule) in ((s, r) for s in map(parse_setting, args.setting or ["default="])
-                                                   for r in rules):
-            name = setting + suffix
+        for name, changes in map(parse_setting, args.setting or ["default="]):
             started = time.perf_counter()
-            with memit_update_rule(rule):
-                result = adapterkit.edit(model, tok, records[lo:hi], {**base, **changes})
+            result = adapterkit.edit(model, tok, records[lo:hi], {**base, **changes})
             after = read_predictions(model, tok, prompts, targets)
             result.restore()
             flips = changed(before, after)
             own = range(lo, hi)
             others = [i for i in range(len(records)) if not lo <= i < hi]
             edited_firsts = set(new_first[lo:hi])
-            emit({"setting": name, "changes": changes, "records": [lo, hi],
+            emit({"method": args.method, "setting": name, "changes": changes, "records": [lo, hi],
                   **{k: round(v, 3) for k, v in summarise(result.metrics).items() if v is not None},
                   "own_changed": sum(flips[i] for i in own), "own": len(own),
                   "bystanders_changed": sum(flips[i] for i in others), "bystanders": len(others),

