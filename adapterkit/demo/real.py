@@ -77,6 +77,7 @@ def run_real_demo(method: str | None = None, n_edits: int | None = None, cache_d
     say(f"model: SmolLM2-135M-Instruct from {path} (dequantised to float32)")
     model, tok = load_model(path, dtype="float32")
     hparams = detect(path, method=method)
+    method = hparams["alg_name"]  # the method's own spelling (AlphaEdit)
     if hparams.get("mom2_adjustment"):
         hparams.update(mom2_corpus=str(stats_corpus(cache_dir)), mom2_dataset="demo-counterfact",
                        mom2_n_samples=STATS_DOCUMENTS, stats_dir=str(cache_dir / "stats"))
