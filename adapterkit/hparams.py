@@ -44,9 +44,9 @@ def hparams_method(document: Mapping[str, Any], registry, where: str = "<hparams
         raise UnsupportedMethodError(
             f"{where}: alg_name {alg!r}{what}: adapterkit does not support this method",
             fix=f"adapterkit edits text models with {', '.join(m.name for m in registry.methods.values())} "
-                "(`adapterkit plugins` "
-                f"lists the installed methods); " + ("use EasyEdit's multimodal editor for this file" if multimodal
-                                                     else "install the plugin that provides it, or fix alg_name"))
+                "(`adapterkit plugins` lists the installed methods); "
+                + ("use EasyEdit's multimodal editor for this file" if multimodal
+                   else "install the plugin that provides it, or fix alg_name"))
     easyedit.check_not_multimodal(document, alg, where)
     return registry.method_description(alg)
 

@@ -32,6 +32,27 @@ def parse_setting(text: str) -> tuple[str, dict]:
     return name, {key: yaml.safe_load(value) for key, value in pairs}
 
 
+def detected_hparams(model_path: str, method: str, corpus: str, stats_dir: str) -> dict:
+    """`detect`'s settings for ``method``, with statistics from every document of ``corpus`` where it uses them."""
+    hparams = dict(detect(model_path, method=method))
+    if hparams.get("mom2_adjustment"):
+        documents = sum(1 for line in open(corpus, encoding="utf-8") if line.strip())
+        hparams.update(mom2_corpus=corpus, mom2_dataset=Path(corpus).stem, mom2_n_samples=documents, stats_dir=stats_dir)
+    return hparams
+
+
+def emitter(path: str | None):
+    """Print each row as a JSON line and append it to ``path`` too, flushed, so a stopped run keeps its rows."""
+    out = open(path, "a", encoding="utf-8") if path else None
+
+    def emit(row: dict) -> None:
+        print(json.dumps(row), flush=True)
+        if out:
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+    return emit
+
+
 def run_batch(model, tok, hparams: dict, records: list[dict], method: str) -> dict:
     started = time.perf_counter()
     if method == "MEMIT":
@@ -64,22 +85,13 @@ def main() -> None:
     model, tok = load_model(args.model, dtype="float32")
     model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     records = json.loads((TESTS_DATA / "smollm2_known_counterfact.json").read_text())["records"]
-    base = dict(detect(args.model, method=method))
-    if method == "MEMIT":
-        documents = sum(1 for line in open(args.corpus, encoding="utf-8") if line.strip())
-        base.update(mom2_corpus=args.corpus, mom2_dataset=Path(args.corpus).stem, mom2_n_samples=documents,
-                    stats_dir=args.stats_dir)
-    out = open(args.out, "a", encoding="utf-8") if args.out else None
+    base = detected_hparams(args.model, method, args.corpus, args.stats_dir)
+    emit = emitter(args.out)
     for batch in args.batches:
         lo, hi = map(int, batch.split(":"))
         for name, changes in map(parse_setting, args.setting or ["default="]):
-            row = {"method": method, "setting": name, "changes": changes, "records": [lo, hi],
-                   **run_batch(model, tok, {**base, **changes}, records[lo:hi], method)}
-            print(json.dumps(row), flush=True)
-            if out:
-                out.write(json.dumps(row) + "\n")
-                out.flush()
-
+            emit({"method": method, "setting": name, "changes": changes, "records": [lo, hi],
+                  **run_batch(model, tok, {**base, **changes}, records[lo:hi], method)})
 
 if __name__ == "__main__":
     main()

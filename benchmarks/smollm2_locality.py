@@ -13,17 +13,15 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 import adapterkit
-from adapterkit.autodetect import detect
 from adapterkit.checkpoint import load_model
 from adapterkit.editing.metrics import encode_pairs, summarise
 from adapterkit.editing.tokens import model_device, token_ids
 
-from smollm2_batches import TESTS_DATA, parse_setting
+from smollm2_batches import TESTS_DATA, detected_hparams, emitter, parse_setting
 
 
 @torch.no_grad()
@@ -59,21 +57,12 @@ def main() -> None:
     model, tok = load_model(args.model, dtype="float32")
     model = model.to("cuda" if torch.cuda.is_available() else "cpu")
     records = json.loads((TESTS_DATA / "smollm2_known_counterfact.json").read_text())["records"]
-    documents = sum(1 for line in open(args.corpus, encoding="utf-8") if line.strip())
-    base = {**detect(args.model, method=args.method), "mom2_corpus": args.corpus,
-            "mom2_dataset": Path(args.corpus).stem, "mom2_n_samples": documents, "stats_dir": args.stats_dir}
+    base = detected_hparams(args.model, args.method, args.corpus, args.stats_dir)
     prompts = [r["locality_prompt"] for r in records]
     targets = [r["locality_ground_truth"] for r in records]
     before = read_predictions(model, tok, prompts, targets)
     new_first = [token_ids(tok, " " + r["target_new"])[0] for r in records]
-    out = open(args.out, "a", encoding="utf-8") if args.out else None
-
-    def emit(row):
-        print(json.dumps(row), flush=True)
-        if out:
-            out.write(json.dumps(row) + "\n")
-            out.flush()
-
+    emit = emitter(args.out)
     for batch in args.batches:
         lo, hi = map(int, batch.split(":"))
         for name, changes in map(parse_setting, args.setting or ["default="]):
@@ -101,7 +90,7 @@ def main() -> None:
                 result = adapterkit.edit(model, tok, [records[i]], {**base, **changes})
                 own_flips.append(changed([before[i]], read_predictions(model, tok, [prompts[i]], [targets[i]]))[0])
                 result.restore()
-            emit({"setting": name, "single_edits": [lo, hi], "own_changed": sum(own_flips),
+            emit({"method": args.method, "setting": name, "single_edits": [lo, hi], "own_changed": sum(own_flips),
                   "which": [lo + k for k, f in enumerate(own_flips) if f]})
     print("median margin of all locality prompts before:", round(statistics.median(b[1] for b in before), 2))
 

@@ -107,7 +107,7 @@ def _members(hint) -> tuple:
     return typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
 
 
-# --- locate-then-edit: ROME, MEMIT, AlphaEdit, PMET ----------------------------------------------------------
+# --- locate-then-edit: ROME, MEMIT, AlphaEdit, PMET ------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class LocateThenEditSettings(MethodSettings):
     """What ROME, MEMIT and PMET share: layers, fact token, module templates, the value loss, statistics and
