@@ -1,5 +1,5 @@
 """adapterkit: knowledge editing on any transformer architecture, through declarative plugins."""
-from .hookspecs import hookimpl
+from .arch.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
@@ -13,12 +13,12 @@ def __getattr__(name):
         from . import api
         return getattr(api, name)
     if name == "load_model":
-        from .checkpoint import load_model
+        from .checkpoints.loading import load_model
         return load_model
     if name == "detect":
-        from .autodetect import detect
+        from .arch.detect import detect
         return detect
     if name == "causal_trace":
-        from .tracing import causal_trace
+        from .tracing.trace import causal_trace
         return causal_trace
     raise AttributeError(f"module 'adapterkit' has no attribute {name!r}")

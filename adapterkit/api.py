@@ -7,9 +7,11 @@ from os import PathLike
 from .editing import metrics
 from .editing.result import EditResult, apply_deltas  # noqa: F401  (re-exported)
 from .errors import AdapterkitError
-from .hparams import load_settings
-from .inputs import check_hparams_against_model, check_requests_fit, check_stats_inputs
-from .registry import get_registry
+from .settings.hparams import load_settings
+from .settings.against_model import check_hparams_against_model
+from .requests import check_requests_fit
+from .editing.stats import check_stats_inputs
+from .arch.registry import get_registry
 from .requests import normalise_requests
 
 
@@ -31,7 +33,7 @@ def edit(model, tok, requests, hparams, *, evaluate: bool = True, archive=None, 
     check_hparams_against_model(hp, model, spec, hparams_source or (str(hparams) if isinstance(hparams, (str, PathLike)) else "hparams"))
     check_requests_fit(records, tok, model, spec, hp, requests_source)
     check_stats_inputs(model, spec, settings)
-    result = EditResult(model=model, hparams=settings.to_dict(), requests=records)
+    result = EditResult(model=model, hparams=hp, requests=records)
     before = metrics.evaluate(model, tok, records) if evaluate else None
     try:
         answerer = method.apply(model, tok, records, settings, spec=spec, ledger=result, archive=archive)
@@ -75,5 +77,5 @@ def train(model, tok, hparams, data, out_dir, *, val=None, resume: bool = False,
         raise AdapterkitError(f"{method.name} needs no training",
                               fix="training is for trainable methods such as MEND and SERAC; edit with adapterkit.edit directly")
     train_set, val_set = load_sets(settings, data, val)
-    return method.train(model, tok, settings, train_set, val_set, out_dir, resume=resume, device=device,
+    return method.train(model, tok, registry.for_model(model), settings, train_set, val_set, out_dir, resume=resume, device=device,
                         progress=progress, on_step=on_step)

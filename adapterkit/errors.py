@@ -1,4 +1,16 @@
 """Errors a user can act on. The CLI prints them without a traceback and exits with ``exit_code``."""
+from __future__ import annotations
+
+from typing import Iterable
+
+SHOWN = 5  # names listed in a message before "and N more"
+
+
+def listed(names: Iterable[str], shown: int = SHOWN) -> str:
+    """Sorted names for a message, the first ``shown`` of them and how many more."""
+    names = sorted(names)
+    head = ", ".join(names[:shown])
+    return head + (f" and {len(names) - shown} more ({len(names)} in all)" if len(names) > shown else "")
 
 
 class AdapterkitError(Exception):

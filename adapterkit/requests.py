@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
+from .arch.config_checks import is_count
 from .errors import RequestError
-from .safe_load import load_json, load_jsonl
+from .files.safe_load import load_json, load_jsonl
 
 RECORD_FORMATS = ("CounterFact / EasyEdit / KnowEdit (prompt, subject, target_new; optional ground_truth, "
                   "rephrase_prompt, locality_prompt, locality_ground_truth, portability, locality), CounterFact's "
@@ -285,3 +286,49 @@ def load_requests(path: str | Path) -> list[EditRequest]:
     if not requests:
         raise RequestError(f"{path}: holds no records", fix=f"give at least one record; accepted formats: {RECORD_FORMATS}")
     return requests
+
+
+# --- requests against the tokenizer and the model's positions -----------------------------------
+def context_reserve(tok, hparams: Mapping[str, Any] | None) -> int:
+    """Tokens a context template may put before a prompt: the longest fixed template, or the longest sampled
+    length of ``context_template_length_params`` plus its separator ('. ')."""
+    if not hparams:
+        return 0
+    fixed = hparams.get("context_templates")
+    if isinstance(fixed, (list, tuple)) and fixed:
+        return max(len(tok(str(t).replace("{}", ""))["input_ids"]) for t in fixed)
+    params = hparams.get("context_template_length_params") or ()
+    lengths = [p[0] for p in params if isinstance(p, (list, tuple)) and p and is_count(p[0])]
+    return max(lengths) + len(tok(". ")["input_ids"]) if lengths else 0
+
+
+def check_requests_fit(requests: Sequence, tok, model, spec, hparams: Mapping[str, Any] | None = None,
+                       source: str = "request") -> None:
+    """Refuse, before any forward pass, a request whose texts do not fit the model's positions.
+
+    The rule: each text a method or metric feeds the model (prompt + target_new, every rephrase prompt +
+    target_new, every locality and portability prompt + its answer), after the longest context template, fits within the
+    model's ``config.max_positions`` tokens. A model whose declaration names no such key is not checked.
+    """
+    limit = spec.max_positions(model.config)
+    if limit is None or tok is None:
+        return
+    reserve = context_reserve(tok, hparams)
+    room = limit - reserve
+    for i, request in enumerate(requests):
+        texts = [("prompt + target_new", request.prompt + request.target_new)]
+        texts += [(f"rephrase_prompt[{k}] + target_new", p + request.target_new) for k, p in enumerate(request.rephrase_prompts)]
+        answers = request.locality_ground_truths or (request.target_new,) * len(request.locality_prompts)
+        texts += [(f"locality_prompt[{k}] + its answer", p + a) for k, (p, a) in enumerate(zip(request.locality_prompts, answers))]
+        texts += [(f"{kind}/{group.name}/{k} prompt + its answer", probe.prompt + probe.answer)
+                  for kind, groups in (("portability", request.portability), ("locality", request.locality_groups))
+                  for group in groups for k, probe in enumerate(group.probes)]
+        lengths = [len(ids) for ids in tok([t for _, t in texts])["input_ids"]]
+        for (what, _), n in zip(texts, lengths):
+            if n > room:
+                context = f" after {reserve} tokens of context template" if reserve else ""
+                raise RequestError(
+                    f"{request.origin or f'{source} #{i}'} ({request.case_id or request.subject!r}): {what} is {n} tokens; "
+                    f"the model takes {limit} positions ({spec.name}'s config.max_positions){context}, so at most {room} fit",
+                    fix=f"shorten the prompt to fit {room} tokens"
+                        + (", or use shorter context templates (context_template_length_params)" if reserve else ""))

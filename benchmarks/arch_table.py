@@ -2,7 +2,7 @@
 
 For every model type in transformers' causal-LM mapping (encoder-decoders, multimodal wrappers and encoders
 used as decoders skipped), a tiny random checkpoint is built from the config class's defaults
-(adapterkit.tinyconfig), `detect --method rome` runs on it, and where it succeeds one ROME edit is applied to
+(adapterkit.arch.tinyconfig), `detect --method rome` runs on it, and where it succeeds one ROME edit is applied to
 the random model with the detected settings: does the new target become the answer (efficacy 1.0)? A random
 model does not carry a subject's state to the prompt's last token, so the edit's key is that last token
 (fact_token: last): the check is that the templates, weight layout and head work end to end.
@@ -24,13 +24,13 @@ import torch
 import transformers
 
 import adapterkit
-from adapterkit.autodetect import detect
+from adapterkit.arch.detect import detect
 from adapterkit.errors import AdapterkitError
 from adapterkit.demo.factmodels import build_tokenizer, tiny_hparams
 from adapterkit.demo.facts import counterfact_sample, record_texts
-from adapterkit.registry import get_registry
+from adapterkit.arch.registry import get_registry
 from adapterkit.requests import normalise_requests
-from adapterkit.tinyconfig import tiny_config, write_checkpoint
+from adapterkit.arch.tinyconfig import tiny_config, write_checkpoint
 
 REPO = Path(__file__).parents[1]
 # the families the README shows: the issue's list of what researchers edit today
@@ -83,7 +83,7 @@ def row(model_type: str, root: Path, tok) -> dict:
     entry = {"family": model_type, "class": "-"}
     declared = [s for s in get_registry().architectures if model_type in s.model_types and s.tiny_config]
     if declared and declared[0].config_class() is not None:  # a plugin's native classes: its own tiny model
-        from adapterkit.checkpoint import build_model
+        from adapterkit.checkpoints.build import build_model
 
         spec = declared[0]
         entry["class"] = spec.model_class().__name__

@@ -21,14 +21,14 @@ from pathlib import Path
 import torch
 
 import adapterkit
-from adapterkit.autodetect import method_hparams
-from adapterkit.checkpoint import build_model
+from adapterkit.arch.detect import method_hparams
+from adapterkit.checkpoints.build import build_model
 from adapterkit.editing import graphs, speedups, stats, values
 from adapterkit.editing.hooks import frozen, run, trace
 from adapterkit.editing.stats import compute_stats
 from adapterkit.editing.tokens import pad_id, pad_rows
-from adapterkit.hparams import load_settings
-from adapterkit.registry import get_registry
+from adapterkit.settings.hparams import load_settings
+from adapterkit.arch.registry import get_registry
 from adapterkit.requests import normalise_requests
 from bench_memit_scale import unique_requests
 from common import setup, synchronise, timed

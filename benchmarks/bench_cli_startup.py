@@ -18,8 +18,8 @@ PROBE = ("import sys, json; from adapterkit.cli import main; code = main(sys.arg
 
 
 def tiny_checkpoint(directory: Path) -> Path:
-    from adapterkit.checkpoint import build_model
-    from adapterkit.registry import get_registry
+    from adapterkit.checkpoints.build import build_model
+    from adapterkit.arch.registry import get_registry
 
     spec = get_registry().architecture("gpt2")
     build_model(spec.tiny_config, spec).save_pretrained(directory)
@@ -27,7 +27,7 @@ def tiny_checkpoint(directory: Path) -> Path:
 
 
 def rome_hparams(checkpoint: Path, path: Path) -> Path:
-    from adapterkit.autodetect import detect, write_yaml
+    from adapterkit.arch.detect import detect, write_yaml
 
     write_yaml(detect(checkpoint, "ROME"), path)
     return path

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from adapterkit.autodetect import detect
+from adapterkit.arch.detect import detect
 
 CONFIG = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "num_hidden_layers": 80, "hidden_size": 8192,
           "intermediate_size": 28672, "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 32000,

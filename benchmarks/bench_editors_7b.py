@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 import adapterkit
-from adapterkit.autodetect import method_hparams
+from adapterkit.arch.detect import method_hparams
 from adapterkit.editing.archive import EDITOR_FILE
-from adapterkit.registry import get_registry
+from adapterkit.arch.registry import get_registry
 from bench_7b import DTYPES, LLAMA_7B, TINY, build, environment, target_log_prob
 from common import setup, timed
 

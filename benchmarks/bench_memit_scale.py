@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 import adapterkit
-from adapterkit.autodetect import method_hparams
-from adapterkit.checkpoint import build_model
+from adapterkit.arch.detect import method_hparams
+from adapterkit.checkpoints.build import build_model
 from adapterkit.demo.facts import record_texts
-from adapterkit.registry import get_registry
+from adapterkit.arch.registry import get_registry
 from common import GPT2_XL, setup, timed
 
 TINY = {**GPT2_XL, "n_layer": 4, "n_embd": 64, "n_head": 4, "vocab_size": 2048}

@@ -9,12 +9,12 @@ import sys
 
 import torch
 
-from adapterkit.autodetect import method_hparams
-from adapterkit.checkpoint import build_model
+from adapterkit.arch.detect import method_hparams
+from adapterkit.checkpoints.build import build_model
 from adapterkit.editing.hooks import frozen
 from adapterkit.editing.values import LossSettings, context_templates, loss_module, optimise_values
-from adapterkit.hparams import load_settings
-from adapterkit.registry import get_registry
+from adapterkit.settings.hparams import load_settings
+from adapterkit.arch.registry import get_registry
 from adapterkit.requests import normalise_requests
 from common import GPT2_XL, setup, timed
 

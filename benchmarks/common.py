@@ -5,7 +5,7 @@ import torch
 
 from adapterkit.demo.facts import counterfact_sample, record_texts
 from adapterkit.demo.factmodels import build_tokenizer
-from adapterkit.registry import get_registry
+from adapterkit.arch.registry import get_registry
 
 GPT2_XL = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": 48, "n_embd": 1600, "n_head": 25,
            "n_positions": 1024, "vocab_size": 50257, "n_inner": None, "tie_word_embeddings": True}

@@ -19,8 +19,8 @@ import torch
 import yaml
 
 import adapterkit
-from adapterkit.autodetect import detect
-from adapterkit.checkpoint import load_model
+from adapterkit.arch.detect import detect
+from adapterkit.checkpoints.loading import load_model
 from adapterkit.editing.metrics import greedy_says, summarise
 
 TESTS_DATA = Path(__file__).parents[1] / "tests" / "data"

@@ -17,7 +17,7 @@ import time
 import torch
 
 import adapterkit
-from adapterkit.checkpoint import load_model
+from adapterkit.checkpoints.loading import load_model
 from adapterkit.editing.metrics import encode_pairs, summarise
 from adapterkit.editing.tokens import model_device, token_ids
 

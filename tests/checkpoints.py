@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from adapterkit.checkpoint import build_model
-from adapterkit.registry import get_registry
+from adapterkit.checkpoints.build import build_model
+from adapterkit.arch.registry import get_registry
 
 
 INFERRED_FAMILIES = ["starcoder2", "gpt_bigcode", "phi", "stablelm"]  # no plugin declares them: inference does
@@ -21,8 +21,8 @@ def inferred_fact_model(family: str, cache: Path):
     """(declaration, fact model) of a family no plugin declares: its inferred declaration, with a tiny_config,
     registered while the fact-model machinery trains (or loads) the model, then only the inferred one remains."""
     from adapterkit.demo.factmodels import load_or_train
-    from adapterkit.spec import ArchSpec
-    from adapterkit.tinyconfig import tiny_config
+    from adapterkit.arch.spec import ArchSpec
+    from adapterkit.arch.tinyconfig import tiny_config
 
     registry = get_registry()
     tiny = tiny_config(family)
@@ -75,7 +75,7 @@ def word_tokenizer(texts, eos: str = "<eos>"):
 
 def tensor_names(directory: Path) -> set[str]:
     """The tensor names stored in a checkpoint directory's safetensors files."""
-    from adapterkit.checkpoint import read_tensor_index
+    from adapterkit.checkpoints.loading import read_tensor_index
 
     return set(read_tensor_index(directory).names)
 

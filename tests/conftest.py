@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from adapterkit.errors import AdapterkitError
-from adapterkit.registry import get_registry
+from adapterkit.arch.registry import get_registry
 
 ARCHS = get_registry().architecture_names()
 # What adapterkit ships; tests/test_sync.py keeps these in step with pyproject.toml, plugins/, the registry and CI.
@@ -87,7 +87,7 @@ def _train_timed(label_and_job) -> str:
 
 def pretrain_jobs(root: Path) -> list[tuple[str, functools.partial]]:
     """(label, job) for the fact models most of the slow suite shares, the longest to train first."""
-    from adapterkit.conformance import ConformanceSettings, load_fact_model
+    from adapterkit.arch.conformance import ConformanceSettings, load_fact_model
     from adapterkit.demo.factmodels import RECIPES, load_or_train
     from checkpoints import TRAINED_INFERRED_FAMILIES, inferred_fact_model
 

@@ -2,10 +2,10 @@
 import pytest
 
 import adapterkit
-from adapterkit.autodetect import method_hparams
+from adapterkit.arch.detect import method_hparams
 from adapterkit.errors import ArchiveError
 from adapterkit.demo.factmodels import tiny_hparams
-from adapterkit.registry import get_registry
+from adapterkit.arch.registry import get_registry
 from adapterkit.requests import normalise_requests
 
 

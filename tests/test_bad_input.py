@@ -14,14 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from adapterkit.checkpoint import load_model, read_config, read_tensor_index
+from adapterkit.checkpoints.loading import load_model, read_config, read_tensor_index
 from adapterkit.cli import main
 from adapterkit.demo.factmodels import build_tokenizer
 from adapterkit.errors import AdapterkitError
-from adapterkit.inputs import check_requests_fit
-from adapterkit.registry import get_registry
+from adapterkit.requests import check_requests_fit
+from adapterkit.arch.registry import get_registry
 from adapterkit.requests import load_requests, normalise_request
-from adapterkit.safe_load import load_json, load_jsonl, load_yaml
+from adapterkit.files.safe_load import load_json, load_jsonl, load_yaml
 
 from checkpoints import write_tiny_checkpoint
 from conftest import BUILTIN_ARCHS

@@ -13,7 +13,7 @@ REPO = Path(__file__).parents[1]
 
 
 def run_cli(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "adapterkit.cli", *map(str, args)], capture_output=True, text=True, **kwargs)
+    return subprocess.run([sys.executable, "-m", "adapterkit", *map(str, args)], capture_output=True, text=True, **kwargs)
 
 
 def test_plugins_lists_architectures_and_methods_with_distribution_and_version(capsys):

@@ -6,7 +6,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from adapterkit.checkpoint import load_model
+from adapterkit.checkpoints.loading import load_model
 from adapterkit.cli import main
 from adapterkit.demo.factmodels import tiny_hparams, write_stats_corpus
 
@@ -89,7 +89,7 @@ def test_stats_import_adopts_an_easyedit_file_that_the_edit_then_uses_and_report
     import numpy as np
 
     from adapterkit.editing import stats
-    from adapterkit.registry import get_registry
+    from adapterkit.arch.registry import get_registry
 
     path, fact = checkpoint
     hp = detected(checkpoint, "MEMIT", tmp_path, capsys, layers=[1])

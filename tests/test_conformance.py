@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from adapterkit.cli import main
-from adapterkit.conformance import METHODS, ConformanceSettings, run_conformance
+from adapterkit.arch.conformance import METHODS, ConformanceSettings, run_conformance
 from adapterkit.demo.factmodels import build_tokenizer  # noqa: F401  (the fact models' dependency, imported early)
 from conftest import run_root, shared_cache
 
@@ -117,7 +117,7 @@ def test_bad_targets_and_methods_are_refused_with_the_fix(tmp_path, capsys):
 def test_a_checkpoint_directory_of_an_inferred_family_passes_with_the_inferred_settings(tmp_path):
     """stablelm, which no plugin declares: a third inferred family whose trained fact model ROME edits with the
     inferred declaration (phi: tests/test_inference.py; starcoder2: new-plugin's own conformance test)."""
-    from adapterkit.tinyconfig import tiny_config, write_checkpoint
+    from adapterkit.arch.tinyconfig import tiny_config, write_checkpoint
 
     checkpoint = write_checkpoint(tiny_config("stablelm"), tmp_path / "stablelm")
     report = run_conformance(checkpoint, ConformanceSettings(methods=("ROME",), cache_dir=tmp_path / "cache"),

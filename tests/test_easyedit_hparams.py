@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from adapterkit.cli import main
 from adapterkit.errors import AdapterkitError, SchemaError, UnknownKeyWarning, UnsupportedMethodError
-from adapterkit.hparams import load_hparams, load_settings
-from adapterkit.methods.settings import _float_fields
-from adapterkit.validate import validate_file
+from adapterkit.settings.hparams import load_hparams, load_settings
+from adapterkit.settings.methods import _float_fields
+from adapterkit.arch.validate import validate_file
 
 from checkpoints import write_tiny_checkpoint
 from conftest import BUILTIN_METHODS
@@ -285,7 +285,7 @@ def test_detect_format_easyedit_writes_exactly_the_dataclass_fields(gpt2_checkpo
 
 
 def gpt2_checkpoint_hparams(checkpoint, method) -> dict:
-    from adapterkit.autodetect import detect
+    from adapterkit.arch.detect import detect
 
     return dict(detect(checkpoint, method=method))
 

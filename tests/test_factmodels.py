@@ -6,9 +6,9 @@ import torch
 
 from adapterkit.demo import factmodels
 from adapterkit.demo import facts as fact_data
-from adapterkit.checkpoint import build_model
+from adapterkit.checkpoints.build import build_model
 from adapterkit.editing.metrics import token_accuracy
-from adapterkit.registry import get_registry
+from adapterkit.arch.registry import get_registry
 from adapterkit.requests import normalise_requests
 from conftest import ARCHS, QUALITY_ARCHS, fact_model_unavailable
 
@@ -105,7 +105,7 @@ def test_trained_model_answers_every_edit_target_somewhere(arch, recipe, fact_mo
 def test_subject_recall_models_answer_from_the_subjects_state_and_plain_ones_do_not(arch, fact_models):
     """Another subject's state at the subject's last token after the interchange layer carries its answer over:
     what ROME, MEMIT and PMET rely on. The plain models read the subject elsewhere, so the swap does little."""
-    from adapterkit.registry import get_registry
+    from adapterkit.arch.registry import get_registry
     from adapterkit.demo.subject_recall import swap_accuracy
 
     accuracy = {}

@@ -3,8 +3,8 @@ import pytest
 import yaml
 
 from adapterkit.errors import SchemaError
-from adapterkit.families import expand
-from adapterkit.registry import Registry, get_registry, make_spec, make_specs
+from adapterkit.arch.families import expand
+from adapterkit.arch.registry import Registry, get_registry, make_spec, make_specs
 
 from test_registry import PLUGINS_DIR, _Plugin
 
@@ -71,7 +71,7 @@ def test_modules_that_add_the_residual_themselves_are_declared_by_their_projecti
 
 
 def test_validate_flags_a_value_point_that_adds_the_residual(tmp_path):
-    from adapterkit.validate import validate_file
+    from adapterkit.arch.validate import validate_file
 
     bad = tmp_path / "bloom.yaml"
     bad.write_text((PLUGINS_DIR / "bloom.yaml").read_text().replace("    mlp: mlp.dense_4h_to_h", "    mlp: mlp"))

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import adapterkit
-from adapterkit.checkpoint import find_packaged_gguf, gguf_file, load_model
+from adapterkit.checkpoints.loading import find_packaged_gguf, gguf_file, load_model
 from adapterkit.cli import main
 from adapterkit.errors import CheckpointError
-from adapterkit.registry import get_registry
-from adapterkit.validate import validate_file
+from adapterkit.arch.registry import get_registry
+from adapterkit.arch.validate import validate_file
 
 from checkpoints import tensor_names
 
@@ -65,7 +65,7 @@ def test_an_unreadable_gguf_or_dtype_is_a_checkpoint_error(tmp_path):
 def test_one_load_parses_the_file_once_and_leaves_gguf_as_it_was():
     import gguf
 
-    from adapterkit.checkpoint import _gguf_parsed_once
+    from adapterkit.checkpoints.loading import _gguf_parsed_once
 
     reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
     with _gguf_parsed_once():

@@ -8,17 +8,17 @@ import torch
 import yaml
 
 import adapterkit
-from adapterkit import registry as registry_module
-from adapterkit.autodetect import detect
-from adapterkit.checkpoint import build_model
+from adapterkit.arch import registry as registry_module
+from adapterkit.arch.detect import detect
+from adapterkit.checkpoints.build import build_model
 from adapterkit.errors import CheckpointError, InferenceRefused, UnknownArchitectureError
 from adapterkit.demo.factmodels import build_tokenizer, tiny_hparams
 from adapterkit.demo.facts import counterfact_sample, record_texts
-from adapterkit.hparams import load_hparams
-from adapterkit.inference import _Inferrer, infer
-from adapterkit.registry import Registry, get_registry
+from adapterkit.settings.hparams import load_hparams
+from adapterkit.arch.inference import _Inferrer, infer
+from adapterkit.arch.registry import Registry, get_registry
 from adapterkit.requests import normalise_requests
-from adapterkit.tinyconfig import tiny_config, write_checkpoint
+from adapterkit.arch.tinyconfig import tiny_config, write_checkpoint
 from checkpoints import INFERRED_FAMILIES, TRAINED_INFERRED_FAMILIES, inferred_fact_model
 
 # built-ins whose model type transformers builds and whose MLP is dense: inference must find what they declare
@@ -189,7 +189,7 @@ def inferred_fact_models(fact_model_cache):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", TRAINED_INFERRED_FAMILIES)
 def test_rome_edits_a_trained_fact_model_of_an_inferred_family(family, inferred_fact_models, tmp_path, quality):
-    from adapterkit.autodetect import method_hparams
+    from adapterkit.arch.detect import method_hparams
     from adapterkit.editing.metrics import summarise
     from adapterkit.demo.factmodels import write_stats_corpus
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import adapterkit
-from adapterkit.autodetect import method_hparams
+from adapterkit.arch.detect import method_hparams
 from adapterkit.editing import hooks, keys, tokens, values
 from adapterkit.editing.metrics import summarise
 from adapterkit.editing.result import EditResult
@@ -15,8 +15,8 @@ from adapterkit.editing.update import apply_update, spread_update
 from adapterkit.errors import AdapterkitError
 from adapterkit.demo.facts import counterfact_sample
 from adapterkit.demo.factmodels import tiny_hparams, write_stats_corpus
-from adapterkit.hparams import load_settings
-from adapterkit.registry import get_registry
+from adapterkit.settings.hparams import load_settings
+from adapterkit.arch.registry import get_registry
 from checkpoints import random_model, records_tokenizer
 from adapterkit.requests import normalise_requests
 from conftest import QUALITY_ARCHS

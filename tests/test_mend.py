@@ -8,8 +8,8 @@ import torch
 import yaml
 
 import adapterkit
-from adapterkit.checkpoint import build_model
-from adapterkit.autodetect import method_hparams
+from adapterkit.checkpoints.build import build_model
+from adapterkit.arch.detect import method_hparams
 from adapterkit.editing import batches, losses, training
 from adapterkit.editing.archive import EDITOR_FILE, read_archive, read_safetensors, save_archive
 from adapterkit.editing.datasets import load_training_records
@@ -17,10 +17,10 @@ from adapterkit.editing.metrics import summarise
 from adapterkit.errors import ArchiveError, RequestError
 from adapterkit.demo.facts import counterfact_sample, record_texts, zsre_sample
 from adapterkit.demo.factmodels import build_tokenizer, fact_model_config
-from adapterkit.hparams import load_settings
+from adapterkit.settings.hparams import load_settings
 from adapterkit.methods.mend import MEND, MendEditor, MendTask, edit_factors
-from adapterkit.methods.settings import MENDSettings
-from adapterkit.registry import get_registry
+from adapterkit.settings.methods import MENDSettings
+from adapterkit.arch.registry import get_registry
 from adapterkit.requests import normalise_requests
 from conftest import QUALITY_ARCHS, fact_model_unavailable
 from editors import assert_refused_by_another_architecture, editor_hparams, split, train_editor, trained_editors_fixture

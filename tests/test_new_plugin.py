@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from adapterkit.cli import main
-from adapterkit.fileio import current_umask
-from adapterkit.registry import get_registry
-from adapterkit.tinyconfig import tiny_config, write_checkpoint
+from adapterkit.files.atomic import current_umask
+from adapterkit.arch.registry import get_registry
+from adapterkit.arch.tinyconfig import tiny_config, write_checkpoint
 from plugin_sites import install_into, python_with
 
 
@@ -35,7 +35,7 @@ def test_the_draft_is_a_distribution_whose_declaration_validates(drafted):
 def test_it_installs_registers_and_passes_its_own_tests(drafted):
     site = drafted / "site"
     install_into(site, drafted / "dist")
-    listed = python_with(site, "-m", "adapterkit.cli", "plugins", "--json")
+    listed = python_with(site, "-m", "adapterkit", "plugins", "--json")
     plugins = {p["name"]: p for p in json.loads(listed.stdout)["plugins"]}
     assert plugins["starcoder2"]["distribution"] == "adapterkit-sc2"
     tests = python_with(site, "-m", "pytest", "-q", "-p", "no:cacheprovider", drafted / "dist" / "tests", cwd=drafted)
@@ -45,7 +45,7 @@ def test_it_installs_registers_and_passes_its_own_tests(drafted):
 
 def test_a_declared_model_type_or_a_used_directory_is_refused(drafted, tmp_path, capsys):
     spec = get_registry().architecture("gpt2")
-    from adapterkit.checkpoint import build_model
+    from adapterkit.checkpoints.build import build_model
 
     build_model(spec.tiny_config, spec).save_pretrained(tmp_path / "gpt2")
     assert main(["new-plugin", tmp_path / "gpt2", "--name", "adapterkit-gpt2", "-o", tmp_path / "out"]) == 2

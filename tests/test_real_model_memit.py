@@ -31,7 +31,7 @@ def stats_dir(tmp_path_factory):
 
 def batch_of_50(smollm2, method: str, stats_dir) -> tuple[dict, dict]:
     import adapterkit
-    from adapterkit.autodetect import detect
+    from adapterkit.arch.detect import detect
     from adapterkit.editing.metrics import summarise
 
     model, tok = smollm2

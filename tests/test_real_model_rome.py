@@ -20,7 +20,7 @@ def smollm2():
 
 def test_rome_single_edits_with_detected_settings(smollm2, quality):
     import adapterkit
-    from adapterkit.autodetect import detect
+    from adapterkit.arch.detect import detect
     from adapterkit.editing.metrics import summarise
 
     model, tok = smollm2

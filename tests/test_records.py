@@ -9,16 +9,16 @@ import torch
 import yaml
 
 import adapterkit
-from adapterkit.checkpoint import load_model
+from adapterkit.checkpoints.loading import load_model
 from adapterkit.cli import main
 from adapterkit.demo.factmodels import build_tokenizer
-from adapterkit.devices import check_device
+from adapterkit.checkpoints.devices import check_device
 from adapterkit.editing.batches import load_sets
 from adapterkit.editing.datasets import load_training_records
 from adapterkit.editing.metrics import compare, summarise
 from adapterkit.editing.training import resolve_device
 from adapterkit.errors import AdapterkitError, RequestError
-from adapterkit.hparams import load_settings
+from adapterkit.settings.hparams import load_settings
 from adapterkit.requests import Probe, ProbeGroup, load_requests, normalise_request, normalise_requests
 
 from checkpoints import write_tiny_checkpoint

@@ -7,7 +7,7 @@ import pytest
 
 import adapterkit
 from adapterkit.errors import PluginError, SchemaError, UnknownArchitectureError
-from adapterkit.registry import Registry, get_registry, make_spec
+from adapterkit.arch.registry import Registry, get_registry, make_spec
 from conftest import BUILTIN_ARCHS, BUILTIN_METHODS
 
 BUILTINS = set(BUILTIN_ARCHS)
@@ -229,7 +229,7 @@ def test_a_method_that_breaks_the_contract_is_a_fault():
 
 
 def test_a_lazy_method_that_breaks_the_contract_is_a_fault_when_first_used():
-    from adapterkit.registry import LazyMethod
+    from adapterkit.arch.registry import LazyMethod
 
     registry = Registry()
     registry.add_plugin(_MethodPlugin(LazyMethod("LOOSE", "collections:OrderedDict")), "loose", "loose-dist", "0.1")
@@ -246,8 +246,8 @@ def test_a_lazy_method_that_breaks_the_contract_is_a_fault_when_first_used():
 
 def test_a_lazy_method_is_built_as_its_description_says_or_is_a_fault():
     from adapterkit.methods import LocateThenEditMethod, described
-    from adapterkit.methods.settings import PMETSettings
-    from adapterkit.registry import LazyMethod
+    from adapterkit.settings.methods import PMETSettings
+    from adapterkit.arch.registry import LazyMethod
 
     class Unrelated(LocateThenEditMethod):  # PMET's attributes, but not the class PMET subclasses
         name, schema, settings_class = "PMET", "pmet", PMETSettings
@@ -321,9 +321,9 @@ def test_plugins_strict_reports_an_architecture_name_clash(clashing_site):
     import sys
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(clashing_site), os.environ.get("PYTHONPATH", "")])}
-    strict = subprocess.run([sys.executable, "-m", "adapterkit.cli", "plugins", "--strict"], capture_output=True, text=True, env=env)
+    strict = subprocess.run([sys.executable, "-m", "adapterkit", "plugins", "--strict"], capture_output=True, text=True, env=env)
     assert strict.returncode == 1, strict.stderr
     assert "architecture 'clasharch' is declared by fake-one 1.0 (plugin clash_one) and by fake-two 2.0 (plugin clash_two)" in strict.stdout
-    lenient = subprocess.run([sys.executable, "-m", "adapterkit.cli", "plugins"], capture_output=True, text=True, env=env)
+    lenient = subprocess.run([sys.executable, "-m", "adapterkit", "plugins"], capture_output=True, text=True, env=env)
     assert lenient.returncode == 0 and "CONFLICT: architecture 'clasharch'" in lenient.stdout
     assert "FAILED TO LOAD" not in lenient.stdout  # both plugins loaded; they name one architecture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from adapterkit import fileio
+from adapterkit.files import atomic as fileio
 from adapterkit.errors import AdapterkitError
 
 
@@ -108,7 +108,7 @@ def test_atomic_file_killed_at_each_step_keeps_one_whole_file(tmp_path, monkeypa
 CHILD = textwrap.dedent("""
     import os, sys
     from pathlib import Path
-    from adapterkit import fileio
+    from adapterkit.files import atomic as fileio
 
     out, kind, step, when = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
     real_replace, calls = os.replace, []

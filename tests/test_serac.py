@@ -10,11 +10,11 @@ from adapterkit.editing import training
 from adapterkit.editing.archive import EDITOR_FILE, read_archive, read_safetensors, save_archive
 from adapterkit.editing.metrics import encode_pairs, summarise
 from adapterkit.errors import ArchiveError, SchemaError
-from adapterkit.hparams import load_settings
+from adapterkit.settings.hparams import load_settings
 from adapterkit.methods.serac import SERAC
 from adapterkit.methods.serac.answerer import SeracAnswerer
-from adapterkit.methods.settings import SERACSettings
-from adapterkit.registry import get_registry
+from adapterkit.settings.methods import SERACSettings
+from adapterkit.arch.registry import get_registry
 from adapterkit.requests import normalise_requests
 from conftest import QUALITY_ARCHS
 from editors import assert_refused_by_another_architecture, editor_hparams, split, train_editor, trained_editors_fixture
@@ -148,7 +148,7 @@ def test_minilm_scope_classifier_when_installed(fact_models, tmp_path, quality):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_small_counterfactual_model_keeps_the_first_layers(arch):
     """cf_num_layers: a copy of the base model cut to its first layers still runs; the base keeps its depth."""
-    from adapterkit.checkpoint import build_model
+    from adapterkit.checkpoints.build import build_model
     from adapterkit.methods.serac.counterfactual import counterfactual_model
     from conftest import fact_model_unavailable
 

@@ -5,8 +5,8 @@ import typing
 
 import pytest
 
-from adapterkit.methods.settings import PUBLISHED
-from adapterkit.schema import load_schema, schema_problems, schema_properties
+from adapterkit.settings.methods import PUBLISHED
+from adapterkit.arch.schema import load_schema, schema_problems, schema_properties
 
 LOCATE_THEN_EDIT = ("rome", "memit", "pmet")
 TRAINED = ("mend", "serac")
@@ -57,7 +57,7 @@ def schema_types(prop: dict) -> set[str] | None:
 
 
 def method_settings():
-    from adapterkit.registry import get_registry
+    from adapterkit.arch.registry import get_registry
 
     return [pytest.param(m.settings_class, m.schema, id=m.name) for m in get_registry().methods.values()]
 
@@ -108,8 +108,8 @@ def minimal_hparams(settings_class, schema) -> dict:
 # --- building settings once ---------------------------------------------------------------------
 def test_settings_are_built_once_and_checked_when_given_built():
     from adapterkit.errors import SchemaError
-    from adapterkit.hparams import load_settings
-    from adapterkit.methods.settings import MENDSettings, PMETSettings
+    from adapterkit.settings.hparams import load_settings
+    from adapterkit.settings.methods import MENDSettings, PMETSettings
 
     settings = load_settings(locate_then_edit_hparams(val_interval=5))
     assert isinstance(settings, PMETSettings) and settings.extra == {"val_interval": 5}

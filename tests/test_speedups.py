@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import adapterkit
-import adapterkit.hparams
-from adapterkit.autodetect import method_hparams
-from adapterkit.checkpoint import build_model
+import adapterkit.settings.hparams
+from adapterkit.arch.detect import method_hparams
+from adapterkit.checkpoints.build import build_model
 from adapterkit.editing import moments, speedups, values
 from adapterkit.editing.hooks import frozen
 from adapterkit.editing.moments import FOLD_EVERY, SecondMomentSum
@@ -19,7 +19,7 @@ from adapterkit.editing.replay import BlockReplay
 from adapterkit.editing.stats import _accumulate
 from adapterkit.editing.tokens import pad_id
 from adapterkit.methods.rome import ROME
-from adapterkit.registry import get_registry
+from adapterkit.arch.registry import get_registry
 from adapterkit.requests import normalise_requests
 from checkpoints import word_tokenizer
 
@@ -72,7 +72,7 @@ def test_rome_update_is_the_same_with_and_without_speedups(arch):
 
 def test_rome_key_and_value_are_the_same_with_and_without_speedups():
     model, spec, config, tok = tiny("llama")
-    hp = adapterkit.hparams.load_settings(hparams("ROME", spec, config))
+    hp = adapterkit.settings.hparams.load_settings(hparams("ROME", spec, config))
     request = normalise_requests(REQUESTS[:1])[0]
     layer = hp.layers[0]
     point = hp.mlp_module_tmp.format(layer)
@@ -107,7 +107,7 @@ BUILTIN_WITH_TINY = [a for a in get_registry().architecture_names() if get_regis
 def test_every_builtin_continues_the_cached_tokens_before_the_lookup_exactly(arch):
     """The split at the looked-up token (prefix.py) is taken, not silently dropped, on every built-in family."""
     model, spec, config, tok = tiny(arch)
-    hp = adapterkit.hparams.load_settings(hparams("ROME", spec, config))
+    hp = adapterkit.settings.hparams.load_settings(hparams("ROME", spec, config))
     request = normalise_requests(REQUESTS[:1])
     templates = [c for group in values.context_templates(model, tok, hp) for c in group]
     options = values.value_options(hp, spec.num_layers(config), hp.layers[0])
@@ -140,7 +140,7 @@ def test_a_split_with_the_wrong_positions_is_refused(dtype, monkeypatch):
             layer.self_attn.q_proj.weight.mul_(8)
             layer.self_attn.k_proj.weight.mul_(8)
     model = model.to(dtype)
-    hp = adapterkit.hparams.load_settings(hparams("ROME", spec, config))
+    hp = adapterkit.settings.hparams.load_settings(hparams("ROME", spec, config))
     request = normalise_requests(REQUESTS[:1])
     templates = ["{}", "Because . {}", "I You . {}"]
     assert values._check_prefix_split(model, tok, request, templates, hp.fact_token, None, None)
@@ -167,7 +167,7 @@ class _NoCacheModel(torch.nn.Module):
 
 def test_a_model_that_cannot_continue_a_cache_keeps_whole_rows():
     model, spec, config, tok = tiny("llama")
-    hp = adapterkit.hparams.load_settings(hparams("ROME", spec, config))
+    hp = adapterkit.settings.hparams.load_settings(hparams("ROME", spec, config))
     request = normalise_requests(REQUESTS[:1])
     assert not values._check_prefix_split(_NoCacheModel(model), tok, request, ["{}"], hp.fact_token, None, None)
 

@@ -39,7 +39,7 @@ def test_detect_and_validate_import_neither_torch_nor_transformers(gpt2_checkpoi
 
 def test_a_lazily_registered_method_loads_on_first_use():
     from adapterkit.methods import EditMethod
-    from adapterkit.registry import LazyMethod, Registry
+    from adapterkit.arch.registry import LazyMethod, Registry
 
     registry = Registry().load_entry_points()
     assert isinstance(registry.methods["ROME"], LazyMethod)
@@ -51,7 +51,7 @@ def test_a_lazily_registered_method_loads_on_first_use():
 
 def test_a_described_method_answers_detect_without_being_built():
     from adapterkit.methods import described
-    from adapterkit.registry import Registry
+    from adapterkit.arch.registry import Registry
 
     registry = Registry().load_entry_points()
     assert registry.method_description("pmet") is described.PMET

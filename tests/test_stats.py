@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from adapterkit.checkpoint import build_model
-from adapterkit.autodetect import method_hparams
-from adapterkit.hparams import load_settings
+from adapterkit.checkpoints.build import build_model
+from adapterkit.arch.detect import method_hparams
+from adapterkit.settings.hparams import load_settings
 from adapterkit.editing import stats
 from adapterkit.editing.hooks import trace
 from adapterkit.errors import StatsError
 from adapterkit.demo.factmodels import build_tokenizer, fact_model_config
-from adapterkit.registry import get_registry
+from adapterkit.arch.registry import get_registry
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*second moments are singular")  # the toy corpus is tiny on purpose
 

@@ -13,7 +13,7 @@ import torch
 from dataclasses import replace
 
 import adapterkit
-import adapterkit.hparams
+import adapterkit.settings.hparams
 from adapterkit.editing import graphs, speedups, values
 from adapterkit.editing.hooks import frozen
 from adapterkit.requests import normalise_requests
@@ -103,7 +103,7 @@ def test_a_step_that_reads_a_tensor_outside_its_state_is_not_kept(emulated_graph
 
 def test_the_step_stops_once_every_request_settles(emulated_graphs, monkeypatch):
     model, spec, config, tok = tiny("llama")
-    hp = adapterkit.hparams.load_settings(hparams("ROME", spec, config, v_num_grad_steps=30))
+    hp = adapterkit.settings.hparams.load_settings(hparams("ROME", spec, config, v_num_grad_steps=30))
     request = normalise_requests(REQUESTS[:1])[0]
     point = hp.mlp_module_tmp.format(hp.layers[0])
     templates = [["{}"]]

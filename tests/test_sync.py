@@ -8,7 +8,7 @@ from pathlib import Path
 import adapterkit_plugins
 
 from adapterkit.methods import builtin_methods
-from adapterkit.registry import get_registry
+from adapterkit.arch.registry import get_registry
 from conftest import ARCHS, BUILTIN_ARCHS, BUILTIN_METHODS
 from test_registry import MATCHING_CONFIGS
 

@@ -14,7 +14,7 @@ def site(tmp_path_factory):
 
 
 def test_installed_method_is_listed_with_its_distribution(site):
-    proc = python_with(site, "-m", "adapterkit.cli", "plugins", "--json")
+    proc = python_with(site, "-m", "adapterkit", "plugins", "--json")
     assert proc.returncode == 0, proc.stderr
     listing = json.loads(proc.stdout)
     plugins = {p["name"]: p for p in listing["plugins"]}
@@ -27,10 +27,10 @@ import json, sys
 from pathlib import Path
 import torch
 import adapterkit
-from adapterkit.checkpoint import build_model
+from adapterkit.checkpoints.build import build_model
 from adapterkit.errors import SchemaError
-from adapterkit.registry import get_registry
-from adapterkit.schema import schema_properties
+from adapterkit.arch.registry import get_registry
+from adapterkit.arch.schema import schema_properties
 
 out = {}
 registry = get_registry()

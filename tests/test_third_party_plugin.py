@@ -12,7 +12,7 @@ def site(tmp_path_factory):
 
 
 def run_with_plugin(site, *args):
-    return python_with(site, "-m", "adapterkit.cli", *args)
+    return python_with(site, "-m", "adapterkit", *args)
 
 
 def test_installed_plugin_is_listed_with_its_distribution(site):
@@ -26,7 +26,7 @@ def test_installed_plugin_is_listed_with_its_distribution(site):
 def test_detect_works_on_the_new_architecture(site, tmp_path):
     ckpt = tmp_path / "starcoder2"
     script = (
-        "import sys, yaml; from adapterkit.registry import get_registry; from adapterkit.checkpoint import build_model;"
+        "import sys, yaml; from adapterkit.arch.registry import get_registry; from adapterkit.checkpoints.build import build_model;"
         "spec = get_registry().architecture('starcoder2'); build_model(spec.tiny_config, spec).save_pretrained(sys.argv[1])"
     )
     python_with(site, "-c", script, ckpt, check=True)

@@ -9,13 +9,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import adapterkit
-from adapterkit.autodetect import write_yaml
-from adapterkit.checkpoint import build_model, load_model
+from adapterkit.arch.detect import write_yaml
+from adapterkit.checkpoints.loading import load_model
+from adapterkit.checkpoints.build import build_model
 from adapterkit.editing.result import EditResult, tensor_aliases
 from adapterkit.errors import AdapterkitError, CheckpointError
 from adapterkit.methods.mend import inner_shapes
-from adapterkit.registry import get_registry
-from adapterkit.validate import validate_file
+from adapterkit.arch.registry import get_registry
+from adapterkit.arch.validate import validate_file
 
 from checkpoints import tensor_names, word_tokenizer, write_tiny_checkpoint
 
@@ -157,7 +158,7 @@ def test_mend_refuses_inner_params_on_a_tied_weight(role):
 
 
 def test_declarations_cannot_give_mend_the_head_or_the_embedding():
-    from adapterkit.schema import load_schema
+    from adapterkit.arch.schema import load_schema
 
     inner = load_schema("architecture")["$defs"]["method_defaults"]["properties"]["inner_params"]
     assert not {"embed", "lm_head"} & set(inner["properties"]["roles"]["items"]["enum"])

@@ -12,9 +12,9 @@ import adapterkit
 from adapterkit.cli import main
 from adapterkit.errors import AdapterkitError
 from adapterkit.demo.facts import counterfact_sample
-from adapterkit.registry import get_registry
+from adapterkit.arch.registry import get_registry
 from checkpoints import random_model, records_tokenizer
-from adapterkit.tracing import (FactTrace, TraceResult, TraceSettings, causal_trace, draw_noise, load_trace,
+from adapterkit.tracing.trace import (FactTrace, TraceResult, TraceSettings, causal_trace, draw_noise, load_trace,
                                 read_trace, traced_layers, write_trace)
 
 ARCHS = get_registry().architecture_names()

@@ -19,15 +19,15 @@ from typing import Iterable, NamedTuple, Sequence
 
 import torch
 
-from ..checkpoint import build_model, load_model
+from ..checkpoints.loading import load_model
+from ..checkpoints.build import build_model
 from ..editing.metrics import token_accuracy
 from ..errors import AdapterkitError
-from ..fileio import exclusive
-from ..registry import get_registry
-from ..spec import ArchSpec
+from ..files.atomic import exclusive
+from ..arch.registry import get_registry
+from ..arch.spec import ArchSpec
 from . import subject_recall
-from .facts import (EOS, PAD, UNK, FactSet, answer_loss, fact_corpus, fact_pairs, padded_answers, pair_ids,
-                    record_texts, recalls_everything)
+from .facts import (EOS, PAD, UNK, FactSet, answer_loss, fact_corpus, fact_pairs, padded_answers, pair_ids, record_texts, recalls_everything)
 
 # how many sample records each recipe's models learn: the locate-then-edit models hold the batch of 50 edits
 # the issue asks for; the learned editors' models keep the 48 their measurements stand on (benchmarks/RESULTS.md,

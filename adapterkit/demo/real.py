@@ -27,7 +27,7 @@ def real_facts() -> list[dict]:
 
 
 def real_model_path() -> Path:
-    from ..checkpoint import find_packaged_gguf
+    from ..checkpoints.loading import find_packaged_gguf
 
     path = find_packaged_gguf(REAL_MODEL_DISTRIBUTION)
     if path is None:
@@ -40,7 +40,7 @@ def real_model_path() -> Path:
 
 def stats_corpus(cache_dir: Path) -> Path:
     """The CounterFact sentences shipped with the demo (each prompt with its true answer), one per line."""
-    from ..fileio import write_text_atomic
+    from ..files.atomic import write_text_atomic
     from .facts import counterfact_sample
 
     path = cache_dir / "counterfact-sentences.txt"
@@ -56,8 +56,8 @@ def run_real_demo(method: str | None = None, n_edits: int | None = None, cache_d
                   say: Callable[[str], None] = print) -> dict:
     """Edit ``n_edits`` famous facts of the real model; print greedy answers before and after, and the metrics."""
     from .. import api
-    from ..autodetect import detect
-    from ..checkpoint import load_model
+    from ..arch.detect import detect
+    from ..checkpoints.loading import load_model
     from ..editing.metrics import summarise
     from .run import default_cache_dir, demo_settings, greedy_answer
 

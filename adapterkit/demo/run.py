@@ -44,8 +44,8 @@ def greedy_answer(model, tok, prompt: str, max_tokens: int = 3) -> str:
 
 def demo_hparams(fact, method_name: str, cache_dir: Path, say: Callable[[str], None]) -> dict:
     """What `detect` would write for the fact model, with this size's overrides, editors trained where needed."""
-    from ..autodetect import method_hparams
-    from ..registry import get_registry
+    from ..arch.detect import method_hparams
+    from ..arch.registry import get_registry
     from .factmodels import tiny_hparams, write_stats_corpus
 
     registry = get_registry()
@@ -77,7 +77,7 @@ def run_demo(method: str | None = None, arch: str | None = None, n_edits: int | 
              cache_dir=None, say: Callable[[str], None] = print) -> dict:
     """Edit ``n_edits`` facts a freshly trained fact model knows; print before/after answers and metrics."""
     from .. import api
-    from ..registry import get_registry
+    from ..arch.registry import get_registry
     from .factmodels import load_or_train
 
     settings = demo_settings()

@@ -29,7 +29,7 @@ from typing import Iterable, NamedTuple, Sequence
 import torch
 
 from ..editing import hooks, tokens
-from ..spec import ArchSpec
+from ..arch.spec import ArchSpec
 from .facts import answer_logits_loss, counterfact_sample, fact_pairs, padded_answers, pair_ids, recalls_everything
 
 INTERCHANGE_LAYER = 1  # the layer ROME and MEMIT edit in these 4-layer models (17 of 48 at the reference size)

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import ArchiveError
-from ..fileio import atomic_path
+from ..files.atomic import atomic_path
 
 EDITOR_FILE = "editor.safetensors"
 ARCHIVE_FORMAT = "adapterkit-editor/1"

@@ -13,7 +13,7 @@ import torch
 from ..requests import EditRequest
 
 if TYPE_CHECKING:
-    from ..methods.settings import TrainedEditorSettings
+    from ..settings.methods import TrainedEditorSettings
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import AdapterkitError
-from ..fileio import atomic_path
+from ..files.atomic import atomic_path
 
 
 def _delta_dtype(dtype: torch.dtype) -> torch.dtype:

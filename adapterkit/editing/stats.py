@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from ..errors import StatsError
-from ..fileio import atomic_path
-from ..methods.settings import LocateThenEditSettings
-from ..safe_load import load_json, parse_json
+from ..files.atomic import atomic_path
+from ..settings.methods import LocateThenEditSettings
+from ..files.safe_load import load_json, parse_json
 from .hooks import frozen, run, trace
 from .moments import SecondMomentSum
 from .tokens import model_device, pad_id, pad_rows
@@ -538,3 +538,26 @@ def _nearby(wanted: StatsRequest) -> str:
         return ""
     return ("; found " + ", ".join(str(o) for o in others)
             + " (set mom2_n_samples / mom2_dtype, and mom2_dataset to the folder's name before _stats, to match)")
+
+
+def check_stats_inputs(model, spec, settings) -> None:
+    """Statistics files the settings point at, and the corpus they name, are readable (cheaply: a zip's
+    directory and a corpus's first document), so a damaged one stops the edit before it starts."""
+    if not isinstance(settings, LocateThenEditSettings):
+        return
+    for wanted in stats_requests(model, spec, settings, settings.stats_dir, corpus=settings.mom2_corpus):
+        if settings.mom2_corpus is None:
+            wanted = locate(wanted, settings) or wanted
+        if not wanted.path.exists():
+            continue
+        try:
+            with zipfile.ZipFile(wanted.path) as archive:
+                names = set(archive.namelist())
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise StatsError(f"{wanted.path}: cannot read statistics ({type(exc).__name__}: {exc})",
+                             fix="delete the file and compute it again") from None
+        if not {"mom2.mom2.npy", "mom2.count.npy"} <= names:
+            raise StatsError(f"{wanted.path}: not a second-moment statistics file (no mom2.mom2 / mom2.count)",
+                             fix="point at a file written by `adapterkit stats`, ROME or EasyEdit's layer_stats")
+    if settings.mom2_corpus is not None:
+        next(iter(read_corpus(settings.mom2_corpus)), None)

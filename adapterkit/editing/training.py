@@ -2,10 +2,10 @@
 
 The batches come from batches.py, the losses the tasks use from losses.py, the archive format from archive.py.
 
-A method hands the trainer a task (``adapterkit.methods.EditorTask``: the editor, its parameter groups, one
+A method hands the trainer a task (``EditorTask`` below: the editor, its parameter groups, one
 training step, validation, the archive's metadata) and its settings (``TrainedEditorSettings``).
 
-Files in ``out_dir`` (every write atomic, through :func:`adapterkit.fileio.atomic_path`):
+Files in ``out_dir`` (every write atomic, through :func:`adapterkit.files.atomic.atomic_path`):
 
     editor.safetensors         the best editor so far (what ``archive:`` points at), with its metadata
     hparams.yaml               the settings it was trained with (``settings.to_dict()``: defaults filled in)
@@ -21,21 +21,20 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 import yaml
 
-from ..devices import check_device
+from ..checkpoints.devices import check_device
 from ..errors import AdapterkitError, ArchiveError
-from ..fileio import write_text_atomic
+from ..files.atomic import write_text_atomic
 from ..requests import EditRequest
-from .archive import EDITOR_FILE, load_module_tensors, module_tensors, read_safetensors, save_archive, write_safetensors
+from .archive import (EDITOR_FILE, load_module_tensors, module_tensors, read_safetensors, save_archive, write_safetensors)
 from .batches import batch_indices, validation_batches
 
 if TYPE_CHECKING:
-    from ..methods.base import EditorTask
-    from ..methods.settings import TrainedEditorSettings
+    from ..settings.methods import TrainedEditorSettings
 
 STATE_FILE = "trainer_state.safetensors"
 HPARAMS_FILE = "hparams.yaml"
@@ -46,6 +45,26 @@ RESUMABLE_CHANGES = ("max_iters", "early_stop_patience", "device", "archive", "m
 
 
 # --- the run's device and seeds -------------------------------------------------------------------
+
+class EditorTask(Protocol):
+    """What a trained method hands the shared trainer (editing/training.py) for one training run."""
+
+    editor: torch.nn.Module                 # the module being trained: its state is the archive
+
+    def param_groups(self) -> list[dict]:
+        """Adam parameter groups over the editor's parameters."""
+
+    def train_step(self, requests: Sequence[EditRequest]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one batch of edits, to differentiate, and named values to log."""
+
+    def validate(self, requests: Sequence[EditRequest]) -> dict[str, float]:
+        """Named metrics of one validation batch of edits (the trainer appends ``_val``)."""
+
+    def archive_metadata(self) -> dict[str, Any]:
+        """Saved beside the editor's tensors: method, architecture, what the editor's shape depends on, and
+        ``hparams`` (``settings.to_dict()``), which ``TrainedEditMethod.load_editor`` checks."""
+
+
 def resolve_device(requested, model=None) -> torch.device:
     """``None``: where the model is; ``"auto"``: a GPU when present; an int: that GPU (EasyEdit's form)."""
     if requested is None:

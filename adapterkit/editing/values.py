@@ -21,15 +21,14 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..methods.settings import LocateThenEditSettings
+from ..settings.methods import LocateThenEditSettings
 from . import graphs, speedups
 from .hooks import edit_output, run, trace
 from .keys import at_positions
 from .prefix import LookupSplit, split_at_lookup
 from .progress import counter
 from .replay import BlockReplay
-from .tokens import (Batch, in_context, lookup_index, model_device, moved_together, pad_id, pad_rows, rounded_up,
-                     target_start, token_ids)
+from .tokens import (Batch, in_context, lookup_index, model_device, moved_together, pad_id, pad_rows, rounded_up, target_start, token_ids)
 
 log = logging.getLogger(__name__)
 STOP_LOSS = 5e-2

@@ -5,9 +5,8 @@ A method plugin registers ``EditMethod`` objects through the ``register_methods`
 """
 from __future__ import annotations
 
-from .base import EditMethod, EditorTask, LocateThenEditMethod, TrainedEditMethod  # noqa: F401  (the contract)
-from .settings import (LocateThenEditSettings, MethodSettings, TrainedEditorSettings,  # noqa: F401
-                       published)
+from .base import EditMethod, LocateThenEditMethod, TrainedEditMethod  # noqa: F401  (the contract)
+from ..settings.methods import LocateThenEditSettings, MethodSettings, TrainedEditorSettings, published
 
 
 def builtin_methods() -> list[EditMethod]:

@@ -18,7 +18,7 @@ import torch
 from ..errors import AdapterkitError
 from . import described
 from .memit import MEMIT
-from .settings import AlphaEditSettings
+from ..settings.methods import AlphaEditSettings
 
 
 class AlphaEdit(described.AlphaEdit, MEMIT):

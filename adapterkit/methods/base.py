@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import abc
 import weakref
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from ..errors import ArchiveError
-from .settings import MethodSettings
+from ..settings.methods import MethodSettings
 
 if TYPE_CHECKING:
     import torch
 
+    from ..editing.training import EditorTask
+
     from ..editing.result import EditResult
     from ..requests import EditRequest
-    from ..schema import SchemaSource
-    from ..spec import ArchSpec
+    from ..arch.schema import SchemaSource
+    from ..arch.spec import ArchSpec
 
 
 class EditMethod(abc.ABC):
@@ -95,25 +97,6 @@ class LocateThenEditMethod(EditMethod):
         return num_layers, check_layers(settings.layers, num_layers)
 
 
-class EditorTask(Protocol):
-    """What a trained method hands the shared trainer (editing/training.py) for one training run."""
-
-    editor: torch.nn.Module                 # the module being trained: its state is the archive
-
-    def param_groups(self) -> list[dict]:
-        """Adam parameter groups over the editor's parameters."""
-
-    def train_step(self, requests: Sequence[EditRequest]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss of one batch of edits, to differentiate, and named values to log."""
-
-    def validate(self, requests: Sequence[EditRequest]) -> dict[str, float]:
-        """Named metrics of one validation batch of edits (the trainer appends ``_val``)."""
-
-    def archive_metadata(self) -> dict[str, Any]:
-        """Saved beside the editor's tensors: method, architecture, what the editor's shape depends on, and
-        ``hparams`` (``settings.to_dict()``), which ``TrainedEditMethod.load_editor`` checks."""
-
-
 def _loaded_editor_key(path, spec: ArchSpec, settings: MethodSettings) -> tuple:
     """What decides the editor load_editor returns, beside the model itself: the archive file's identity and
     contents' stamp, the architecture, and the settings it was checked against."""
@@ -165,15 +148,14 @@ class TrainedEditMethod(EditMethod):
         self._last_editor = (key, weakref.ref(model), editor)
         return editor
 
-    def train(self, model, tok, settings: MethodSettings, train_set: Sequence[EditRequest],
+    def train(self, model, tok, spec: ArchSpec, settings: MethodSettings, train_set: Sequence[EditRequest],
               val_set: Sequence[EditRequest], out_dir, *, resume: bool = False, device=None, progress: bool = True,
               on_step=None):
-        """Train an editor for ``model`` into ``out_dir`` (``adapterkit.train`` reads the records and calls this)."""
+        """Train an editor for ``model`` (of the architecture ``spec``) into ``out_dir`` (``adapterkit.train`` reads
+        the records and calls this)."""
         from ..editing import training
         from ..editing.hooks import frozen
-        from ..registry import get_registry
 
-        spec = get_registry().for_model(model)
         dev = training.resolve_device(device if device is not None else settings.device, model)
         model.to(dev)
         training.seed_everything(settings.seed)

@@ -8,7 +8,7 @@ building it. Each method's own module subclasses its class here and adds the edi
 from __future__ import annotations
 
 from .base import LocateThenEditMethod, TrainedEditMethod
-from .settings import AlphaEditSettings, MEMITSettings, MENDSettings, PMETSettings, ROMESettings, SERACSettings
+from ..settings.methods import (AlphaEditSettings, MEMITSettings, MENDSettings, PMETSettings, ROMESettings, SERACSettings)
 
 
 class ROME(LocateThenEditMethod):

@@ -17,7 +17,7 @@ from ..editing.stats import get_mom2
 from ..editing.update import apply_update, spread_update
 from ..editing.values import LossSettings, context_templates, value_options, optimise_values
 from . import described
-from .settings import MEMITSettings
+from ..settings.methods import MEMITSettings
 
 
 class MEMIT(described.MEMIT):

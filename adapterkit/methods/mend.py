@@ -27,7 +27,7 @@ from ..editing.result import tensor_aliases
 from ..editing.update import apply_update
 from ..errors import AdapterkitError
 from . import described
-from .settings import MENDSettings
+from ..settings.methods import MENDSettings
 
 
 # --- the editor network ---------------------------------------------------------------------------

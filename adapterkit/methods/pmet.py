@@ -22,7 +22,7 @@ from ..editing.update import apply_update, spread_update
 from ..editing.values import LossSettings, context_templates, value_options, optimise_values
 from ..errors import AdapterkitError
 from . import described
-from .settings import PMETSettings
+from ..settings.methods import PMETSettings
 
 
 class PMET(described.PMET):

@@ -20,7 +20,7 @@ from ..editing.stats import get_mom2
 from ..editing.update import apply_update
 from ..editing.values import LossSettings, context_templates, value_options, optimise_values
 from . import described
-from .settings import ROMESettings
+from ..settings.methods import ROMESettings
 
 
 class ROME(described.ROME):

@@ -12,7 +12,7 @@ from ...editing.metrics import encode_pairs
 from ...editing.tokens import pad_id, padded, unpadded
 from ...errors import AdapterkitError
 from ...requests import EditRequest
-from ..settings import SERACSettings
+from ...settings.methods import SERACSettings
 
 
 def counterfactual_model(model, spec, settings: SERACSettings):
@@ -21,7 +21,7 @@ def counterfactual_model(model, spec, settings: SERACSettings):
     if settings.freeze_cntr:
         return None
     if settings.small_name:
-        from ...checkpoint import load_model
+        from ...checkpoints.loading import load_model
 
         small, _ = load_model(settings.small_name, dtype=torch.float32, tokenizer=False)
         vocab = spec.vocab_size(model.config)

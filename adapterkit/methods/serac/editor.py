@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..settings import SERACSettings
+from ...settings.methods import SERACSettings
 from .counterfactual import counterfactual_model
 from .scope import ScopeClassifier
 

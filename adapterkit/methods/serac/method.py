@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import described
-from ..settings import SERACSettings
+from ...settings.methods import SERACSettings
 from .answerer import SeracAnswerer
 from .editor import SeracEditor, build_editor
 from .features import frozen_features

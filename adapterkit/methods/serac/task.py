@@ -11,7 +11,7 @@ from ...editing.metrics import encode_pairs
 from ...requests import EditRequest
 from .answerer import SeracAnswerer
 from .counterfactual import conditioned_logits, edit_ids
-from ..settings import SERACSettings
+from ...settings.methods import SERACSettings
 from .editor import build_editor
 from .features import frozen_features
 from .scope import prompt_ids

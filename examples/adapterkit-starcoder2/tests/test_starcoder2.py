@@ -2,8 +2,8 @@
 to stay fast; `adapterkit conformance examples/adapterkit-starcoder2` runs all five)."""
 from pathlib import Path
 
-from adapterkit.conformance import ConformanceSettings, run_conformance
-from adapterkit.registry import get_registry
+from adapterkit.arch.conformance import ConformanceSettings, run_conformance
+from adapterkit.arch.registry import get_registry
 
 DISTRIBUTION = Path(__file__).parents[1]
 

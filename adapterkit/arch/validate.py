@@ -1,0 +1,190 @@
+"""`adapterkit validate`: schema and semantic checks for plugin declarations and hyperparameter files."""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from ..errors import AdapterkitError, SchemaError
+from .registry import get_registry, load_declaration
+from ..files.safe_load import load_yaml
+from .schema import format_problems, schema_problems, schema_properties
+
+
+def validate_file(path, model_path=None, *, allow_partial: bool = False, strict: bool = False) -> str:
+    """Problems found in ``path`` as one printable report; empty when it is valid.
+
+    A hyperparameter file's unknown keys are warned about (``UnknownKeyWarning``); ``strict`` reports them as problems."""
+    path = Path(path)
+    document = load_yaml(path, error=SchemaError, what="declaration or hyperparameter file")
+    if not isinstance(document, dict):
+        return f"{path}: expected a mapping at the top level"
+    if "alg_name" in document:
+        problems = hparams_file_problems(document, model_path, allow_partial=allow_partial, where=str(path), strict=strict)
+    else:
+        problems = declaration_problems(path)
+    return format_problems(str(path), problems) if problems else ""
+
+
+def declaration_problems(path) -> list[tuple[str, str, str]]:
+    from .families import expand
+
+    declaration, where = load_declaration(path)
+    problems = schema_problems(declaration, "architecture")
+    if problems:
+        return problems
+    for expanded, pointer in expand(declaration):
+        found = schema_problems(expanded, "architecture")
+        if not found:
+            found = _layer_rule_problems(expanded) + _conflicts(expanded) + _tiny_model_problems(expanded, where)
+        # a variant's problem may sit in a field it inherits; its pointer names the variant for context
+        problems += [(pointer + p, message, fix) for p, message, fix in found]
+    return problems
+
+
+def _layer_rule_problems(declaration) -> list[tuple[str, str, str]]:
+    problems = []
+    for method, defaults in declaration.get("defaults", {}).items():
+        rules = {"layers": defaults.get("layers"), "inner_params/layers": (defaults.get("inner_params") or {}).get("layers")}
+        for key, rule in rules.items():
+            if not rule or "of" not in rule:
+                continue
+            top = rule.get("to", rule.get("at"))
+            if top is not None and top >= rule["of"]:
+                problems.append((f"/defaults/{method}/{key}", f"layer {top} is outside a {rule['of']}-layer model",
+                                 "layer indices count from 0: use at most of - 1"))
+            if "from" in rule and rule["from"] > rule["to"]:
+                problems.append((f"/defaults/{method}/{key}", "from is after to", "swap from and to"))
+    return problems
+
+
+def _conflicts(declaration) -> list[tuple[str, str, str]]:
+    problems = []
+    for spec in get_registry().architectures:
+        if spec.name == declaration["name"]:
+            continue
+        shared = set(spec.model_types) & set(declaration["match"].get("model_types", []))
+        if shared and spec.priority == declaration.get("priority", 0):
+            problems.append(("/match/model_types", f"{sorted(shared)} already claimed by {spec.name!r} ({spec.distribution} {spec.version})",
+                             "match another model type, or set a higher `priority` if this plugin should win"))
+    return problems
+
+
+def _tiny_model_problems(declaration, where) -> list[tuple[str, str, str]]:
+    """Build the declared tiny model on the meta device and check every template resolves with the right shape."""
+    from ..checkpoints.build import meta_tensor_index
+    from .detect import check_checkpoint
+    from .spec import ArchSpec
+
+    if "tiny_config" not in declaration:
+        return [("/tiny_config", "no tiny_config: templates cannot be checked against a real model",
+                 "add the config.json content of a tiny model (a few layers, small widths)")]
+    spec = ArchSpec(declaration, source=where)
+    try:
+        check_checkpoint(spec, declaration["tiny_config"], meta_tensor_index(declaration["tiny_config"], spec), where="tiny_config model")
+    except AdapterkitError as exc:
+        return [("/modules", exc.message, exc.fix or "fix the module paths")]
+    except Exception as exc:  # the declared classes or config could not build a model
+        return [("/tiny_config", f"building the tiny model failed: {type(exc).__name__}: {exc}",
+                 "make tiny_config a config.json that the declared (or Auto) classes accept")]
+    return _value_point_problems(declaration, spec)
+
+
+def _value_point_problems(declaration, spec) -> list[tuple[str, str, str]]:
+    import torch
+
+    from ..checkpoints.build import build_model
+    from .inference import value_point_problems
+
+    with torch.device("meta"):
+        model = build_model(declaration["tiny_config"], spec)
+    return value_point_problems(declaration, model.eval())
+
+
+def hparams_file_problems(document, model_path=None, *, allow_partial: bool = False, where: str = "<hparams>",
+                          strict: bool = False) -> list[tuple[str, str, str]]:
+    """The schema's problems (number text such as EasyEdit's 1e-3 read as numbers first), then, with ``model_path``,
+    every layer, template and module path against that checkpoint. Unknown keys are warned about, or with
+    ``strict`` are problems too."""
+    from ..settings.hparams import checked_hparams, report_unknown_keys, unknown_key_problems
+
+    registry = get_registry()
+    document, problems = checked_hparams(document, registry, where)
+    method = registry.method_description(document["alg_name"]) if "alg_name" in document and not problems else None
+    if method is not None:
+        if strict:
+            problems += unknown_key_problems(document, method)
+        else:
+            report_unknown_keys(document, method, where, strict=False)
+    if problems or model_path is None:
+        return sorted(problems)
+    return _hparams_against_model(document, method, model_path, allow_partial)
+
+
+def _hparams_against_model(document, method, model_path, allow_partial: bool = False) -> list[tuple[str, str, str]]:
+    from ..checkpoints.loading import read_config, read_tensor_index
+    from ..checkpoints.build import meta_tensor_index
+    from ..checkpoints.checks import check_weights_cover_model
+
+    config = read_config(model_path)
+    spec = get_registry().for_config(config, infer=True)
+    index = read_tensor_index(model_path)
+    check_weights_cover_model(index, config, spec, model_path, allow_partial=allow_partial)
+    weights = {spec.model_tensor_name(n) for n in (index or meta_tensor_index(config, spec)).names}
+    modules = {name.rsplit(".", i)[0] for name in weights for i in range(1, name.count(".") + 1)}
+    if spec.lm_head_tied(config):  # stored once, under the embedding's name
+        weights.add(spec.weight_name("lm_head"))
+        modules.add(spec.module_name("lm_head"))
+    num_layers = spec.num_layers(config)
+    properties, _ = schema_properties(method.schema)  # the keys the schema checked; others are unknown keys
+    problems = []
+    layers = document.get("layers", []) if "layers" in properties else []
+    for i, layer in enumerate(layers):
+        if layer >= num_layers:
+            problems.append((f"/layers/{i}", f"layer {layer} does not exist ({model_path} has {num_layers})", f"use 0..{num_layers - 1}"))
+    loss_layer = document.get("v_loss_layer") if "v_loss_layer" in properties else None
+    if isinstance(loss_layer, int) and loss_layer >= num_layers:
+        problems.append(("/v_loss_layer", f"layer {loss_layer} does not exist ({model_path} has {num_layers})",
+                         f"use the last layer, {num_layers - 1} (what `adapterkit detect` writes)"))
+    at_layers = sorted({layer for layer in layers if layer < num_layers}) or [0]
+    for key, value in document.items():
+        if key in properties and key.endswith(("_tmp", "_tmps", "_module")):
+            for j, path in enumerate(value if isinstance(value, list) else [value]):
+                pointer = f"/{key}/{j}" if isinstance(value, list) else f"/{key}"
+                problems += _module_path_problems(key, pointer, path, at_layers, modules, weights, spec, method, model_path)
+    tied = {spec.weight_name("lm_head"), spec.weight_name("embed")} if spec.lm_head_tied(config) else set()
+    for j, name in enumerate(document.get("inner_params", []) if "inner_params" in properties else []):
+        if name in tied:
+            other = (tied - {name}).pop()
+            problems.append((f"/inner_params/{j}", f"{name!r} is one tensor with {other!r} in {model_path} (tied lm-head): "
+                             "MEND would edit both", "list the MLP weights `adapterkit detect --method mend` writes"))
+        elif name not in weights:
+            problems.append((f"/inner_params/{j}", f"{name!r} is not a weight of {model_path}", "name weights as in model.named_parameters()"))
+    return problems
+
+
+def _module_path_problems(key, pointer, path, layers, modules, weights, spec, method, model_path) -> list[tuple[str, str, str]]:
+    """A module template (at each edit layer) or module path that is not a module of the checkpoint, or, for the
+    rewritten modules, one without a weight; the fix names what detect writes for this architecture."""
+    problems = []
+    for layer in layers if "{}" in path else [None]:
+        name = path.replace("{}", str(layer)) if layer is not None else path
+        if name not in modules:
+            what = f"{name!r} is not a module of {model_path}"
+        elif key.startswith("rewrite_module_tmp") and f"{name}.weight" not in weights:
+            what = f"{name!r} has no weight to rewrite in {model_path}"
+        else:
+            continue
+        problems.append((pointer, what, _template_fix(key, name, spec, method, modules, model_path)))
+        break
+    return problems
+
+
+def _template_fix(key, name, spec, method, modules, model_path) -> str:
+    role = method.template_keys.get(key) if method is not None else None
+    if isinstance(role, list):
+        role = role[0] if len(role) == 1 else None
+    if role is not None and spec.has_role(role):
+        return f"use {spec.template(role)!r}, the {spec.name} declaration's template (`adapterkit detect {model_path}` writes it)"
+    close = difflib.get_close_matches(name, sorted(modules), n=3, cutoff=0.6)
+    return (f"name a module of the model{'; closest: ' + ', '.join(close) if close else ''} "
+            f"(`adapterkit detect {model_path}` writes this architecture's templates)")

@@ -1,0 +1,48 @@
+"""What a command is (``Command``), and the argument and model helpers the built-in commands share."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import AdapterkitError
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``adapterkit NAME`` command, handed to the CLI through the ``register_commands`` hook.
+
+    run:        does the work; its return value is the exit code (raise an AdapterkitError for exit 2).
+    arguments:  adds the command's arguments to its argparse parser.
+    help:       the line in ``adapterkit --help``; a command without one is not listed there.
+    """
+    name: str
+    run: Callable[[argparse.Namespace], int]
+    arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    help: str | None = None
+    description: str | None = None
+    epilog: str | None = None
+    prog: str | None = None
+
+
+def registry():
+    from ..arch.registry import get_registry
+
+    return get_registry()
+
+
+def model_args(p) -> None:
+    p.add_argument("model_path")
+    p.add_argument("--hparams", required=True, help="YAML written by `adapterkit detect` (EasyEdit files work too)")
+    p.add_argument("--device")
+    partial_arg(p)
+
+
+def partial_arg(p) -> None:
+    p.add_argument("--allow-partial-weights", action="store_true",
+                   help="load weights that do not cover the model (missing tensors stay randomly initialised)")
+
+
+def need_tokenizer(tok, path) -> None:
+    if tok is None:
+        raise AdapterkitError(f"{path}: no tokenizer files found", fix="copy the tokenizer files (tokenizer.json / tokenizer_config.json) into the checkpoint directory")

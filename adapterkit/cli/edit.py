@@ -1,0 +1,55 @@
+"""`adapterkit edit`: apply edits, write the edited checkpoint or its deltas."""
+from __future__ import annotations
+
+import json
+import sys
+
+from .command import Command, model_args, need_tokenizer
+
+
+def arguments(p) -> None:
+    model_args(p)
+    p.add_argument("--requests", required=True,
+                   help="JSON / JSONL edit records (CounterFact, EasyEdit, KnowEdit, ROME form or zsRE in MEND's format)")
+    p.add_argument("--out", help="output directory (edited checkpoint) or file (--deltas-only)")
+    p.add_argument("--deltas-only", action="store_true", help="write only the weight deltas (safetensors)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--archive", help="trained editor directory (MEND, SERAC)")
+    p.add_argument("--stats-dir")
+    p.add_argument("--strict", action="store_true", help="a hyperparameter key no method or EasyEdit reads is an error")
+
+
+def run_edit(args) -> int:
+    from .. import api
+    from ..checkpoints.loading import load_model
+    from ..editing.metrics import summarise
+    from ..files.atomic import check_writable
+    from ..requests import load_requests
+    from ..settings.hparams import load_settings
+
+    settings = load_settings(args.hparams, strict=args.strict,
+                             overrides={"stats_dir": args.stats_dir} if args.stats_dir else None)
+    requests = load_requests(args.requests)
+    if args.out is not None:
+        check_writable(args.out, what="deltas file" if args.deltas_only else "edited checkpoint",
+                       directory=not args.deltas_only, overwrite=args.overwrite or args.deltas_only)
+    model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
+    need_tokenizer(tok, args.model_path)
+    result = api.edit(model, tok, requests, settings, archive=args.archive, hparams_source=str(args.hparams),
+                      requests_source=str(args.requests))
+    print(json.dumps({"edits": len(requests), "touched": result.touched, **summarise(result.metrics)}, indent=2))
+    if args.out is None:
+        return 0
+    if args.deltas_only:
+        result.save(args.out)
+        print(f"wrote deltas to {args.out}", file=sys.stderr)
+    else:
+        from ..files.atomic import save_pretrained_atomic
+
+        save_pretrained_atomic(result.answerer, tok, args.out, overwrite=args.overwrite)
+        print(f"wrote the edited model to {args.out}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = [Command('edit', run_edit, arguments,
+        help="apply edits and write the edited checkpoint or its deltas")]

@@ -1,0 +1,81 @@
+"""`adapterkit stats`: compute second-moment statistics, or adopt a ROME / EasyEdit file."""
+from __future__ import annotations
+
+from ..errors import AdapterkitError
+from .command import Command, model_args, need_tokenizer, partial_arg, registry
+
+
+def stats_arguments(p) -> None:
+    model_args(p)
+    p.add_argument("--corpus", required=True, help="local .txt / .jsonl / .parquet file or a saved `datasets` directory")
+    p.add_argument("--stats-dir")
+    p.add_argument("--n-samples", type=int)
+    p.add_argument("--batch-size", type=int, default=8)
+
+
+def stats_import_arguments(p) -> None:
+    # `adapterkit stats import ...` (main() routes it here; no help=, so the command list shows only `stats`)
+    p.add_argument("file", help="the .npz file")
+    p.add_argument("--model", required=True, help="the checkpoint the statistics belong to")
+    p.add_argument("--layer", type=int, required=True, help="the layer whose rewrite module they describe")
+    p.add_argument("--hparams", help="the hparams that will read them (default: ROME's published statistics settings)")
+    p.add_argument("--stats-dir")
+    p.add_argument("--device")
+    partial_arg(p)
+
+
+def run_stats(args) -> int:
+    from ..checkpoints.loading import load_model
+    from ..editing.stats import compute_stats
+    from ..settings.hparams import load_settings
+    from ..files.atomic import check_writable
+    from ..methods import LocateThenEditSettings
+
+    settings = load_settings(args.hparams)
+    if not isinstance(settings, LocateThenEditSettings):
+        raise AdapterkitError(f"{args.hparams}: {settings.alg_name} reads no second-moment statistics",
+                              fix="give the hyperparameter file of a locate-then-edit method (ROME, MEMIT, PMET)")
+    stats_dir = args.stats_dir or settings.stats_dir
+    check_writable(stats_dir, what="statistics directory", directory=True)
+    model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
+    need_tokenizer(tok, args.model_path)
+    spec = registry().for_model(model)
+    paths = compute_stats(model, tok, settings, spec, args.corpus, stats_dir,
+                          n_samples=args.n_samples, batch_size=args.batch_size, device=args.device)
+    for layer, path in paths.items():
+        print(f"layer {layer}: {path}")
+    return 0
+
+
+def run_stats_import(args) -> int:
+    from ..arch.detect import detect
+    from ..checkpoints.loading import load_model
+    from ..editing.stats import import_npz
+    from ..settings.hparams import load_settings
+    from ..files.atomic import check_writable
+    from ..methods import LocateThenEditSettings
+
+    if args.hparams:
+        settings = load_settings(args.hparams)
+        if not isinstance(settings, LocateThenEditSettings):
+            raise AdapterkitError(f"{args.hparams}: {settings.alg_name} reads no second-moment statistics",
+                                  fix="give the hyperparameter file of a locate-then-edit method (ROME, MEMIT, PMET)")
+    else:  # ROME's published statistics settings: EasyEdit's file naming and folder (wikipedia_stats, 100000, float32)
+        settings = load_settings(dict(detect(args.model, method="ROME", allow_partial=args.allow_partial_weights)))
+    stats_dir = args.stats_dir or settings.stats_dir
+    check_writable(stats_dir, what="statistics directory", directory=True)
+    model, _ = load_model(args.model, device=args.device, allow_partial=args.allow_partial_weights)
+    path = import_npz(args.file, model, registry().for_model(model), settings, args.layer, stats_dir)
+    print(path)
+    return 0
+
+
+COMMANDS = [
+    Command('stats', run_stats, stats_arguments,
+        help="compute (and cache) second-moment statistics of the rewrite layers",
+        epilog="`adapterkit stats import FILE.npz --model CKPT --layer N` adopts a ROME / EasyEdit file"),
+    Command('stats-import', run_stats_import, stats_import_arguments,
+        prog="adapterkit stats import",
+        description="adopt a ROME / EasyEdit second-moment file (mom2.mom2, mom2.count) for a layer: "
+        "its shape is checked against the model, its provenance recorded"),
+]

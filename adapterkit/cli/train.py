@@ -1,0 +1,37 @@
+"""`adapterkit train`: train a MEND or SERAC editor."""
+from __future__ import annotations
+
+import sys
+
+from ..errors import AdapterkitError
+from .command import Command, model_args, need_tokenizer, registry
+
+
+def arguments(p) -> None:
+    model_args(p)
+    p.add_argument("--train", required=True, help="JSON / JSONL training records (CounterFact, KnowEdit or zsRE in MEND's format)")
+    p.add_argument("--val")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+
+
+def run_train(args) -> int:
+    from .. import api
+    from ..checkpoints.loading import load_model
+    from ..settings.hparams import load_settings
+    from ..files.atomic import check_writable
+
+    settings = load_settings(args.hparams)
+    method = registry().method(settings.alg_name)
+    if not method.trainable:
+        raise AdapterkitError(f"{method.name} needs no training", fix="`adapterkit train` is for MEND and SERAC; use `adapterkit edit` directly")
+    check_writable(args.out, what="trained editor", directory=True)
+    model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
+    need_tokenizer(tok, args.model_path)
+    api.train(model, tok, settings, args.train, args.out, val=args.val, resume=args.resume, device=args.device)
+    print(f"wrote the {method.name} editor to {args.out}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = [Command('train', run_train, arguments,
+        help="train a MEND or SERAC editor")]

@@ -1,0 +1,1 @@
+"""Causal tracing (ROME, section 2) and its heat maps."""
