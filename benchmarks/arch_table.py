@@ -6,7 +6,7 @@ used as decoders skipped), a tiny random checkpoint is built from the config cla
 the random model with the detected settings: does the new target become the answer (efficacy 1.0)? A random
 model does not carry a subject's state to the prompt's last token, so the edit's key is that last token
 (fact_token: last): the check is that the templates, weight layout and head work end to end.
-Writes the table into README.md (section "Architectures": the families most used in editing research) and
+Writes the table into docs/architectures.md (the families most used in editing research) and
 benchmarks/RESULTS.md (every family). Run: python benchmarks/arch_table.py [--families a,b,...] [--no-write]
 """
 from __future__ import annotations
@@ -33,11 +33,11 @@ from adapterkit.requests import normalise_requests
 from adapterkit.arch.tinyconfig import tiny_config, write_checkpoint
 
 REPO = Path(__file__).parents[1]
-# the families the README shows: the issue's list of what researchers edit today
+# the families docs/architectures.md shows: the issue's list of what researchers edit today
 MAINSTREAM = ["gpt2", "gptj", "gpt_neox", "llama", "qwen2", "qwen3", "mistral", "mixtral", "gemma", "gemma2",
               "gemma3_text", "phi", "phi3", "opt", "falcon", "bloom", "gpt_bigcode", "gpt_neo", "codegen", "stablelm",
               "olmo", "olmo2", "cohere", "starcoder2", "granite", "mpt", "glm", "qwen2_moe", "qwen3_moe", "chatglm"]
-README_START, README_END = "<!-- arch-table:start -->", "<!-- arch-table:end -->"
+TABLE_START, TABLE_END = "<!-- arch-table:start -->", "<!-- arch-table:end -->"
 
 
 def families() -> list[str]:
@@ -144,13 +144,13 @@ def counts(rows: list[dict]) -> str:
             f"{tally['not built']} without a tiny config that builds; one ROME edit reaches efficacy 1.0 on {edited}")
 
 
-def write_readme(rows: list[dict], header: str) -> None:
-    readme = REPO / "README.md"
+def write_docs_table(rows: list[dict], header: str) -> None:
+    readme = REPO / "docs" / "architectures.md"
     text = readme.read_text()
-    table = f"{README_START}\n{header}\n\n{markdown([r for r in rows if r['family'] in MAINSTREAM])}\n{README_END}"
-    if README_START not in text:
-        raise SystemExit(f"{readme} has no {README_START} ... {README_END} markers for the table")
-    readme.write_text(re.sub(re.escape(README_START) + ".*?" + re.escape(README_END), lambda _: table, text, flags=re.S))
+    table = f"{TABLE_START}\n{header}\n\n{markdown([r for r in rows if r['family'] in MAINSTREAM])}\n{TABLE_END}"
+    if TABLE_START not in text:
+        raise SystemExit(f"{readme} has no {TABLE_START} ... {TABLE_END} markers for the table")
+    readme.write_text(re.sub(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), lambda _: table, text, flags=re.S))
 
 
 def write_results(rows: list[dict], header: str) -> None:
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     print(counts(rows))
     print(markdown(rows))
     if not args.no_write and not args.families:
-        write_readme(rows, header)
+        write_docs_table(rows, header)
         write_results(rows, header)
     return 0
 
