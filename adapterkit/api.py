@@ -16,14 +16,16 @@ from .requests import normalise_requests
 
 
 def edit(model, tok, requests, hparams, *, evaluate: bool = True, archive=None, hparams_source: str | None = None,
-         requests_source: str = "request") -> EditResult:
+         requests_source: str = "request", say=None) -> EditResult:
     """Apply edits in place and return an EditResult (originals, deltas, per-request metrics).
 
     ``hparams``: a hyperparameter file, a dict, or settings built before. ``archive``: a trained editor
     (MEND, SERAC) in place of the hparams' ``archive``. The edit stays applied until ``result.restore()``;
     metrics are measured on the edited weights. Before any work, the hparams are checked against the model
     and the requests against its positions; ``hparams_source`` and ``requests_source`` name them in messages.
+    ``say(line)``, where given, is told each step as it starts (the CLI prints them).
     """
+    say = say or (lambda line: None)
     registry = get_registry()
     settings = load_settings(hparams, registry)
     method = registry.method(settings.alg_name)
@@ -34,7 +36,11 @@ def edit(model, tok, requests, hparams, *, evaluate: bool = True, archive=None, 
     check_requests_fit(records, tok, model, spec, hp, requests_source)
     check_stats_inputs(model, spec, settings)
     result = EditResult(model=model, hparams=hp, requests=records)
+    if evaluate:
+        say(f"measuring {len(records)} request(s) before the edit")
     before = metrics.evaluate(model, tok, records) if evaluate else None
+    layers = getattr(settings, "layers", None)
+    say(f"editing {len(records)} request(s) with {method.name}" + (f" at layers {list(layers)}" if layers else ""))
     try:
         answerer = method.apply(model, tok, records, settings, spec=spec, ledger=result, archive=archive)
     except BaseException:
@@ -42,6 +48,7 @@ def edit(model, tok, requests, hparams, *, evaluate: bool = True, archive=None, 
         raise
     result.answerer = answerer if answerer is not None else model
     if evaluate:
+        say("measuring the requests after the edit")
         after = metrics.evaluate(result.answerer, tok, records)
         result.metrics = metrics.compare(before, after, weights=f"edited by {method.name}, still applied")
     return result

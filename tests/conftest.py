@@ -47,7 +47,12 @@ def fact_model_unavailable(arch: str) -> str | None:
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 
 
+_CONFIG = None
+
+
 def pytest_configure(config):
+    global _CONFIG
+    _CONFIG = config
     if XDIST_WORKER:
         # The fact models are too small for a second thread to pay: one thread per worker (and per subprocess a
         # test starts) keeps n workers on n cores instead of 2n threads taking turns.
@@ -115,13 +120,38 @@ def pytest_sessionstart(session):
 
     jobs = pretrain_jobs(config._tmp_path_factory.getbasetemp())
     reporter = config.pluginmanager.get_plugin("terminalreporter")
+    say = reporter.write_line if reporter else print
+    say(f"training {len(jobs)} fact models before the tests, {workers} at a time (cached ones load at once; "
+        f"trained from scratch this takes several minutes): {', '.join(label for label, _ in jobs)}")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for done in pool.map(_train_timed, jobs):
-            if reporter:
-                reporter.write_line(f"fact model trained before the tests: {done}")
+        for done in concurrent.futures.as_completed([pool.submit(_train_timed, job) for job in jobs]):
+            say(f"fact model ready: {done.result()}")
+    say("the tests start now")
 
 
 LONGEST_FILES = ("test_real_model_memit.py", "test_real_model_rome.py")  # minutes on one worker each: start them first
+
+
+LONG_TEST_SECONDS = 30  # a test that took longer is named when it ends, so a quiet run shows it is moving
+_started_files: set[str] = set()
+
+
+def _say(config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and not XDIST_WORKER:
+        reporter.write_line(line)
+
+
+def pytest_runtest_logstart(nodeid, location):
+    name = Path(location[0]).name
+    if name in LONGEST_FILES and name not in _started_files and _CONFIG:
+        _started_files.add(name)
+        _say(_CONFIG, f"started {name}: edits the real SmolLM2-135M-Instruct (several minutes on one worker)")
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.duration > LONG_TEST_SECONDS and _CONFIG:
+        _say(_CONFIG, f"{report.outcome} in {report.duration:.0f} s: {report.nodeid}")
 
 
 def pytest_collection_modifyitems(items):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -46,3 +48,12 @@ def partial_arg(p) -> None:
 def need_tokenizer(tok, path) -> None:
     if tok is None:
         raise AdapterkitError(f"{path}: no tokenizer files found", fix="copy the tokenizer files (tokenizer.json / tokenizer_config.json) into the checkpoint directory")
+
+
+def timed_reporter():
+    """say(line): prints ``adapterkit: [12.3 s] line`` on stderr, the seconds since the command started."""
+    started = time.perf_counter()
+
+    def say(line: str) -> None:
+        print(f"adapterkit: [{time.perf_counter() - started:.1f} s] {line}", file=sys.stderr)
+    return say

@@ -36,11 +36,12 @@ def run_detect(args) -> int:
         trace = load_trace(args.trace, args.model_path)
         hparams = detect(args.model_path, method=args.method, allow_partial=args.allow_partial_weights, trace=trace)
         comment = provenance(trace, hparams["layers"], args.trace)
+    architecture = hparams.get("architecture")  # EasyEdit's fields have no place for it
     if args.format == "easyedit":
         hparams, comment = _as_easyedit(hparams, args.model_path, comment)
     text = write_yaml(hparams, args.output, comment)
     if args.output:
-        print(f"wrote {args.output} ({hparams['alg_name']}, architecture {hparams.get('architecture')}, layers {hparams.get('layers', '-')})",
+        print(f"wrote {args.output} ({hparams['alg_name']}, architecture {architecture}, layers {hparams.get('layers', '-')})",
               file=sys.stderr)
     else:
         print(text, end="")

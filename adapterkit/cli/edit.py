@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .command import Command, model_args, need_tokenizer
+from .command import Command, timed_reporter, model_args, need_tokenizer
 
 
 def arguments(p) -> None:
@@ -33,10 +33,13 @@ def run_edit(args) -> int:
     if args.out is not None:
         check_writable(args.out, what="deltas file" if args.deltas_only else "edited checkpoint",
                        directory=not args.deltas_only, overwrite=args.overwrite or args.deltas_only)
+    say = timed_reporter()
+    say(f"loading {args.model_path}")
     model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     need_tokenizer(tok, args.model_path)
     result = api.edit(model, tok, requests, settings, archive=args.archive, hparams_source=str(args.hparams),
-                      requests_source=str(args.requests))
+                      requests_source=str(args.requests), say=say)
+    say("done")
     print(json.dumps({"edits": len(requests), "touched": result.touched, **summarise(result.metrics)}, indent=2))
     if args.out is None:
         return 0

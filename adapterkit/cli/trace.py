@@ -23,7 +23,7 @@ def run_trace(args) -> int:
 
     from ..checkpoints.loading import load_model
     from ..requests import load_requests
-    from ..tracing.trace import KIND_LABELS, TraceSettings, causal_trace, write_trace
+    from ..tracing.trace import KIND_LABELS, TOKEN_KIND_LABELS, TraceSettings, causal_trace, write_trace
     from ..tracing.plot import plot_available, plot_trace
 
     settings = TraceSettings(samples=args.samples, kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
@@ -41,7 +41,9 @@ def run_trace(args) -> int:
     print(f"traced {len(result.facts)} facts in {result.seconds:.0f}s (skipped: {skipped})")
     for kind in settings.kinds if result.facts and "subject_last" in settings.token_kinds else ():
         effect = max(result.effects(kind)["subject_last"])
-        print(f"{KIND_LABELS[kind]}: indirect effect at the last subject token peaks at layer {result.peak(kind)} (+{effect:.3f})")
+        token_kind, layer, strongest = result.strongest(kind)
+        print(f"{KIND_LABELS[kind]}: indirect effect at the last subject token peaks at layer {result.peak(kind)} (+{effect:.3f}); "
+              f"strongest overall at the {TOKEN_KIND_LABELS[token_kind]}, layer {layer} (+{strongest:.3f})")
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0 if result.facts else 1

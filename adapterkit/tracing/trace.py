@@ -140,6 +140,12 @@ class TraceResult:
                 fix="give facts the model knows (its greedy answer is the true answer), and trace the 'mlp' kind")
         return max(range(len(row)), key=row.__getitem__)
 
+    def strongest(self, kind: str = "mlp") -> tuple[str, int, float] | None:
+        """(token kind, layer, average indirect effect) of the largest effect of ``kind`` over every traced token kind."""
+        cells = [(token_kind, layer, effect) for token_kind, row in self.effects(kind).items() if row is not None
+                 for layer, effect in enumerate(row)]
+        return max(cells, key=lambda cell: cell[2]) if cells else None
+
     @property
     def total_effect(self) -> float | None:
         if not self.facts:
@@ -226,13 +232,17 @@ def causal_trace(model, tok, facts, settings: TraceSettings | None = None, *, sp
     with frozen(model), torch.no_grad():
         tracer = _Tracer(model, tok, spec, settings, requests)
         traced, skipped = [], Counter()
-        bar = tqdm(requests, desc="causal trace", unit="fact", disable=not progress)
-        for request in bar:
-            outcome = tracer.trace_fact(request)
+        per_fact = len(settings.kinds) * tracer.num_layers
+        # counted in layers, not facts: one fact of a large model takes minutes
+        bar = tqdm(total=len(requests) * per_fact, desc="causal trace", unit="layer", disable=not progress)
+        for request in requests:
+            before = bar.n
+            outcome = tracer.trace_fact(request, on_layer=lambda: bar.update(1))
             if isinstance(outcome, FactTrace):
                 traced.append(outcome)
             else:
                 skipped[outcome] += 1
+            bar.update(before + per_fact - bar.n)
             bar.set_postfix(traced=len(traced), skipped=sum(skipped.values()))
             if settings.limit is not None and len(traced) >= settings.limit:
                 break
@@ -261,8 +271,8 @@ class _Tracer:
         size = self.settings.window
         return max(0, layer - size // 2), min(self.num_layers, layer + (size + 1) // 2)
 
-    def trace_fact(self, request: EditRequest) -> FactTrace | str:
-        """The fact's trace, or why it was skipped."""
+    def trace_fact(self, request: EditRequest, on_layer=None) -> FactTrace | str:
+        """The fact's trace, or why it was skipped; ``on_layer()`` is called after each layer of each kind."""
         run = _FactRun.prepare(self, request)
         if isinstance(run, str):
             return run
@@ -281,6 +291,8 @@ class _Tracer:
                     chunk = positions[start: start + per_batch]
                     for p, score in zip(chunk, self.scores(run, self.modules[kind][lo:hi], chunk, replayed).tolist()):
                         table[p][layer] = score
+                if on_layer is not None:
+                    on_layer()
             scores[kind] = table
         return FactTrace(request.prompt, request.subject, self.tok.decode([run.answer]),
                          [self.tok.decode([i]) for i in run.ids[0].tolist()], (run.first, run.last),
