@@ -388,6 +388,12 @@ def write_npz(path: Path, mom2_sum: torch.Tensor, count: int, meta: Mapping | No
         "mom2.mom2": mom2_sum.detach().to("cpu", DTYPES[meta["dtype"]] if meta else torch.float32).numpy(),
         "sample_size": np.array(meta["n_samples"] if meta else count, dtype=np.int64),
     }
+    bad = int(arrays["mom2.mom2"].size - np.count_nonzero(np.isfinite(arrays["mom2.mom2"])))
+    if bad:
+        dtype = meta["dtype"] if meta else "float32"
+        raise StatsError(f"{path}: not written: the second moments hold {bad} non-finite value(s) (NaN or inf) in "
+                         f"{dtype} (the model's activations are NaN or inf, or the sums overflow {dtype})",
+                         fix="compute them with `mom2_dtype: float32` (or float64), or load the model in float32")
     if meta is not None:
         arrays["adapterkit.meta"] = np.array(json.dumps(meta, sort_keys=True))
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
@@ -427,6 +433,12 @@ def read_npz(path) -> Stats:
                          fix="delete the file and compute it again")
     if stats.meta is not None and not isinstance(stats.meta, dict):
         raise StatsError(f"{path}: adapterkit.meta is not a JSON object", fix="delete the file and compute it again")
+    bad = int(mom2.size - np.count_nonzero(np.isfinite(mom2)))
+    if bad:  # a NaN or inf moment makes every update computed from it NaN
+        raise StatsError(f"{path}: mom2.mom2 holds {bad} non-finite value(s) (NaN or inf) of {mom2.size}; "
+                         "statistics with them would give NaN weights",
+                         fix="delete the file and compute it again with `adapterkit stats` (in float32 or float64 "
+                             "if it overflowed), or set `mom2_adjustment: false` (ROME)")
     return stats
 
 

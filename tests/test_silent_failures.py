@@ -1,0 +1,135 @@
+"""Inputs that used to pass silently (or end in a traceback) and give a wrong result: each is refused through the
+CLI with exit 2, the file or field and the fix named, and nothing written; where nothing was wrong, it works."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from adapterkit import api
+from adapterkit.checkpoint import load_model
+from adapterkit.cli import main
+from adapterkit.errors import AdapterkitError
+from adapterkit.methods import rome as rome_module
+
+from test_bad_input import REQUEST, checkpoint, edit_args, refused, rome_hparams, write_requests  # noqa: F401 (fixtures)
+from test_stats import easyedit_npz
+
+WIDTH = 256  # the tiny GPT-2's MLP output projection takes 4 x 64 inputs
+REWRITE = "transformer.h.{}.mlp.c_proj"
+
+
+def no_files(directory: Path) -> bool:
+    return not directory.exists() or not [p for p in directory.rglob("*") if p.is_file()]
+
+
+@pytest.fixture
+def adjusted_hparams(rome_hparams, tmp_path):
+    """ROME with mom2_adjustment, reading statistics from tmp_path/stats."""
+    hp = {**yaml.safe_load(rome_hparams.read_text()), "mom2_adjustment": True, "stats_dir": str(tmp_path / "stats")}
+    rome_hparams.write_text(yaml.safe_dump(hp))
+    return rome_hparams
+
+
+def edit_layer(hparams: Path) -> int:
+    return yaml.safe_load(hparams.read_text())["layers"][0]
+
+
+# --- 1. non-finite numbers ----------------------------------------------------------------------------
+def test_statistics_with_nan_are_refused_on_import(checkpoint, adjusted_hparams, tmp_path, capsys):
+    source = tmp_path / "easyedit.npz"
+    moment = np.eye(WIDTH, dtype=np.float32)
+    moment[3, 5] = np.nan
+    easyedit_npz(source, moment, 10)
+    layer = edit_layer(adjusted_hparams)
+    refused(capsys, ["stats", "import", source, "--model", checkpoint, "--layer", layer, "--hparams", adjusted_hparams],
+            source, "non-finite", "compute it again")
+    assert no_files(tmp_path / "stats")
+
+
+def test_statistics_with_nan_are_refused_on_load(checkpoint, adjusted_hparams, tmp_path, capsys):
+    layer = edit_layer(adjusted_hparams)
+    good = tmp_path / "good.npz"
+    easyedit_npz(good, np.eye(WIDTH, dtype=np.float32), 10)
+    assert main(["stats", "import", good, "--model", checkpoint, "--layer", layer, "--hparams", adjusted_hparams]) == 0
+    [written] = (tmp_path / "stats").rglob("*.npz")
+    moment = np.eye(WIDTH, dtype=np.float32)
+    moment[0, 0] = np.inf
+    easyedit_npz(written, moment, 10)  # the file where the edit looks, replaced by an EasyEdit one with an inf
+    capsys.readouterr()
+    out = tmp_path / "edited"
+    refused(capsys, edit_args(checkpoint, adjusted_hparams, write_requests(tmp_path), out), written, "non-finite", out=out)
+
+
+def nan_on_call(number: int):
+    """A get_mom2 that answers the identity, except on call ``number`` (1-based): a matrix of NaN."""
+    calls = []
+
+    def get_mom2(model, spec, settings, layer, *args, **kwargs):
+        calls.append(layer)
+        width = model.get_submodule(settings.rewrite_module_tmp.format(layer)).weight.shape[0]
+        return torch.full((width, width), float("nan")) if len(calls) == number else torch.eye(width)
+    return get_mom2
+
+
+def test_a_nan_update_is_refused_naming_the_request_and_nothing_is_written(checkpoint, adjusted_hparams, tmp_path,
+                                                                           capsys, monkeypatch):
+    monkeypatch.setattr(rome_module, "get_mom2", nan_on_call(1))
+    out = tmp_path / "edited"
+    requests = write_requests(tmp_path)
+    refused(capsys, edit_args(checkpoint, adjusted_hparams, requests, out), f"{requests} record #0", "non-finite",
+            "restored", out=out)
+    monkeypatch.setattr(rome_module, "get_mom2", nan_on_call(1))
+    deltas = tmp_path / "delta.safetensors"
+    refused(capsys, edit_args(checkpoint, adjusted_hparams, requests, deltas, "--deltas-only"), "non-finite", out=deltas)
+
+
+def test_an_edit_that_meets_a_nan_puts_back_the_weights_it_already_changed(checkpoint, adjusted_hparams, monkeypatch):
+    monkeypatch.setattr(rome_module, "get_mom2", nan_on_call(2))  # the first request is edited, the second is not
+    model, tok = load_model(checkpoint)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    second = dict(REQUEST, prompt="John Lennon performs on the", subject="John Lennon", target_new="piano")
+    with pytest.raises(AdapterkitError, match="record #1.*non-finite"):
+        api.edit(model, tok, [REQUEST, second], adjusted_hparams, requests_source="record")
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter, before[name]), name
+
+
+def test_a_nan_target_value_is_refused_naming_the_request(checkpoint, rome_hparams, tmp_path, capsys):
+    hp = yaml.safe_load(rome_hparams.read_text())
+    rome_hparams.write_text(yaml.safe_dump({**hp, "kl_factor": 1e300}))  # finite, but the loss overflows float32
+    out = tmp_path / "edited"
+    requests = write_requests(tmp_path)
+    refused(capsys, edit_args(checkpoint, rome_hparams, requests, out), f"{requests} record #0", "target value",
+            "not finite", "kl_factor", out=out)
+
+
+def test_hparams_holding_nan_or_inf_are_refused_naming_the_key(checkpoint, rome_hparams, tmp_path, capsys):
+    hp = yaml.safe_load(rome_hparams.read_text())
+    rome_hparams.write_text(yaml.safe_dump({**hp, "clamp_norm_factor": float("nan"), "v_lr": float("inf")}))
+    out = tmp_path / "edited"
+    refused(capsys, edit_args(checkpoint, rome_hparams, write_requests(tmp_path), out),
+            f"{rome_hparams}#/clamp_norm_factor: nan is not a finite number", f"{rome_hparams}#/v_lr: inf", out=out)
+    refused(capsys, ["validate", rome_hparams], "#/clamp_norm_factor", "finite")
+
+
+def test_deltas_with_nan_are_refused_and_leave_the_model_as_it_was(checkpoint, rome_hparams, tmp_path, capsys):
+    deltas = tmp_path / "delta.safetensors"
+    assert main(edit_args(checkpoint, rome_hparams, write_requests(tmp_path), deltas, "--deltas-only")) == 0
+    from safetensors import safe_open
+    with safe_open(str(deltas), framework="pt") as handle:
+        metadata, tensors = handle.metadata(), {n: handle.get_tensor(n) for n in handle.keys()}
+    [name] = tensors
+    tensors[name][0, 0] = float("nan")
+    save_file(tensors, str(deltas), metadata=metadata)
+    capsys.readouterr()
+    refused(capsys, ["evaluate", checkpoint, "--requests", write_requests(tmp_path), "--deltas", deltas], deltas, name,
+            "non-finite")
+    model, _ = load_model(checkpoint)
+    original = model.get_parameter(name).detach().clone()
+    with pytest.raises(AdapterkitError, match="non-finite"):
+        api.apply_deltas(model, deltas)
+    assert torch.equal(model.get_parameter(name), original)
