@@ -133,3 +133,41 @@ def test_deltas_with_nan_are_refused_and_leave_the_model_as_it_was(checkpoint, r
     with pytest.raises(AdapterkitError, match="non-finite"):
         api.apply_deltas(model, deltas)
     assert torch.equal(model.get_parameter(name), original)
+
+
+# --- 2. statistics for another layer ----------------------------------------------------------------
+def import_args(source, checkpoint, layer, hparams, *extra):
+    return ["stats", "import", source, "--model", checkpoint, "--layer", layer, "--hparams", hparams, *extra]
+
+
+def test_statistics_named_for_another_layer_are_refused_unless_forced(checkpoint, adjusted_hparams, tmp_path, capsys):
+    layer = edit_layer(adjusted_hparams)
+    other = REWRITE.format(layer + 1)
+    source = tmp_path / f"{other}_float32_mom2_100000.npz"  # EasyEdit's name for the next layer's file
+    easyedit_npz(source, np.eye(WIDTH, dtype=np.float32), 10)
+    refused(capsys, import_args(source, checkpoint, layer, adjusted_hparams), source, f"layer {layer + 1}", other,
+            "--force")
+    assert no_files(tmp_path / "stats")
+    assert main(import_args(source, checkpoint, layer, adjusted_hparams, "--force")) == 0
+    [written] = (tmp_path / "stats").rglob("*.npz")
+    assert written.name.startswith(REWRITE.format(layer) + "_")
+    assert f"layer {layer + 1}" in json.loads(str(np.load(written)["adapterkit.meta"]))["forced_over"]
+    capsys.readouterr()
+    same = tmp_path / f"{REWRITE.format(layer)}_float32_mom2_100000.npz"
+    easyedit_npz(same, np.eye(WIDTH, dtype=np.float32), 10)
+    assert main(import_args(same, checkpoint, layer, adjusted_hparams)) == 0  # its own layer: accepted
+
+
+def test_statistics_named_for_another_module_or_with_other_metadata_are_refused(checkpoint, adjusted_hparams, tmp_path,
+                                                                                capsys):
+    layer = edit_layer(adjusted_hparams)
+    source = tmp_path / f"transformer.h.{layer}.attn.c_proj_float32_mom2_100000.npz"
+    easyedit_npz(source, np.eye(WIDTH, dtype=np.float32), 10)
+    refused(capsys, import_args(source, checkpoint, layer, adjusted_hparams), source, "the module", "--force")
+    plain = tmp_path / "plain.npz"
+    easyedit_npz(plain, np.eye(WIDTH, dtype=np.float32), 10)
+    assert main(import_args(plain, checkpoint, layer + 1, adjusted_hparams)) == 0
+    [imported] = (tmp_path / "stats").rglob("*.npz")  # carries adapterkit metadata naming layer + 1 now
+    capsys.readouterr()
+    refused(capsys, import_args(imported, checkpoint, layer, adjusted_hparams, "--stats-dir", tmp_path / "again"),
+            imported, "metadata", f"layer {layer + 1}")

@@ -464,10 +464,11 @@ def check_identity(meta: Mapping, path: Path, wanted: StatsRequest) -> None:
 
 
 def import_npz(source, model, spec, settings: LocateThenEditSettings, layer: int, stats_dir=None,
-               template: str | None = None) -> Path:
+               template: str | None = None, *, force: bool = False) -> Path:
     """Adopt a ROME / EasyEdit statistics file for this model's ``layer``: its shape checked against the rewrite
-    module's input width, written (atomically) where get_mom2 finds it, with the model's identity and the
-    provenance: the source's absolute path, its sha256 and the date."""
+    module's input width, the module and layer its name (ROME / EasyEdit naming) or metadata give checked against
+    ``layer`` (``force``: adopted anyway, the mismatch recorded), written (atomically) where get_mom2 finds it, with
+    the model's identity and the provenance: the source's absolute path, its sha256 and the date."""
     source = Path(source)
     stats = read_npz(source)
     depth = spec.num_layers(model.config)
@@ -477,13 +478,39 @@ def import_npz(source, model, spec, settings: LocateThenEditSettings, layer: int
     template = template or settings.rewrite_templates[0]
     wanted = stats_requests(model, spec, settings, stats_dir or settings.stats_dir, [layer], [template])[0]
     _check_width(stats, model, spec, wanted.module)
+    mismatch = _named_for_another_module(source, stats.meta, template, layer)
+    if mismatch and not force:
+        raise StatsError(f"{source}: {mismatch}, not for {wanted.module} (layer {layer})",
+                         fix=f"import the file written for {wanted.module}, give the --layer the file was written for, "
+                             "or pass --force if the file was misnamed and does belong to this layer")
+    if mismatch:
+        warnings.warn(f"importing {source} for {wanted.module} (layer {layer}) with --force: {mismatch}", stacklevel=2)
     warnings.warn(f"importing {source}: its provenance (model, corpus) cannot be verified; it is used as given", stacklevel=2)
     meta = {"format": FORMAT, "module": wanted.module, "layer": layer, **wanted.identity, "corpus": None,
             "corpus_id": None, "documents": None, "n_samples": wanted.n_samples, "dtype": wanted.dtype,
-            "imported_from": str(source.resolve()), "sha256": _sha256(source), "created": _now()}
+            "imported_from": str(source.resolve()), "sha256": _sha256(source), "created": _now(),
+            **({"forced_over": mismatch} if mismatch else {})}
     write_npz(wanted.path, torch.from_numpy(np.asarray(stats.mom2)), stats.count, meta)
     announce(wanted.path, wanted.module, meta, "wrote")
     return wanted.path
+
+
+STATS_FILE_NAME = re.compile(r"(?P<module>.+)_(?:float16|bfloat16|float32|float64)_mom2_\d+\.npz")
+
+
+def _named_for_another_module(source: Path, meta: Mapping | None, template: str, layer: int) -> str | None:
+    """What the file says it was written for, where that is another layer or module than ``template`` at ``layer``:
+    its adapterkit metadata, else its ROME / EasyEdit file name (``{module}_{dtype}_mom2_{n}.npz``)."""
+    module = template.format(layer)
+    if meta is not None and (meta.get("module"), meta.get("layer")) != (module, layer):
+        return f"its metadata says it was written for {meta.get('module')} (layer {meta.get('layer')})"
+    named = STATS_FILE_NAME.fullmatch(source.name)
+    if meta is not None or named is None or named["module"] == module:
+        return None
+    at_layer = re.fullmatch(re.escape(template).replace(re.escape("{}"), r"(\d+)"), named["module"])
+    if at_layer:
+        return f"its name says it was written for layer {at_layer[1]} ({named['module']})"
+    return f"its name says it was written for the module {named['module']}"
 
 
 def _sha256(path: Path) -> str:
