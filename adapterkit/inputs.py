@@ -271,6 +271,8 @@ def check_requests_fit(requests: Sequence, tok, model, spec, hparams: Mapping[st
     target_new, every locality and portability prompt + its answer), after the longest context template, fits within the
     model's ``config.max_positions`` tokens. A model whose declaration names no such key is not checked.
     """
+    if tok is not None:
+        check_requests_tokenise(requests, tok, source)
     limit = spec.max_positions(model.config)
     if limit is None or tok is None:
         return
@@ -293,6 +295,30 @@ def check_requests_fit(requests: Sequence, tok, model, spec, hparams: Mapping[st
                     f"the model takes {limit} positions ({spec.name}'s config.max_positions){context}, so at most {room} fit",
                     fix=f"shorten the prompt to fit {room} tokens"
                         + (", or use shorter context templates (context_template_length_params)" if reserve else ""))
+
+
+def check_requests_tokenise(requests: Sequence, tok, source: str = "request") -> None:
+    """Refuse a text that gives no tokens of its own (characters the tokenizer's normaliser drops): the model would
+    be fed an empty sequence, or the edit and its metrics would silently measure nothing."""
+    for i, request in enumerate(requests):
+        texts = [("prompt", request.prompt), ("subject", request.subject), ("target_new", request.target_new)]
+        texts += [("ground_truth", request.ground_truth)] if request.ground_truth else []
+        texts += [(f"rephrase_prompt[{k}]", p) for k, p in enumerate(request.rephrase_prompts)]
+        texts += [(f"locality_prompt[{k}]", p) for k, p in enumerate(request.locality_prompts)]
+        texts += [(f"locality_ground_truth[{k}]", a) for k, a in enumerate(request.locality_ground_truths)]
+        texts += [(f"{kind}/{group.name}/{k}/{part}", text)
+                  for kind, groups in (("portability", request.portability), ("locality", request.locality_groups))
+                  for group in groups for k, probe in enumerate(group.probes)
+                  for part, text in (("prompt", probe.prompt), ("ground_truth", probe.answer))]
+        encoded = tok([t for _, t in texts], add_special_tokens=False)["input_ids"]
+        for (what, text), ids in zip(texts, encoded):
+            if not ids:
+                raise RequestError(
+                    f"{request.origin or f'{source} #{i}'}: {what} {text!r} gives no tokens with the model's tokenizer "
+                    f"({type(tok).__name__}{f' from {tok.name_or_path}' if getattr(tok, 'name_or_path', '') else ''}), "
+                    "which drops every character of it",
+                    fix=f"write {what.split('[')[0]} with characters the tokenizer keeps (control or formatting "
+                        "characters are dropped by many tokenizers), or delete the record")
 
 
 # --- the output location ------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Inputs that used to pass silently (or end in a traceback) and give a wrong result: each is refused through the
 CLI with exit 2, the file or field and the fix named, and nothing written; where nothing was wrong, it works."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +172,35 @@ def test_statistics_named_for_another_module_or_with_other_metadata_are_refused(
     capsys.readouterr()
     refused(capsys, import_args(imported, checkpoint, layer, adjusted_hparams, "--stats-dir", tmp_path / "again"),
             imported, "metadata", f"layer {layer + 1}")
+
+
+# --- 3. texts that tokenise to nothing -----------------------------------------------------------------
+@pytest.fixture
+def cleaning_checkpoint(checkpoint, tmp_path):
+    """The checkpoint with a tokenizer whose normaliser drops control characters (as BERT's clean_text does)."""
+    from tokenizers import normalizers
+    from transformers import AutoTokenizer
+
+    path = Path(shutil.copytree(checkpoint, tmp_path / "cleaning"))
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.backend_tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=False,
+                                                                  strip_accents=False, lowercase=False)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"prompt": "\x01\x02", "subject": "\x01\x02"}, "prompt"),
+    ({"target_new": "\x01"}, "target_new"),
+    ({"rephrase_prompt": "\x01\x02"}, "rephrase_prompt[0]"),
+    ({"locality_prompt": "\x7f"}, "locality_prompt[0]"),
+])
+def test_a_text_that_tokenises_to_nothing_is_refused_up_front(cleaning_checkpoint, rome_hparams, tmp_path, capsys,
+                                                             change, field):
+    requests = write_requests(tmp_path, dict(REQUEST, **change))
+    out = tmp_path / "edited"
+    err = refused(capsys, edit_args(cleaning_checkpoint, rome_hparams, requests, out), f"{requests} record #0", field,
+                  "gives no tokens", out=out)
+    assert "TokenizersBackend" in err or "Tokenizer" in err
+    refused(capsys, ["evaluate", cleaning_checkpoint, "--requests", requests], field, "gives no tokens")
+    assert main(edit_args(cleaning_checkpoint, rome_hparams, write_requests(tmp_path), out)) == 0  # the others pass
