@@ -204,3 +204,52 @@ def test_a_text_that_tokenises_to_nothing_is_refused_up_front(cleaning_checkpoin
     assert "TokenizersBackend" in err or "Tokenizer" in err
     refused(capsys, ["evaluate", cleaning_checkpoint, "--requests", requests], field, "gives no tokens")
     assert main(edit_args(cleaning_checkpoint, rome_hparams, write_requests(tmp_path), out)) == 0  # the others pass
+
+
+# --- 4. a final norm without parameters -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def olmo_checkpoint(tmp_path_factory):
+    """A tiny first-version OLMo (its LayerNorms have no parameters), built from a config: nothing downloaded."""
+    from transformers import OlmoConfig, OlmoForCausalLM
+
+    from adapterkit.demo.factmodels import build_tokenizer
+    from test_bad_input import WORDS
+
+    tok = build_tokenizer([" ".join(WORDS)])
+    config = OlmoConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                        num_attention_heads=4, max_position_embeddings=256, eos_token_id=tok.eos_token_id,
+                        pad_token_id=tok.pad_token_id, bos_token_id=None)
+    torch.manual_seed(0)
+    model = OlmoForCausalLM(config)
+    assert not list(model.model.norm.parameters())
+    path = tmp_path_factory.mktemp("olmo") / "olmo"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_a_final_norm_without_parameters_is_detected_validated_and_edited(olmo_checkpoint, tmp_path, capsys):
+    hparams = tmp_path / "rome.yaml"
+    assert main(["detect", olmo_checkpoint, "-o", hparams]) == 0, capsys.readouterr().err
+    hp = yaml.safe_load(hparams.read_text())
+    assert hp["ln_f_module"] == "model.norm"
+    hparams.write_text(yaml.safe_dump({**hp, "v_num_grad_steps": 2, "context_template_length_params": [[5, 2]]}))
+    assert main(["validate", hparams, "--model", olmo_checkpoint]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    deltas = tmp_path / "delta.safetensors"
+    assert main(edit_args(olmo_checkpoint, hparams, write_requests(tmp_path), deltas, "--deltas-only")) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["touched"] == [f"model.layers.{hp['layers'][0]}.mlp.down_proj.weight"]
+
+
+def test_a_final_norm_template_naming_no_module_is_still_refused(olmo_checkpoint, tmp_path, capsys):
+    from adapterkit.autodetect import check_checkpoint
+    from adapterkit.checkpoint import read_config, read_tensor_index
+    from adapterkit.registry import get_registry
+
+    config = read_config(olmo_checkpoint)
+    spec = get_registry().for_config(config, infer=True)
+    wrong = type(spec)({**spec.declaration, "modules": {**spec.declaration["modules"], "ln_f": "model.final_norm"}},
+                       source="wrong.yaml")
+    with pytest.raises(AdapterkitError, match="'model.final_norm' .role ln_f. matches no tensor"):
+        check_checkpoint(wrong, config, read_tensor_index(olmo_checkpoint), where=str(olmo_checkpoint))
