@@ -181,7 +181,7 @@ def cmd_edit(args) -> int:
     hparams = load_hparams(args.hparams, strict=args.strict)
     if args.stats_dir:
         hparams["stats_dir"] = args.stats_dir
-    requests = load_requests(args.requests)
+    requests = load_requests(args.requests, normalise_loc=args.normalise_loc)
     if args.out is not None:
         check_writable(args.out, what="deltas file" if args.deltas_only else "edited checkpoint",
                        directory=not args.deltas_only, overwrite=args.overwrite or args.deltas_only)
@@ -216,7 +216,8 @@ def cmd_train(args) -> int:
     check_writable(args.out, what="trained editor", directory=True)
     model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
-    api.train(model, tok, settings, args.train, args.out, val=args.val, resume=args.resume, device=args.device)
+    api.train(model, tok, settings, args.train, args.out, val=args.val, resume=args.resume, device=args.device,
+              normalise_loc=args.normalise_loc)
     print(f"wrote the {method.name} editor to {args.out}", file=sys.stderr)
     return 0
 
@@ -228,7 +229,7 @@ def cmd_evaluate(args) -> int:
     from .inputs import check_requests_fit
     from .requests import load_requests
 
-    requests = load_requests(args.requests)
+    requests = load_requests(args.requests, normalise_loc=args.normalise_loc)
     model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
     check_requests_fit(requests, tok, model, _registry().for_model(model), source=str(args.requests))
@@ -394,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", help="trained editor directory (MEND, SERAC)")
     p.add_argument("--stats-dir")
     p.add_argument("--strict", action="store_true", help="a hyperparameter key no method or EasyEdit reads is an error")
+    _normalise_loc_arg(p)
     p.set_defaults(func=cmd_edit)
 
     p = sub.add_parser("train", help="train a MEND or SERAC editor")
@@ -402,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
+    _normalise_loc_arg(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="measure efficacy, generalisation and KnowEdit portability of requests on a "
@@ -411,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deltas")
     p.add_argument("--device")
     _partial_arg(p)
+    _normalise_loc_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("convert", help="write a GGUF checkpoint (dequantised) as a safetensors checkpoint directory")
@@ -442,6 +446,12 @@ def _model_args(p) -> None:
 def _partial_arg(p) -> None:
     p.add_argument("--allow-partial-weights", action="store_true",
                    help="load weights that do not cover the model (missing tensors stay randomly initialised)")
+
+
+def _normalise_loc_arg(p) -> None:
+    p.add_argument("--normalise-loc", action="store_true",
+                   help="rewrite zsRE locality questions (loc) as plain questions: drop the 'nq question: ' prefix and "
+                        "end in '?' (default: verbatim, as EasyEdit passes them)")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, *, default=warnings.showwarning):

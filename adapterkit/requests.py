@@ -7,7 +7,9 @@ Accepted (``RECORD_FORMATS``):
   ``target_true``, ``rephrase_prompt``, ``locality_prompt`` + ``locality_ground_truth``, and KnowEdit's
   ``portability`` and ``locality`` groups (``{"Reasoning": [{"prompt": ..., "ground_truth": ...}], ...}``);
 - CounterFact's original ``requested_rewrite`` records (``paraphrase_prompts``, ``neighborhood_prompts``);
-- zsRE in MEND's format (``src``, ``subject``, ``alt``, ``answers``, ``rephrase``, ``loc``, ``loc_ans``).
+- zsRE in MEND's format (``src``, ``subject``, ``alt``, ``answers``, ``rephrase``, ``loc``, ``loc_ans``); ``loc``
+  is kept verbatim (``"nq question: who ..."``), as EasyEdit passes it; ``normalise_loc=True`` makes it a plain
+  question (``"who ...?"``).
 
 Files are a JSON list (or one object, or ``{"data": [...]}``) or JSONL (one record per line); every error
 names the file, the record (``record #i`` in a list, ``line n`` in JSONL), the field and the fix. Fields a
@@ -157,13 +159,13 @@ def is_zsre(record: Mapping[str, Any]) -> bool:
 
 
 def zsre_question(loc: str) -> str:
-    """``"nq question: who voiced gaston"`` -> ``"who voiced gaston?"``, as EasyEdit's zsRE loaders write it."""
+    """``"nq question: who voiced gaston"`` -> ``"who voiced gaston?"`` (``normalise_loc``; EasyEdit keeps ``loc`` as it is)."""
     question = loc[len(ZSRE_LOC_PREFIX):] if loc.startswith(ZSRE_LOC_PREFIX) else loc
     question = question.strip()
     return question if question.endswith("?") else question + "?"
 
 
-def _from_zsre(record: Mapping[str, Any], where: str) -> dict:
+def _from_zsre(record: Mapping[str, Any], where: str, normalise_loc: bool = False) -> dict:
     """A zsRE (MEND format) record in the flat layout, naming zsRE's own fields in errors."""
     fields = {}
     for key in ("src", "subject", "alt"):
@@ -186,7 +188,7 @@ def _from_zsre(record: Mapping[str, Any], where: str) -> dict:
                            fix="give both loc and loc_ans (the locality question and its answer), or neither")
     return {"prompt": fields["src"], "subject": fields["subject"], "target_new": fields["alt"],
             "ground_truth": answers[0] if answers else None, "rephrase_prompt": record.get("rephrase"),
-            "locality_prompt": zsre_question(loc) if loc else None, "locality_ground_truth": loc_ans,
+            "locality_prompt": zsre_question(loc) if loc and normalise_loc else loc, "locality_ground_truth": loc_ans,
             "case_id": record.get("case_id")}
 
 
@@ -234,25 +236,27 @@ def _from_flat(record: Mapping[str, Any], where: str, extra: Mapping[str, Any]) 
                        case_id=record.get("case_id"), extra=extra, origin=where)
 
 
-def normalise_request(record: Mapping[str, Any], where: str = "request") -> EditRequest:
-    """One record of any accepted format as an EditRequest; ``where`` names it in errors and stays its origin."""
+def normalise_request(record: Mapping[str, Any], where: str = "request", *, normalise_loc: bool = False) -> EditRequest:
+    """One record of any accepted format as an EditRequest; ``where`` names it in errors and stays its origin.
+    ``normalise_loc``: a zsRE ``loc`` loses its ``nq question:`` prefix and ends in ``?`` (else kept verbatim)."""
     if not isinstance(record, Mapping):
         raise RequestError(f"{where}: a request is a JSON object, got {type(record).__name__}",
                            fix=f"write each record as an object; accepted record formats: {RECORD_FORMATS}")
     if "requested_rewrite" in record:
         known, flat = COUNTERFACT_KEYS, _from_requested_rewrite(record, where)
     elif is_zsre(record):
-        known, flat = ZSRE_KEYS, _from_zsre(record, where)
+        known, flat = ZSRE_KEYS, _from_zsre(record, where, normalise_loc)
     else:
         known, flat = FLAT_KEYS, record
     extra = {key: value for key, value in record.items() if key not in known}
     return _from_flat(flat, where, extra)
 
 
-def normalise_requests(requests: Mapping | Iterable | EditRequest, source: str = "request") -> list[EditRequest]:
+def normalise_requests(requests: Mapping | Iterable | EditRequest, source: str = "request", *,
+                       normalise_loc: bool = False) -> list[EditRequest]:
     if isinstance(requests, (Mapping, EditRequest)):
         requests = [requests]
-    out = [r if isinstance(r, EditRequest) else normalise_request(r, f"{source} #{i}")
+    out = [r if isinstance(r, EditRequest) else normalise_request(r, f"{source} #{i}", normalise_loc=normalise_loc)
            for i, r in enumerate(requests)]
     if not out:
         raise RequestError(f"{source}: no edit requests given", fix="pass at least one request")
@@ -279,9 +283,10 @@ def read_record_file(path: str | Path, what: str = "requests file") -> list[tupl
     return [(f"{path} record #{i}", record) for i, record in enumerate(document)]
 
 
-def load_requests(path: str | Path) -> list[EditRequest]:
-    """Requests from a JSON list / object or a JSONL file, in any accepted record format."""
-    requests = [normalise_request(record, where) for where, record in read_record_file(path)]
+def load_requests(path: str | Path, *, normalise_loc: bool = False) -> list[EditRequest]:
+    """Requests from a JSON list / object or a JSONL file, in any accepted record format (``normalise_loc``: see
+    normalise_request)."""
+    requests = [normalise_request(record, where, normalise_loc=normalise_loc) for where, record in read_record_file(path)]
     if not requests:
         raise RequestError(f"{path}: holds no records", fix=f"give at least one record; accepted formats: {RECORD_FORMATS}")
     return requests

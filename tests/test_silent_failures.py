@@ -253,3 +253,31 @@ def test_a_final_norm_template_naming_no_module_is_still_refused(olmo_checkpoint
                        source="wrong.yaml")
     with pytest.raises(AdapterkitError, match="'model.final_norm' .role ln_f. matches no tensor"):
         check_checkpoint(wrong, config, read_tensor_index(olmo_checkpoint), where=str(olmo_checkpoint))
+
+
+# --- 5. zsRE locality questions -------------------------------------------------------------------------------
+ZSRE_RECORD = {"src": "Toko Yasuda , the", "subject": "Toko Yasuda", "alt": "piano", "answers": ["guitar"],
+               "rephrase": "Toko Yasuda is incredible at", "loc": "nq question: John Lennon performs on the",
+               "loc_ans": "guitar"}
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ([], "nq question: John Lennon performs on the"),               # verbatim, as EasyEdit passes it
+    (["--normalise-loc"], "John Lennon performs on the?"),
+])
+def test_zsre_locality_questions_are_kept_verbatim_unless_asked(checkpoint, tmp_path, capsys, monkeypatch, extra,
+                                                                expected):
+    from adapterkit import inputs
+
+    seen, real = [], inputs.check_requests_fit
+    monkeypatch.setattr(inputs, "check_requests_fit", lambda requests, *a, **k: seen.extend(requests) or real(requests, *a, **k))
+    assert main(["evaluate", checkpoint, "--requests", write_requests(tmp_path, ZSRE_RECORD), *extra]) == 0
+    assert [r.locality_prompts for r in seen] == [(expected,)]
+
+
+@pytest.mark.parametrize("command", ["edit", "evaluate", "train"])
+def test_the_normalise_loc_flag_says_what_it_does(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--normalise-loc" in help_text and "'nq question: '" in help_text and "verbatim" in help_text
