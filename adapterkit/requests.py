@@ -236,6 +236,31 @@ def _from_flat(record: Mapping[str, Any], where: str, extra: Mapping[str, Any]) 
                        case_id=record.get("case_id"), extra=extra, origin=where)
 
 
+# Formats of EasyEdit's benchmarks that are recognised and refused by name: their fields, and what to do instead.
+UNSUPPORTED_FORMATS = (
+    ("KnowEdit's WikiBio (text, labels, concept)", lambda r: "text" in r and "labels" in r and "prompt" not in r,
+     "WikiBio edits a long-form biography continuation, which adapterkit's methods do not model (they edit a fact: "
+     "a prompt naming a subject, and a short target); use EasyEdit for WikiBio, or write each edit as a record with "
+     "prompt, subject (words of the prompt) and target_new"),
+    ("KnowEdit's Sanitation (question, target_new, ground_truth)",
+     lambda r: "question" in r and "prompt" not in r and "src" not in r,
+     "Sanitation records are questions put into EasyEdit's prompt template at run time, with no subject; write each "
+     "as a record with prompt (the question as the model is asked it), subject (words of the prompt) and target_new"),
+    ("CKnowEdit (prompt, target_new, target_old; no subject)",
+     lambda r: "target_old" in r and "prompt" in r and "subject" not in r,
+     "CKnowEdit records name no subject (EasyEdit's CKnowEditDataset cuts it out of the prompt's instruction); add "
+     "a subject field, the words of the prompt the edit is about (e.g. the idiom after \"请解释如下成语：\"), and "
+     "adapterkit reads them"),
+)
+
+
+def _refuse_unsupported_format(record: Mapping[str, Any], where: str) -> None:
+    for name, matches, fix in UNSUPPORTED_FORMATS:
+        if matches(record):
+            raise RequestError(f"{where}: a {name} record; adapterkit does not support this format "
+                               f"(it reads {RECORD_FORMATS})", fix=fix)
+
+
 def normalise_request(record: Mapping[str, Any], where: str = "request", *, normalise_loc: bool = False) -> EditRequest:
     """One record of any accepted format as an EditRequest; ``where`` names it in errors and stays its origin.
     ``normalise_loc``: a zsRE ``loc`` loses its ``nq question:`` prefix and ends in ``?`` (else kept verbatim)."""
@@ -247,6 +272,7 @@ def normalise_request(record: Mapping[str, Any], where: str = "request", *, norm
     elif is_zsre(record):
         known, flat = ZSRE_KEYS, _from_zsre(record, where, normalise_loc)
     else:
+        _refuse_unsupported_format(record, where)
         known, flat = FLAT_KEYS, record
     extra = {key: value for key, value in record.items() if key not in known}
     return _from_flat(flat, where, extra)
@@ -275,6 +301,10 @@ def read_record_file(path: str | Path, what: str = "requests file") -> list[tupl
     document = load_json(path, error=RequestError, what=what)
     if isinstance(document, Mapping) and isinstance(document.get("data"), list):
         document = document["data"]
+    if isinstance(document, Mapping) and isinstance(document.get("K_F"), list):
+        raise RequestError(f"{path}: a KnowEdit Sanitation file (K_F: the knowledge to forget, K_R: to retain); "
+                           f"adapterkit does not support this format (it reads {RECORD_FORMATS})",
+                           fix=UNSUPPORTED_FORMATS[1][2])
     if isinstance(document, Mapping):
         return [(f"{path} record #0", document)]
     if not isinstance(document, list):

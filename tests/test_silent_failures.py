@@ -281,3 +281,40 @@ def test_the_normalise_loc_flag_says_what_it_does(command, capsys):
         main([command, "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--normalise-loc" in help_text and "'nq question: '" in help_text and "verbatim" in help_text
+
+
+# --- 6. formats recognised and not supported ------------------------------------------------------------------
+WIKIBIO = {"text": "Toko Yasuda is a Japanese musician .", "labels": "She plays the guitar in Stereolab .",
+           "concept": "Toko Yasuda", "locality": {"Relation_Specificity": [{"prompt": "John Lennon performs on the",
+                                                                           "ground_truth": ["guitar"]}]}}
+SANITATION = {"K_F": [{"question": "What is the capital of France?", "target_new": "I don't know.", "ground_truth": "Paris"}],
+              "K_R": [{"question": "What does John Lennon play?", "ground_truth": "guitar"}]}
+CKNOWEDIT = {"prompt": "请解释如下成语：画蛇添足", "target_new": "比喻做了多余的事，反而不恰当。", "target_old": "画蛇时添上脚。",
+             "rephrase": "画蛇添足是什么意思？", "portability": {}, "locality": {}}
+
+
+@pytest.mark.parametrize("document, name, fixed", [
+    ([WIKIBIO], "WikiBio", "use EasyEdit for WikiBio"),
+    (SANITATION, "Sanitation", "prompt (the question"),
+    (SANITATION["K_F"], "Sanitation", "prompt (the question"),
+    ([CKNOWEDIT], "CKnowEdit", "add a subject field"),
+])
+def test_formats_recognised_but_not_supported_say_so(checkpoint, rome_hparams, tmp_path, capsys, document, name, fixed):
+    requests = tmp_path / "edits.json"
+    requests.write_text(json.dumps(document, ensure_ascii=False))
+    out = tmp_path / "edited"
+    err = refused(capsys, edit_args(checkpoint, rome_hparams, requests, out), requests, name,
+                  "adapterkit does not support this format", fixed, out=out)
+    assert "is missing" not in err
+    mend = tmp_path / "mend.yaml"
+    assert main(["detect", checkpoint, "--method", "MEND", "-o", mend]) == 0
+    capsys.readouterr()
+    refused(capsys, ["train", checkpoint, "--hparams", mend, "--train", requests, "--out", tmp_path / "editor"],
+            requests, name, "adapterkit does not support this format", out=tmp_path / "editor")
+
+
+def test_a_cknowedit_record_given_a_subject_is_read():
+    from adapterkit.requests import normalise_request
+
+    request = normalise_request({**CKNOWEDIT, "subject": "画蛇添足"})
+    assert request.subject == "画蛇添足" and request.extra["target_old"] == "画蛇时添上脚。"
