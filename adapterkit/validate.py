@@ -117,7 +117,9 @@ def hparams_file_problems(document, model_path=None, *, allow_partial: bool = Fa
             report_unknown_keys(document, method, where, strict=False)
     if problems or model_path is None:
         return sorted(problems)
-    return _hparams_against_model(document, method, model_path, allow_partial)
+    from .easyedit import path_problems
+
+    return _hparams_against_model(document, method, model_path, allow_partial) + path_problems(document)
 
 
 def _hparams_against_model(document, method, model_path, allow_partial: bool = False) -> list[tuple[str, str, str]]:

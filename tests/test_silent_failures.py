@@ -318,3 +318,41 @@ def test_a_cknowedit_record_given_a_subject_is_read():
 
     request = normalise_request({**CKNOWEDIT, "subject": "画蛇添足"})
     assert request.subject == "画蛇添足" and request.extra["target_old"] == "画蛇时添上脚。"
+
+
+# --- 7. paths that do not exist here ------------------------------------------------------------------------------
+def header(path: Path) -> str:
+    return "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+
+
+def test_detect_for_easyedit_writes_no_path_that_is_not_there_unmarked(checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where EasyEdit's ./hugging_cache/... would be looked for
+    serac, alphaedit = tmp_path / "serac.yaml", tmp_path / "alphaedit.yaml"
+    assert main(["detect", checkpoint, "--method", "SERAC", "--format", "easyedit", "-o", serac]) == 0
+    assert main(["detect", checkpoint, "--method", "AlphaEdit", "--format", "easyedit", "-o", alphaedit]) == 0
+    written = yaml.safe_load(serac.read_text())
+    assert written["small_name"] is None and written["cls_name"] is None
+    assert "hugging_cache" not in json.dumps(written)
+    assert "NOT THERE: small_name" in header(serac) and "NOT THERE: cls_name" in header(serac)
+    projection = yaml.safe_load(alphaedit.read_text())["P_loc"]
+    assert projection != "./null_space_project.pt" and checkpoint.name in projection
+    assert f"NOT THERE: P_loc: {projection}" in header(alphaedit)
+
+
+def test_validate_with_a_model_names_a_model_path_that_is_not_there(checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    serac = tmp_path / "serac.yaml"
+    assert main(["detect", checkpoint, "--method", "SERAC", "--format", "easyedit", "-o", serac]) == 0
+    assert main(["validate", serac, "--model", checkpoint]) == 0
+    capsys.readouterr()
+    serac.write_text(yaml.safe_dump({**yaml.safe_load(serac.read_text()), "small_name": "./hugging_cache/gpt2",
+                                     "cls_name": "./hugging_cache/distilbert-base-cased"}))
+    code = main(["validate", serac, "--model", checkpoint])
+    err = capsys.readouterr().err
+    assert code == 2
+    for field in ("small_name", "cls_name"):
+        assert f"{serac}#/{field}" in err and f"set {field} to a local checkpoint directory" in err
+    assert "'./hugging_cache/gpt2' does not exist here" in err
+    (tmp_path / "hugging_cache" / "gpt2").mkdir(parents=True)
+    (tmp_path / "hugging_cache" / "distilbert-base-cased").mkdir()
+    assert main(["validate", serac, "--model", checkpoint]) == 0
