@@ -356,3 +356,19 @@ def test_validate_with_a_model_names_a_model_path_that_is_not_there(checkpoint, 
     (tmp_path / "hugging_cache" / "gpt2").mkdir(parents=True)
     (tmp_path / "hugging_cache" / "distilbert-base-cased").mkdir()
     assert main(["validate", serac, "--model", checkpoint]) == 0
+
+
+# --- 8. warnings as the CLI's own messages ----------------------------------------------------------------------
+def test_warnings_are_printed_as_the_cli_s_messages_without_source_lines(checkpoint, adjusted_hparams, tmp_path):
+    import subprocess
+    import sys
+
+    source = tmp_path / "plain.npz"
+    easyedit_npz(source, np.eye(WIDTH, dtype=np.float32), 10)
+    layer = edit_layer(adjusted_hparams)
+    run = subprocess.run([sys.executable, "-m", "adapterkit.cli", "stats", "import", str(source), "--model",
+                          str(checkpoint), "--layer", str(layer), "--hparams", str(adjusted_hparams)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert f"adapterkit: warning: importing {source}: its provenance" in run.stderr
+    assert "UserWarning" not in run.stderr and ".py:" not in run.stderr and "warnings.warn(" not in run.stderr
