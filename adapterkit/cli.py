@@ -189,6 +189,11 @@ def cmd_edit(args) -> int:
                        directory=not args.deltas_only, overwrite=args.overwrite or args.deltas_only)
     model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     _need_tokenizer(tok, args.model_path)
+    if args.out is not None and not args.deltas_only:
+        from .fileio import check_free_space
+
+        unique = {id(p): p for p in model.parameters()}.values()  # a tied head is saved once
+        check_free_space(args.out, sum(p.numel() * p.element_size() for p in unique), what="edited checkpoint")
     result = api.edit(model, tok, requests, hparams, archive=args.archive, hparams_source=str(args.hparams),
                       requests_source=str(args.requests))
     print(json.dumps({"edits": len(requests), "touched": result.touched, **summarise(result.metrics)}, indent=2))

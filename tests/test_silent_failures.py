@@ -372,3 +372,79 @@ def test_warnings_are_printed_as_the_cli_s_messages_without_source_lines(checkpo
     assert run.returncode == 0, run.stderr
     assert f"adapterkit: warning: importing {source}: its provenance" in run.stderr
     assert "UserWarning" not in run.stderr and ".py:" not in run.stderr and "warnings.warn(" not in run.stderr
+
+
+# --- 9. a full disk -------------------------------------------------------------------------------------------------
+def disk_with_free(monkeypatch, free: int) -> None:
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=free))
+
+
+def no_space(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def partials(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*") if p.name.endswith(".partial")]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    from test_bad_input import WORDS
+
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))) + "\n")
+    return path
+
+
+def test_stats_onto_a_full_disk_is_refused_before_the_work(checkpoint, adjusted_hparams, corpus, tmp_path, capsys,
+                                                          monkeypatch):
+    disk_with_free(monkeypatch, 10_000)  # the tiny model's statistics are 256 x 256 float32: 256 KiB
+    err = refused(capsys, ["stats", checkpoint, "--hparams", adjusted_hparams, "--corpus", corpus], tmp_path / "stats",
+                  "needs about 256.0 KiB", "9.8 KiB is free")
+    assert "second moments" not in err  # refused before the corpus was read
+    assert no_files(tmp_path / "stats")
+
+
+def test_stats_whose_write_runs_out_of_space_leave_nothing(checkpoint, adjusted_hparams, corpus, tmp_path, capsys,
+                                                           monkeypatch):
+    from adapterkit.editing import stats
+
+    monkeypatch.setattr(stats.np, "savez", no_space)
+    refused(capsys, ["stats", checkpoint, "--hparams", adjusted_hparams, "--corpus", corpus], tmp_path / "stats",
+            "no space left on the device", "nothing was written")
+    assert no_files(tmp_path / "stats")
+
+
+def test_an_edited_checkpoint_onto_a_full_disk_is_refused_before_the_edit(checkpoint, rome_hparams, tmp_path, capsys,
+                                                                         monkeypatch):
+    disk_with_free(monkeypatch, 100_000)
+    out = tmp_path / "edited"
+    refused(capsys, edit_args(checkpoint, rome_hparams, write_requests(tmp_path), out), out, "edited checkpoint",
+            "needs about", out=out)  # nothing on stdout: the edit never ran
+
+
+def test_outputs_that_run_out_of_space_while_written_end_in_a_message_and_leave_nothing(checkpoint, rome_hparams,
+                                                                                         tmp_path, capsys, monkeypatch):
+    from transformers import PreTrainedModel
+
+    from adapterkit.editing import result
+
+    def fills_the_disk(self, directory, *args, **kwargs):
+        (Path(directory) / "model.safetensors").write_bytes(b"\0" * 4096)
+        raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")  # SafetensorError
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", fills_the_disk)
+    out = tmp_path / "edited"
+    code = main(edit_args(checkpoint, rome_hparams, write_requests(tmp_path), out))
+    err = capsys.readouterr().err
+    assert code == 2 and f"{out}: no space left on the device" in err and "more than 4.0 KiB needed" in err
+    assert "fix:" in err and "Traceback" not in err
+    assert not out.exists() and not partials(tmp_path)
+    monkeypatch.setattr(result, "save_file", no_space)
+    deltas = tmp_path / "delta.safetensors"
+    code = main(edit_args(checkpoint, rome_hparams, write_requests(tmp_path), deltas, "--deltas-only"))
+    err = capsys.readouterr().err
+    assert code == 2 and f"{deltas}: no space left on the device" in err
+    assert not deltas.exists() and not partials(tmp_path)

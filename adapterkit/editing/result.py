@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import AdapterkitError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, check_free_space
 
 
 def _delta_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -124,6 +124,7 @@ class EditResult:
             "originals": json.dumps({n: fingerprint(t) for n, t in self.originals.items()}),
             "aliases": json.dumps({a: n for a, n in (self._aliases or {}).items() if n in self.deltas}),
         }
+        check_free_space(path, sum(d.numel() * d.element_size() for d in self.deltas.values()), what="deltas file")
         with atomic_path(path) as tmp:
             save_file({n: d.contiguous() for n, d in self.deltas.items()}, str(tmp), metadata=metadata)
 

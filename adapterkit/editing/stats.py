@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import StatsError
-from ..fileio import atomic_path
+from ..fileio import atomic_path, check_free_space
 from ..methods.settings import LocateThenEditSettings
 from ..safe_load import load_json, parse_json
 from .hooks import frozen, run, trace
@@ -290,6 +290,9 @@ def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, st
     for reused in (w for w in wanted if w not in missing):
         announce(reused.path, reused.module, read_meta(reused.path), "reusing")
     if missing:
+        itemsize = DTYPES[missing[0].dtype].itemsize
+        check_free_space(stats_dir, sum((_input_width(model, spec, w.module) or 0) ** 2 * itemsize for w in missing),
+                         what=f"statistics of {len(missing)} module(s)")
         documents = _documents(corpus, missing[0].n_samples)
         sums, count = _accumulate(model, tok, [w.module for w in missing], documents, batch_size,
                                   DTYPES[missing[0].dtype], device, progress,
@@ -396,6 +399,7 @@ def write_npz(path: Path, mom2_sum: torch.Tensor, count: int, meta: Mapping | No
                          fix="compute them with `mom2_dtype: float32` (or float64), or load the model in float32")
     if meta is not None:
         arrays["adapterkit.meta"] = np.array(json.dumps(meta, sort_keys=True))
+    check_free_space(path, arrays["mom2.mom2"].nbytes, what="statistics file")
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
 
