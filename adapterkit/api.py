@@ -66,14 +66,15 @@ def edited(model, tok, requests, hparams, **options):
 
 
 def train(model, tok, hparams, data, out_dir, *, val=None, resume: bool = False, device=None, progress: bool = True,
-          on_step=None):
+          on_step=None, normalise_loc: bool = False):
     """Train the editor of a trainable method (MEND, SERAC, a plugin's) for ``model``; the best one lands in
     ``out_dir/editor.safetensors``, which ``archive:`` then names.
 
     ``data`` and ``val``: a training file (CounterFact, KnowEdit or zsRE records) or a list of records. Without ``val``,
     the last tenth of the training records validates. ``resume=True`` continues an interrupted run in
     ``out_dir`` and ends with the same editor as an uninterrupted one. ``on_step(step, info)`` is called after
-    each optimiser step. Returns the trainer's TrainResult.
+    each optimiser step. ``normalise_loc``: zsRE ``loc`` questions lose their ``nq question:`` prefix and end in ``?``
+    (else they are kept verbatim, as EasyEdit keeps them). Returns the trainer's TrainResult.
     """
     from .editing.batches import load_sets
 
@@ -83,6 +84,6 @@ def train(model, tok, hparams, data, out_dir, *, val=None, resume: bool = False,
     if not method.trainable:
         raise AdapterkitError(f"{method.name} needs no training",
                               fix="training is for trainable methods such as MEND and SERAC; edit with adapterkit.edit directly")
-    train_set, val_set = load_sets(settings, data, val)
+    train_set, val_set = load_sets(settings, data, val, normalise_loc=normalise_loc)
     return method.train(model, tok, registry.for_model(model), settings, train_set, val_set, out_dir, resume=resume, device=device,
                         progress=progress, on_step=on_step)

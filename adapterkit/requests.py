@@ -7,7 +7,9 @@ Accepted (``RECORD_FORMATS``):
   ``target_true``, ``rephrase_prompt``, ``locality_prompt`` + ``locality_ground_truth``, and KnowEdit's
   ``portability`` and ``locality`` groups (``{"Reasoning": [{"prompt": ..., "ground_truth": ...}], ...}``);
 - CounterFact's original ``requested_rewrite`` records (``paraphrase_prompts``, ``neighborhood_prompts``);
-- zsRE in MEND's format (``src``, ``subject``, ``alt``, ``answers``, ``rephrase``, ``loc``, ``loc_ans``).
+- zsRE in MEND's format (``src``, ``subject``, ``alt``, ``answers``, ``rephrase``, ``loc``, ``loc_ans``); ``loc``
+  is kept verbatim (``"nq question: who ..."``), as EasyEdit passes it; ``normalise_loc=True`` makes it a plain
+  question (``"who ...?"``).
 
 Files are a JSON list (or one object, or ``{"data": [...]}``) or JSONL (one record per line); every error
 names the file, the record (``record #i`` in a list, ``line n`` in JSONL), the field and the fix. Fields a
@@ -158,13 +160,13 @@ def is_zsre(record: Mapping[str, Any]) -> bool:
 
 
 def zsre_question(loc: str) -> str:
-    """``"nq question: who voiced gaston"`` -> ``"who voiced gaston?"``, as EasyEdit's zsRE loaders write it."""
+    """``"nq question: who voiced gaston"`` -> ``"who voiced gaston?"`` (``normalise_loc``; EasyEdit keeps ``loc`` as it is)."""
     question = loc[len(ZSRE_LOC_PREFIX):] if loc.startswith(ZSRE_LOC_PREFIX) else loc
     question = question.strip()
     return question if question.endswith("?") else question + "?"
 
 
-def _from_zsre(record: Mapping[str, Any], where: str) -> dict:
+def _from_zsre(record: Mapping[str, Any], where: str, normalise_loc: bool = False) -> dict:
     """A zsRE (MEND format) record in the flat layout, naming zsRE's own fields in errors."""
     fields = {}
     for key in ("src", "subject", "alt"):
@@ -187,7 +189,7 @@ def _from_zsre(record: Mapping[str, Any], where: str) -> dict:
                            fix="give both loc and loc_ans (the locality question and its answer), or neither")
     return {"prompt": fields["src"], "subject": fields["subject"], "target_new": fields["alt"],
             "ground_truth": answers[0] if answers else None, "rephrase_prompt": record.get("rephrase"),
-            "locality_prompt": zsre_question(loc) if loc else None, "locality_ground_truth": loc_ans,
+            "locality_prompt": zsre_question(loc) if loc and normalise_loc else loc, "locality_ground_truth": loc_ans,
             "case_id": record.get("case_id")}
 
 
@@ -235,25 +237,53 @@ def _from_flat(record: Mapping[str, Any], where: str, extra: Mapping[str, Any]) 
                        case_id=record.get("case_id"), extra=extra, origin=where)
 
 
-def normalise_request(record: Mapping[str, Any], where: str = "request") -> EditRequest:
-    """One record of any accepted format as an EditRequest; ``where`` names it in errors and stays its origin."""
+# Formats of EasyEdit's benchmarks that are recognised and refused by name: their fields, and what to do instead.
+UNSUPPORTED_FORMATS = (
+    ("KnowEdit's WikiBio (text, labels, concept)", lambda r: "text" in r and "labels" in r and "prompt" not in r,
+     "WikiBio edits a long-form biography continuation, which adapterkit's methods do not model (they edit a fact: "
+     "a prompt naming a subject, and a short target); use EasyEdit for WikiBio, or write each edit as a record with "
+     "prompt, subject (words of the prompt) and target_new"),
+    ("KnowEdit's Sanitation (question, target_new, ground_truth)",
+     lambda r: "question" in r and "prompt" not in r and "src" not in r,
+     "Sanitation records are questions put into EasyEdit's prompt template at run time, with no subject; write each "
+     "as a record with prompt (the question as the model is asked it), subject (words of the prompt) and target_new"),
+    ("CKnowEdit (prompt, target_new, target_old; no subject)",
+     lambda r: "target_old" in r and "prompt" in r and "subject" not in r,
+     "CKnowEdit records name no subject (EasyEdit's CKnowEditDataset cuts it out of the prompt's instruction); add "
+     "a subject field, the words of the prompt the edit is about (e.g. the idiom after \"请解释如下成语：\"), and "
+     "adapterkit reads them"),
+)
+
+
+def _refuse_unsupported_format(record: Mapping[str, Any], where: str) -> None:
+    for name, matches, fix in UNSUPPORTED_FORMATS:
+        if matches(record):
+            raise RequestError(f"{where}: a {name} record; adapterkit does not support this format "
+                               f"(it reads {RECORD_FORMATS})", fix=fix)
+
+
+def normalise_request(record: Mapping[str, Any], where: str = "request", *, normalise_loc: bool = False) -> EditRequest:
+    """One record of any accepted format as an EditRequest; ``where`` names it in errors and stays its origin.
+    ``normalise_loc``: a zsRE ``loc`` loses its ``nq question:`` prefix and ends in ``?`` (else kept verbatim)."""
     if not isinstance(record, Mapping):
         raise RequestError(f"{where}: a request is a JSON object, got {type(record).__name__}",
                            fix=f"write each record as an object; accepted record formats: {RECORD_FORMATS}")
     if "requested_rewrite" in record:
         known, flat = COUNTERFACT_KEYS, _from_requested_rewrite(record, where)
     elif is_zsre(record):
-        known, flat = ZSRE_KEYS, _from_zsre(record, where)
+        known, flat = ZSRE_KEYS, _from_zsre(record, where, normalise_loc)
     else:
+        _refuse_unsupported_format(record, where)
         known, flat = FLAT_KEYS, record
     extra = {key: value for key, value in record.items() if key not in known}
     return _from_flat(flat, where, extra)
 
 
-def normalise_requests(requests: Mapping | Iterable | EditRequest, source: str = "request") -> list[EditRequest]:
+def normalise_requests(requests: Mapping | Iterable | EditRequest, source: str = "request", *,
+                       normalise_loc: bool = False) -> list[EditRequest]:
     if isinstance(requests, (Mapping, EditRequest)):
         requests = [requests]
-    out = [r if isinstance(r, EditRequest) else normalise_request(r, f"{source} #{i}")
+    out = [r if isinstance(r, EditRequest) else normalise_request(r, f"{source} #{i}", normalise_loc=normalise_loc)
            for i, r in enumerate(requests)]
     if not out:
         raise RequestError(f"{source}: no edit requests given", fix="pass at least one request")
@@ -272,6 +302,10 @@ def read_record_file(path: str | Path, what: str = "requests file") -> list[tupl
     document = load_json(path, error=RequestError, what=what)
     if isinstance(document, Mapping) and isinstance(document.get("data"), list):
         document = document["data"]
+    if isinstance(document, Mapping) and isinstance(document.get("K_F"), list):
+        raise RequestError(f"{path}: a KnowEdit Sanitation file (K_F: the knowledge to forget, K_R: to retain); "
+                           f"adapterkit does not support this format (it reads {RECORD_FORMATS})",
+                           fix=UNSUPPORTED_FORMATS[1][2])
     if isinstance(document, Mapping):
         return [(f"{path} record #0", document)]
     if not isinstance(document, list):
@@ -280,9 +314,10 @@ def read_record_file(path: str | Path, what: str = "requests file") -> list[tupl
     return [(f"{path} record #{i}", record) for i, record in enumerate(document)]
 
 
-def load_requests(path: str | Path) -> list[EditRequest]:
-    """Requests from a JSON list / object or a JSONL file, in any accepted record format."""
-    requests = [normalise_request(record, where) for where, record in read_record_file(path)]
+def load_requests(path: str | Path, *, normalise_loc: bool = False) -> list[EditRequest]:
+    """Requests from a JSON list / object or a JSONL file, in any accepted record format (``normalise_loc``: see
+    normalise_request)."""
+    requests = [normalise_request(record, where, normalise_loc=normalise_loc) for where, record in read_record_file(path)]
     if not requests:
         raise RequestError(f"{path}: holds no records", fix=f"give at least one record; accepted formats: {RECORD_FORMATS}")
     return requests
@@ -310,6 +345,8 @@ def check_requests_fit(requests: Sequence, tok, model, spec, hparams: Mapping[st
     target_new, every locality and portability prompt + its answer), after the longest context template, fits within the
     model's ``config.max_positions`` tokens. A model whose declaration names no such key is not checked.
     """
+    if tok is not None:
+        check_requests_tokenise(requests, tok, source)
     limit = spec.max_positions(model.config)
     if limit is None or tok is None:
         return
@@ -332,3 +369,27 @@ def check_requests_fit(requests: Sequence, tok, model, spec, hparams: Mapping[st
                     f"the model takes {limit} positions ({spec.name}'s config.max_positions){context}, so at most {room} fit",
                     fix=f"shorten the prompt to fit {room} tokens"
                         + (", or use shorter context templates (context_template_length_params)" if reserve else ""))
+
+
+def check_requests_tokenise(requests: Sequence, tok, source: str = "request") -> None:
+    """Refuse a text that gives no tokens of its own (characters the tokenizer's normaliser drops): the model would
+    be fed an empty sequence, or the edit and its metrics would silently measure nothing."""
+    for i, request in enumerate(requests):
+        texts = [("prompt", request.prompt), ("subject", request.subject), ("target_new", request.target_new)]
+        texts += [("ground_truth", request.ground_truth)] if request.ground_truth else []
+        texts += [(f"rephrase_prompt[{k}]", p) for k, p in enumerate(request.rephrase_prompts)]
+        texts += [(f"locality_prompt[{k}]", p) for k, p in enumerate(request.locality_prompts)]
+        texts += [(f"locality_ground_truth[{k}]", a) for k, a in enumerate(request.locality_ground_truths)]
+        texts += [(f"{kind}/{group.name}/{k}/{part}", text)
+                  for kind, groups in (("portability", request.portability), ("locality", request.locality_groups))
+                  for group in groups for k, probe in enumerate(group.probes)
+                  for part, text in (("prompt", probe.prompt), ("ground_truth", probe.answer))]
+        encoded = tok([t for _, t in texts], add_special_tokens=False)["input_ids"]
+        for (what, text), ids in zip(texts, encoded):
+            if not ids:
+                raise RequestError(
+                    f"{request.origin or f'{source} #{i}'}: {what} {text!r} gives no tokens with the model's tokenizer "
+                    f"({type(tok).__name__}{f' from {tok.name_or_path}' if getattr(tok, 'name_or_path', '') else ''}), "
+                    "which drops every character of it",
+                    fix=f"write {what.split('[')[0]} with characters the tokenizer keeps (control or formatting "
+                        "characters are dropped by many tokenizers), or delete the record")

@@ -234,7 +234,9 @@ def test_zsre_and_counterfact_records_become_edit_requests(tmp_path):
     raw = zsre_sample()[0]
     assert first.prompt == raw["src"] and first.target_new == " " + raw["alt"]
     assert first.ground_truth == " " + raw["answers"][0] and first.rephrase_prompts == (raw["rephrase"],)
-    assert first.locality_prompts == ("john goodman's character in the big lebowski?",)
+    assert first.locality_prompts == (raw["loc"],)  # verbatim, as EasyEdit passes it
+    assert load_training_records(path, normalise_loc=True)[0].locality_prompts == (
+        "john goodman's character in the big lebowski?",)
     assert first.locality_ground_truths == (" " + raw["loc_ans"],)
     path.write_text(json.dumps(counterfact_sample()[:3]))
     assert load_training_records(path)[0].locality_prompts == (counterfact_sample()[0]["locality_prompt"],)

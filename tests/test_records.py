@@ -69,7 +69,10 @@ def test_zsre_records_in_mend_format():
     assert (first.prompt, first.subject, first.target_new, first.ground_truth) == (
         raw["src"], raw["subject"], " " + raw["alt"], " " + raw["answers"][0])
     assert first.rephrase_prompts == (raw["rephrase"],)
-    assert first.locality_prompts == ("john goodman's character in the big lebowski?",)  # "nq question: " dropped
+    assert first.locality_prompts == (raw["loc"],)  # verbatim, as EasyEdit passes it
+    assert raw["loc"].startswith("nq question: ")
+    normalised = load_requests(ZSRE, normalise_loc=True)[0]
+    assert normalised.locality_prompts == ("john goodman's character in the big lebowski?",)
     assert first.locality_ground_truths == (" " + raw["loc_ans"],)
     assert first.extra == {"pred": raw["pred"], "cond": raw["cond"]}
     assert second.origin == f"{ZSRE} line 2"

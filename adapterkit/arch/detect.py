@@ -126,6 +126,8 @@ def check_checkpoint(spec: ArchSpec, config: Mapping[str, Any], index: TensorInd
         if role == "lm_head" and spec.weight_name(role) not in names:
             _check_missing_head(spec, config, names, where, index)
             continue
+        if role == "ln_f" and spec.weight_name(role) not in names and _is_parameterless(spec, config, role):
+            continue  # a norm without parameters (OLMo's LayerNorm) leaves no tensor to find
         _check_module(spec, role, None, names, where, index)
     if any(shape is not None for shape in index.shapes.values()):
         _check_shapes(spec, config, index, where)
@@ -146,6 +148,18 @@ def _check_missing_head(spec: ArchSpec, config: Mapping[str, Any], names: set[st
             fix=f"if this checkpoint's head is tied to the embedding ({spec.weight_name('embed')}), set "
                 f"\"{key}\": true in config.json; otherwise the weight files are incomplete")
     _check_module(spec, "lm_head", None, names, where, index)
+
+
+def _is_parameterless(spec: ArchSpec, config: Mapping[str, Any], role: str) -> bool:
+    """Whether the module ``role`` names exists in the model ``config`` builds (on the meta device) and holds no
+    parameters: the only module a template may name without a tensor to match."""
+    from ..checkpoints.build import meta_model
+
+    try:
+        module = meta_model(config, spec).get_submodule(spec.module_name(role, None))
+    except (AttributeError, CheckpointError):  # no such module, or no model: the tensor check reports it
+        return False
+    return next(module.parameters(), None) is None
 
 
 def _check_depth(spec: ArchSpec, num_layers: int, names: set[str], where: str) -> None:

@@ -117,7 +117,9 @@ def hparams_file_problems(document, model_path=None, *, allow_partial: bool = Fa
             report_unknown_keys(document, method, where, strict=False)
     if problems or model_path is None:
         return sorted(problems)
-    return _hparams_against_model(document, method, model_path, allow_partial)
+    from ..settings.easyedit import path_problems
+
+    return _hparams_against_model(document, method, model_path, allow_partial) + path_problems(document)
 
 
 def _hparams_against_model(document, method, model_path, allow_partial: bool = False) -> list[tuple[str, str, str]]:
@@ -131,6 +133,7 @@ def _hparams_against_model(document, method, model_path, allow_partial: bool = F
     check_weights_cover_model(index, config, spec, model_path, allow_partial=allow_partial)
     weights = {spec.model_tensor_name(n) for n in (index or meta_tensor_index(config, spec)).names}
     modules = {name.rsplit(".", i)[0] for name in weights for i in range(1, name.count(".") + 1)}
+    modules |= _parameterless_modules(config, spec)
     if spec.lm_head_tied(config):  # stored once, under the embedding's name
         weights.add(spec.weight_name("lm_head"))
         modules.add(spec.module_name("lm_head"))
@@ -160,6 +163,14 @@ def _hparams_against_model(document, method, model_path, allow_partial: bool = F
         elif name not in weights:
             problems.append((f"/inner_params/{j}", f"{name!r} is not a weight of {model_path}", "name weights as in model.named_parameters()"))
     return problems
+
+
+def _parameterless_modules(config, spec) -> set[str]:
+    """Modules that leave no tensor in a checkpoint (OLMo's final LayerNorm has no parameters), from a meta build."""
+    from ..checkpoints.build import meta_model
+
+    return {name for name, module in meta_model(config, spec).named_modules()
+            if name and next(module.parameters(), None) is None}
 
 
 def _module_path_problems(key, pointer, path, layers, modules, weights, spec, method, model_path) -> list[tuple[str, str, str]]:

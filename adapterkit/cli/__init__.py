@@ -29,10 +29,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, *, default=warnings.showwarning):
-    if issubclass(category, AdapterkitWarning):
+    """adapterkit's own warnings (its code's, and its plugins') as the CLI's messages, without a source line;
+    those of the libraries it uses as Python shows them."""
+    if issubclass(category, AdapterkitWarning) or _is_own_code(filename):
         print(f"adapterkit: warning: {message}", file=sys.stderr)
     else:
         default(message, category, filename, lineno, file, line)
+
+
+def _is_own_code(filename) -> bool:
+    import importlib.util
+    import os
+
+    roots = []
+    for package in ("adapterkit", "adapterkit_plugins"):
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            continue
+        roots += [os.path.realpath(p) for p in (spec.submodule_search_locations or [])] if spec is not None else []
+    path = os.path.realpath(str(filename))
+    return any(path.startswith(root + os.sep) for root in roots)
 
 
 def _route_subcommands(argv: list[str]) -> list[str]:

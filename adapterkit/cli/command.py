@@ -45,6 +45,12 @@ def partial_arg(p) -> None:
                    help="load weights that do not cover the model (missing tensors stay randomly initialised)")
 
 
+def normalise_loc_arg(p) -> None:
+    p.add_argument("--normalise-loc", action="store_true",
+                   help="rewrite zsRE locality questions (loc) as plain questions: drop the 'nq question: ' prefix and "
+                        "end in '?' (default: verbatim, as EasyEdit passes them)")
+
+
 def need_tokenizer(tok, path) -> None:
     if tok is None:
         raise AdapterkitError(f"{path}: no tokenizer files found", fix="copy the tokenizer files (tokenizer.json / tokenizer_config.json) into the checkpoint directory")

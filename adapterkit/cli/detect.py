@@ -52,12 +52,14 @@ def _as_easyedit(hparams, model_path, comment):
     from ..settings.easyedit import dataclass_info, to_easyedit
 
     settings = registry().method_description(hparams["alg_name"]).settings(hparams)
-    easyedit, from_reference = to_easyedit(settings, str(model_path))
+    easyedit, from_reference, paths_not_here = to_easyedit(settings, str(model_path))
     info = dataclass_info(settings.alg_name)
     note = f"EasyEdit's {info['class']} ({info['file']}) fields, written by `adapterkit detect --format easyedit`"
     if from_reference:
         note += (f"\nfrom EasyEdit's reference file {info['reference_file']} (review them): "
                  + ", ".join(from_reference))
+    for path_note in paths_not_here:
+        note += f"\nNOT THERE: {path_note}"
     return easyedit, f"{comment}\n{note}" if comment else note
 
 

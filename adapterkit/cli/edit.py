@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .command import Command, timed_reporter, model_args, need_tokenizer
+from .command import Command, normalise_loc_arg, timed_reporter, model_args, need_tokenizer
 
 
 def arguments(p) -> None:
@@ -17,6 +17,7 @@ def arguments(p) -> None:
     p.add_argument("--archive", help="trained editor directory (MEND, SERAC)")
     p.add_argument("--stats-dir")
     p.add_argument("--strict", action="store_true", help="a hyperparameter key no method or EasyEdit reads is an error")
+    normalise_loc_arg(p)
 
 
 def run_edit(args) -> int:
@@ -29,7 +30,7 @@ def run_edit(args) -> int:
 
     settings = load_settings(args.hparams, strict=args.strict,
                              overrides={"stats_dir": args.stats_dir} if args.stats_dir else None)
-    requests = load_requests(args.requests)
+    requests = load_requests(args.requests, normalise_loc=args.normalise_loc)
     if args.out is not None:
         check_writable(args.out, what="deltas file" if args.deltas_only else "edited checkpoint",
                        directory=not args.deltas_only, overwrite=args.overwrite or args.deltas_only)
@@ -37,6 +38,11 @@ def run_edit(args) -> int:
     say(f"loading {args.model_path}")
     model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     need_tokenizer(tok, args.model_path)
+    if args.out is not None and not args.deltas_only:
+        from ..files.atomic import check_free_space
+
+        unique = {id(p): p for p in model.parameters()}.values()  # a tied head is saved once
+        check_free_space(args.out, sum(p.numel() * p.element_size() for p in unique), what="edited checkpoint")
     result = api.edit(model, tok, requests, settings, archive=args.archive, hparams_source=str(args.hparams),
                       requests_source=str(args.requests), say=say)
     say("done")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .command import Command, need_tokenizer, partial_arg, registry
+from .command import Command, normalise_loc_arg, need_tokenizer, partial_arg, registry
 
 
 def arguments(p) -> None:
@@ -13,16 +13,16 @@ def arguments(p) -> None:
     p.add_argument("--deltas")
     p.add_argument("--device")
     partial_arg(p)
+    normalise_loc_arg(p)
 
 
 def run_evaluate(args) -> int:
     from ..checkpoints.loading import load_model
     from ..editing.metrics import compare, evaluate, summarise
     from ..editing.result import apply_deltas
-    from ..requests import check_requests_fit
-    from ..requests import load_requests
+    from ..requests import check_requests_fit, load_requests
 
-    requests = load_requests(args.requests)
+    requests = load_requests(args.requests, normalise_loc=args.normalise_loc)
     model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     need_tokenizer(tok, args.model_path)
     check_requests_fit(requests, tok, model, registry().for_model(model), source=str(args.requests))

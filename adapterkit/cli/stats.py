@@ -20,6 +20,9 @@ def stats_import_arguments(p) -> None:
     p.add_argument("--layer", type=int, required=True, help="the layer whose rewrite module they describe")
     p.add_argument("--hparams", help="the hparams that will read them (default: ROME's published statistics settings)")
     p.add_argument("--stats-dir")
+    p.add_argument("--force", action="store_true",
+                   help="import a file whose name (ROME / EasyEdit: MODULE_DTYPE_mom2_N.npz) or metadata says it was "
+                        "written for another layer or module (the mismatch is recorded with its provenance)")
     p.add_argument("--device")
     partial_arg(p)
 
@@ -65,7 +68,7 @@ def run_stats_import(args) -> int:
     stats_dir = args.stats_dir or settings.stats_dir
     check_writable(stats_dir, what="statistics directory", directory=True)
     model, _ = load_model(args.model, device=args.device, allow_partial=args.allow_partial_weights)
-    path = import_npz(args.file, model, registry().for_model(model), settings, args.layer, stats_dir)
+    path = import_npz(args.file, model, registry().for_model(model), settings, args.layer, stats_dir, force=args.force)
     print(path)
     return 0
 

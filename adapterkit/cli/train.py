@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import AdapterkitError
-from .command import Command, model_args, need_tokenizer, registry
+from .command import Command, normalise_loc_arg, model_args, need_tokenizer, registry
 
 
 def arguments(p) -> None:
@@ -13,6 +13,7 @@ def arguments(p) -> None:
     p.add_argument("--val")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
+    normalise_loc_arg(p)
 
 
 def run_train(args) -> int:
@@ -28,7 +29,8 @@ def run_train(args) -> int:
     check_writable(args.out, what="trained editor", directory=True)
     model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     need_tokenizer(tok, args.model_path)
-    api.train(model, tok, settings, args.train, args.out, val=args.val, resume=args.resume, device=args.device)
+    api.train(model, tok, settings, args.train, args.out, val=args.val, resume=args.resume, device=args.device,
+              normalise_loc=args.normalise_loc)
     print(f"wrote the {method.name} editor to {args.out}", file=sys.stderr)
     return 0
 

@@ -66,21 +66,21 @@ def with_unrelated_locality(requests: Sequence[EditRequest], pool: Sequence[Edit
     return widened
 
 
-def load_sets(settings: TrainedEditorSettings, train, val=None):
+def load_sets(settings: TrainedEditorSettings, train, val=None, *, normalise_loc: bool = False):
     """Training and validation EditRequests from files or lists of records (the last tenth of the training
-    records when there is no validation set)."""
+    records when there is no validation set); ``normalise_loc``: see requests.normalise_request."""
     skip = settings.skip_malformed
-    train_set = _training_set(train, "training records", skip)
+    train_set = _training_set(train, "training records", skip, normalise_loc)
     if val is not None:
-        return train_set, _training_set(val, "validation records", skip)
+        return train_set, _training_set(val, "validation records", skip, normalise_loc)
     return split_validation(train_set)
 
 
-def _training_set(source, name: str, skip_malformed: bool) -> list[EditRequest]:
+def _training_set(source, name: str, skip_malformed: bool, normalise_loc: bool = False) -> list[EditRequest]:
     from .datasets import load_training_records, normalise_training_records
 
     if isinstance(source, (str, PathLike)):
-        return load_training_records(source, skip_malformed=skip_malformed)
+        return load_training_records(source, skip_malformed=skip_malformed, normalise_loc=normalise_loc)
     records = [source] if isinstance(source, (Mapping, EditRequest)) else list(source)
     return normalise_training_records([(f"{name} #{i}", r) for i, r in enumerate(records)], name,
-                                      skip_malformed=skip_malformed)
+                                      skip_malformed=skip_malformed, normalise_loc=normalise_loc)

@@ -18,8 +18,8 @@ from ..requests import EditRequest, normalise_request, read_record_file
 MAX_LISTED_PROBLEMS = 5
 
 
-def normalise_training_record(record: Any, where: str) -> EditRequest:
-    request = record if isinstance(record, EditRequest) else normalise_request(record, where)
+def normalise_training_record(record: Any, where: str, *, normalise_loc: bool = False) -> EditRequest:
+    request = record if isinstance(record, EditRequest) else normalise_request(record, where, normalise_loc=normalise_loc)
     if not request.locality_prompts and request.locality_groups:
         probes = [probe for group in request.locality_groups for probe in group.probes]
         request = dataclasses.replace(request, locality_prompts=tuple(p.prompt for p in probes),
@@ -37,12 +37,12 @@ def read_records(path: str | Path) -> list[tuple[str, Any]]:
 
 
 def normalise_training_records(records: Sequence[tuple[str, Any]], source: str, *,
-                                skip_malformed: bool = False) -> list[EditRequest]:
+                                skip_malformed: bool = False, normalise_loc: bool = False) -> list[EditRequest]:
     """Every ``(where, record)`` as an EditRequest; malformed ones raise (all of them listed) or, if asked, are skipped."""
     requests, problems = [], []
     for where, record in records:
         try:
-            requests.append(normalise_training_record(record, where))
+            requests.append(normalise_training_record(record, where, normalise_loc=normalise_loc))
         except RequestError as exc:
             problems.append(exc)
     if problems and not skip_malformed:
@@ -59,6 +59,8 @@ def normalise_training_records(records: Sequence[tuple[str, Any]], source: str, 
     return requests
 
 
-def load_training_records(path: str | Path, *, skip_malformed: bool = False) -> list[EditRequest]:
+def load_training_records(path: str | Path, *, skip_malformed: bool = False,
+                          normalise_loc: bool = False) -> list[EditRequest]:
     """EditRequests from a CounterFact / KnowEdit or zsRE (MEND) training file (JSON list or JSONL)."""
-    return normalise_training_records(read_records(path), str(path), skip_malformed=skip_malformed)
+    return normalise_training_records(read_records(path), str(path), skip_malformed=skip_malformed,
+                                      normalise_loc=normalise_loc)

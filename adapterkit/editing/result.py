@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..errors import AdapterkitError
-from ..files.atomic import atomic_path
+from ..files.atomic import atomic_path, check_free_space
 
 
 def _delta_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -70,14 +70,32 @@ class EditResult:
         weight = self.parameter(name)
         if delta.shape != weight.shape:
             raise AdapterkitError(f"update for {name} has shape {tuple(delta.shape)}, the weight {tuple(weight.shape)}")
+        stored = delta.to(device=weight.device, dtype=weight.dtype)
+        if not bool(torch.isfinite(stored).all()):
+            self._refuse_non_finite(name, "the update holds")
         if name not in self.originals:
             original = weight.detach().clone()
             self.originals[name] = host_copy(original)
         else:
             original = self.originals[name].to(weight.device)
-        weight.add_(delta.to(device=weight.device, dtype=weight.dtype))
+        weight.add_(stored)
+        if not bool(torch.isfinite(weight).all()) and bool(torch.isfinite(original).all()):
+            weight.copy_(original)  # the sum overflowed the weight's dtype
+            self._refuse_non_finite(name, f"adding the update overflows {weight.dtype} and gives")
         wide = _delta_dtype(weight.dtype)
         self.deltas[name] = host_copy(weight.detach().to(wide) - original.to(wide))
+
+    def _refuse_non_finite(self, name: str, what: str) -> None:
+        """Put every weight this edit touched back, then refuse: no NaN or inf ever stays in the model."""
+        self.restore(force=True)
+        named = ", ".join(r.origin or repr(r.prompt) for r in self.requests[:3]) or "the requests"
+        more = f" (and {len(self.requests) - 3} more)" if len(self.requests) > 3 else ""
+        method = self.hparams.get("alg_name", "the edit")
+        raise AdapterkitError(
+            f"{method} of {named}{more}: {what} non-finite numbers (NaN or inf) for {name}; "
+            "the model's original weights were restored",
+            fix="check the hyperparameters (a learning rate, clamp_norm_factor or mom2_update_weight of NaN, inf or "
+                "extreme size) and the second-moment statistics; edit a float32 copy of a 16-bit model")
 
     # --- for users ----------------------------------------------------------------------------
     @property
@@ -87,10 +105,10 @@ class EditResult:
     @torch.no_grad()
     def restore(self, force: bool = False) -> None:
         """Put the original weights back, bit for bit."""
-        for name, original in self.originals.items():
+        for name, original in self.originals.items() if not force else ():
             weight = self.parameter(name)
             expected = (original.to(self.deltas[name].dtype) + self.deltas[name]).to(weight.dtype)
-            if not force and not torch.equal(weight.detach().cpu(), expected):
+            if not torch.equal(weight.detach().cpu(), expected):
                 raise AdapterkitError(
                     f"{name} changed after this edit was applied (a later edit?); restoring would undo that too",
                     fix="restore later edits first (newest first), or call restore(force=True)")
@@ -106,6 +124,7 @@ class EditResult:
             "originals": json.dumps({n: fingerprint(t) for n, t in self.originals.items()}),
             "aliases": json.dumps({a: n for a, n in (self._aliases or {}).items() if n in self.deltas}),
         }
+        check_free_space(path, sum(d.numel() * d.element_size() for d in self.deltas.values()), what="deltas file")
         with atomic_path(path) as tmp:
             save_file({n: d.contiguous() for n, d in self.deltas.items()}, str(tmp), metadata=metadata)
 
@@ -138,6 +157,11 @@ def apply_deltas(model, path, check_base: bool = True) -> EditResult:
         raise AdapterkitError(f"{path}: {' and '.join(shared[0])} are one tensor in this model (a tied lm-head), "
                               "but the file holds a delta for each: applying both would add twice",
                               fix="apply these deltas to a model whose head is untied, as the one they were computed on")
+    for name, delta in deltas.items():
+        bad = int(delta.numel() - torch.isfinite(delta).sum())
+        if bad:
+            raise AdapterkitError(f"{path}: the delta of {name} holds {bad} non-finite value(s) (NaN or inf); "
+                                  "nothing was applied", fix="write the deltas again from an edit that succeeds")
     for name in deltas:  # every check before the first write: a refused file leaves the model as it was
         if check_base and expected.get(name) and fingerprint(result.parameter(name)) != expected[name]:
             raise AdapterkitError(f"{path}: {name} differs from the weight these deltas were computed on",
@@ -147,6 +171,12 @@ def apply_deltas(model, path, check_base: bool = True) -> EditResult:
         kept = result.canonical(name)
         result.originals[kept] = host_copy(weight)
         edited = (result.originals[kept].to(delta.dtype) + delta).to(weight.dtype)
+        if not bool(torch.isfinite(edited).all()) and bool(torch.isfinite(result.originals[kept]).all()):
+            del result.originals[kept]
+            result.restore(force=True)
+            raise AdapterkitError(f"{path}: applying the delta of {name} overflows {weight.dtype} to non-finite "
+                                  "values (NaN or inf); the model's weights were left as they were",
+                                  fix="apply the deltas to the model in the dtype they were computed on (float32)")
         weight.copy_(edited.to(weight.device))
         result.deltas[kept] = delta
     result.answerer = model

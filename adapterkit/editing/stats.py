@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from ..errors import StatsError
-from ..files.atomic import atomic_path
-from ..settings.methods import LocateThenEditSettings
+from ..files.atomic import atomic_path, check_free_space
 from ..files.safe_load import load_json, parse_json
+from ..settings.methods import LocateThenEditSettings
 from .hooks import frozen, run, trace
 from .moments import SecondMomentSum
 from .tokens import model_device, pad_id, pad_rows
@@ -290,6 +290,9 @@ def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, st
     for reused in (w for w in wanted if w not in missing):
         announce(reused.path, reused.module, read_meta(reused.path), "reusing")
     if missing:
+        itemsize = DTYPES[missing[0].dtype].itemsize
+        check_free_space(stats_dir, sum((_input_width(model, spec, w.module) or 0) ** 2 * itemsize for w in missing),
+                         what=f"statistics of {len(missing)} module(s)")
         documents = _documents(corpus, missing[0].n_samples)
         sums, count = _accumulate(model, tok, [w.module for w in missing], documents, batch_size,
                                   DTYPES[missing[0].dtype], device, progress,
@@ -388,8 +391,15 @@ def write_npz(path: Path, mom2_sum: torch.Tensor, count: int, meta: Mapping | No
         "mom2.mom2": mom2_sum.detach().to("cpu", DTYPES[meta["dtype"]] if meta else torch.float32).numpy(),
         "sample_size": np.array(meta["n_samples"] if meta else count, dtype=np.int64),
     }
+    bad = int(arrays["mom2.mom2"].size - np.count_nonzero(np.isfinite(arrays["mom2.mom2"])))
+    if bad:
+        dtype = meta["dtype"] if meta else "float32"
+        raise StatsError(f"{path}: not written: the second moments hold {bad} non-finite value(s) (NaN or inf) in "
+                         f"{dtype} (the model's activations are NaN or inf, or the sums overflow {dtype})",
+                         fix="compute them with `mom2_dtype: float32` (or float64), or load the model in float32")
     if meta is not None:
         arrays["adapterkit.meta"] = np.array(json.dumps(meta, sort_keys=True))
+    check_free_space(path, arrays["mom2.mom2"].nbytes, what="statistics file")
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
 
@@ -427,6 +437,12 @@ def read_npz(path) -> Stats:
                          fix="delete the file and compute it again")
     if stats.meta is not None and not isinstance(stats.meta, dict):
         raise StatsError(f"{path}: adapterkit.meta is not a JSON object", fix="delete the file and compute it again")
+    bad = int(mom2.size - np.count_nonzero(np.isfinite(mom2)))
+    if bad:  # a NaN or inf moment makes every update computed from it NaN
+        raise StatsError(f"{path}: mom2.mom2 holds {bad} non-finite value(s) (NaN or inf) of {mom2.size}; "
+                         "statistics with them would give NaN weights",
+                         fix="delete the file and compute it again with `adapterkit stats` (in float32 or float64 "
+                             "if it overflowed), or set `mom2_adjustment: false` (ROME)")
     return stats
 
 
@@ -452,10 +468,11 @@ def check_identity(meta: Mapping, path: Path, wanted: StatsRequest) -> None:
 
 
 def import_npz(source, model, spec, settings: LocateThenEditSettings, layer: int, stats_dir=None,
-               template: str | None = None) -> Path:
+               template: str | None = None, *, force: bool = False) -> Path:
     """Adopt a ROME / EasyEdit statistics file for this model's ``layer``: its shape checked against the rewrite
-    module's input width, written (atomically) where get_mom2 finds it, with the model's identity and the
-    provenance: the source's absolute path, its sha256 and the date."""
+    module's input width, the module and layer its name (ROME / EasyEdit naming) or metadata give checked against
+    ``layer`` (``force``: adopted anyway, the mismatch recorded), written (atomically) where get_mom2 finds it, with
+    the model's identity and the provenance: the source's absolute path, its sha256 and the date."""
     source = Path(source)
     stats = read_npz(source)
     depth = spec.num_layers(model.config)
@@ -465,13 +482,39 @@ def import_npz(source, model, spec, settings: LocateThenEditSettings, layer: int
     template = template or settings.rewrite_templates[0]
     wanted = stats_requests(model, spec, settings, stats_dir or settings.stats_dir, [layer], [template])[0]
     _check_width(stats, model, spec, wanted.module)
+    mismatch = _named_for_another_module(source, stats.meta, template, layer)
+    if mismatch and not force:
+        raise StatsError(f"{source}: {mismatch}, not for {wanted.module} (layer {layer})",
+                         fix=f"import the file written for {wanted.module}, give the --layer the file was written for, "
+                             "or pass --force if the file was misnamed and does belong to this layer")
+    if mismatch:
+        warnings.warn(f"importing {source} for {wanted.module} (layer {layer}) with --force: {mismatch}", stacklevel=2)
     warnings.warn(f"importing {source}: its provenance (model, corpus) cannot be verified; it is used as given", stacklevel=2)
     meta = {"format": FORMAT, "module": wanted.module, "layer": layer, **wanted.identity, "corpus": None,
             "corpus_id": None, "documents": None, "n_samples": wanted.n_samples, "dtype": wanted.dtype,
-            "imported_from": str(source.resolve()), "sha256": _sha256(source), "created": _now()}
+            "imported_from": str(source.resolve()), "sha256": _sha256(source), "created": _now(),
+            **({"forced_over": mismatch} if mismatch else {})}
     write_npz(wanted.path, torch.from_numpy(np.asarray(stats.mom2)), stats.count, meta)
     announce(wanted.path, wanted.module, meta, "wrote")
     return wanted.path
+
+
+STATS_FILE_NAME = re.compile(r"(?P<module>.+)_(?:float16|bfloat16|float32|float64)_mom2_\d+\.npz")
+
+
+def _named_for_another_module(source: Path, meta: Mapping | None, template: str, layer: int) -> str | None:
+    """What the file says it was written for, where that is another layer or module than ``template`` at ``layer``:
+    its adapterkit metadata, else its ROME / EasyEdit file name (``{module}_{dtype}_mom2_{n}.npz``)."""
+    module = template.format(layer)
+    if meta is not None and (meta.get("module"), meta.get("layer")) != (module, layer):
+        return f"its metadata says it was written for {meta.get('module')} (layer {meta.get('layer')})"
+    named = STATS_FILE_NAME.fullmatch(source.name)
+    if meta is not None or named is None or named["module"] == module:
+        return None
+    at_layer = re.fullmatch(re.escape(template).replace(re.escape("{}"), r"(\d+)"), named["module"])
+    if at_layer:
+        return f"its name says it was written for layer {at_layer[1]} ({named['module']})"
+    return f"its name says it was written for the module {named['module']}"
 
 
 def _sha256(path: Path) -> str:

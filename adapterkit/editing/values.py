@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import AdapterkitError
 from ..settings.methods import LocateThenEditSettings
 from . import graphs, speedups
 from .hooks import edit_output, run, trace
@@ -210,7 +211,23 @@ def optimise_values(model, tok, requests, points: Sequence[str], templates: Sequ
             chunks.append(_optimise_chunk(model, tok, requests[lo: lo + batch_size], points, flat, fact_token, settings,
                                           loss_module, lm_head, static_blocks, split, observed if lo == 0 else None))
             bar.update(len(requests[lo: lo + batch_size]))
-    return {p: torch.cat([c[p] for c in chunks]) for p in points}
+    values = {p: torch.cat([c[p] for c in chunks]) for p in points}
+    _refuse_non_finite(values, requests)
+    return values
+
+
+def _refuse_non_finite(values: dict[str, torch.Tensor], requests) -> None:
+    """A NaN or inf target value would become a NaN weight: name the first request that got one."""
+    for point, rows in values.items():
+        bad = (~torch.isfinite(rows)).any(dim=-1).nonzero()[:, 0].tolist()
+        if bad:
+            request = requests[bad[0]]
+            raise AdapterkitError(
+                f"{getattr(request, 'origin', None) or 'request'} ({request.prompt!r} -> {request.target_new.strip()!r}): "
+                f"its target value at {point} is not finite (NaN or inf)"
+                + (f", as are those of {len(bad) - 1} more request(s)" if len(bad) > 1 else "") + "; the edit stopped there",
+                fix="check the value-optimisation hyperparameters (v_lr, v_weight_decay, clamp_norm_factor, "
+                    "kl_factor: finite and of ordinary size), and edit a float32 copy of a 16-bit model")
 
 
 def _optimise_chunk(model, tok, requests, points, templates, fact_token, settings: LossSettings, loss_module, lm_head,

@@ -15,6 +15,7 @@ Outputs get the permissions the umask gives (mkstemp / mkdtemp alone would make 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -123,12 +124,66 @@ def _partial(path: Path, *, directory: bool):
     try:
         follow_umask(tmp, directory=directory)
         yield tmp
-    except BaseException:
+    except BaseException as exc:
+        written = _size(tmp)
         _remove(tmp)
+        if out_of_space(exc):
+
+            needed = f"more than {human_size(written)} needed, " if written else ""
+            raise OutputError(f"{path}: no space left on the device while writing it ({needed}"
+                              f"{human_size(free_space(path))} free); nothing was written",
+                              fix="free space there, or write the output to another file system") from None
         raise
     finally:
         with _writing_lock:
             _writing.discard(str(tmp))
+
+
+# --- free space ---------------------------------------------------------------------------------
+def out_of_space(exc: BaseException) -> bool:
+    """A write that failed for want of space: ENOSPC / EDQUOT, or a library's error that only says so in words
+    (safetensors' SafetensorError)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, Exception) and "No space left on device" in str(exc)
+
+
+def human_size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def free_space(path: str | os.PathLike) -> int:
+    return shutil.disk_usage(_existing_ancestor(Path(path))).free
+
+
+def check_free_space(path: str | os.PathLike, needed: int, *, what: str) -> None:
+    """Refuse, before any work, an output of ``needed`` bytes where the file system has less free."""
+    free = free_space(path)
+    if needed > free:
+
+        raise OutputError(f"{path}: the {what} needs about {human_size(needed)}, and {human_size(free)} is free on "
+                          f"its file system ({_existing_ancestor(Path(path))})",
+                          fix="free space there, or write the output to another file system")
+
+
+def _size(path: Path) -> int:
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _fsync_directory(directory: Path) -> None:

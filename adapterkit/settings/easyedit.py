@@ -22,6 +22,16 @@ CHECKPOINT_FIELDS = {"model_class": "AutoModelForCausalLM", "tokenizer_class": "
 FOR_NONE = {"device": 0}
 # adapterkit's None that means the same to EasyEdit: no trained editor yet
 KEEP_NONE = {"archive"}
+# Fields that name a local model EasyEdit loads (its reference files say ./hugging_cache/...): what to set them to
+MODEL_PATHS = {
+    "small_name": "a local checkpoint directory of SERAC's small counterfactual model, with the base model's "
+                  "vocabulary (adapterkit reads null as a copy of the base model's first layers)",
+    "cls_name": "a local checkpoint directory of SERAC's scope classifier, a BERT-style encoder such as "
+                "distilbert-base-cased (EasyEdit loads it; adapterkit does not read cls_name)",
+}
+# AlphaEdit's null-space projection: EasyEdit computes it and saves it at P_loc when no file is there, and loads
+# any file that is, so a path shared by several models would hand one model's projection to another
+PROJECTION_FIELD = "P_loc"
 
 
 @lru_cache(maxsize=1)
@@ -73,12 +83,15 @@ def multimodal_class(alg_name: str) -> str | None:
     return info["class"] if info and alg_name.upper() not in _methods_matched() else None
 
 
-def to_easyedit(settings, checkpoint: str) -> tuple[dict, list[str]]:
+def to_easyedit(settings, checkpoint: str) -> tuple[dict, list[str], list[str]]:
     """``settings`` (built from what detect found) as EasyEdit's file for the method: exactly its dataclass's fields.
 
     A field takes adapterkit's value (its setting, default filled in, under EasyEdit's name), else what fits the
-    checkpoint, else the dataclass's default, else the value of EasyEdit's reference file for the method.
-    Returns the file and the fields whose value came from the reference file (the caller says so: review them)."""
+    checkpoint, else the dataclass's default, else the value of EasyEdit's reference file for the method. A
+    reference path that does not exist here is never written as if it did: a model path becomes null, the
+    projection file a path of this model's own (see MODEL_PATHS, PROJECTION_FIELD).
+    Returns the file, the fields whose value came from the reference file (the caller says so: review them), and
+    a note for each path written that is not there (the caller says so too)."""
     info = dataclass_info(settings.alg_name)
     if info is None:
         raise AdapterkitError(f"EasyEdit has no {settings.alg_name} hyperparameter dataclass to write for",
@@ -103,4 +116,37 @@ def to_easyedit(settings, checkpoint: str) -> tuple[dict, list[str]]:
             out[field] = reference.get(field)
             from_reference.append(field)
     out["alg_name"] = _methods_matched()[settings.alg_name.upper()][0]
-    return out, from_reference
+    return out, from_reference, _paths_not_here(out, from_reference, checkpoint)
+
+
+def _paths_not_here(out: dict, from_reference: list[str], checkpoint: str) -> list[str]:
+    """Replace reference paths that do not exist here (in ``out``); a note on each path field not there."""
+    from pathlib import Path
+
+    notes = []
+    for field, what in MODEL_PATHS.items():
+        value = out.get(field)
+        if field in from_reference and isinstance(value, str) and not Path(value).exists():
+            out[field] = None
+            notes.append(f"{field}: null, as EasyEdit's reference {value!r} does not exist here; set it to {what}")
+    value = out.get(PROJECTION_FIELD)
+    if PROJECTION_FIELD in from_reference and isinstance(value, str):
+        own = Path(str(out.get("stats_dir") or "stats")) / (Path(checkpoint).name or "model") / "null_space_project.pt"
+        out[PROJECTION_FIELD] = str(own)
+        notes.append(f"{PROJECTION_FIELD}: {own} is not there yet: EasyEdit computes this model's null-space projection "
+                     f"and saves it there on first use (its reference {value!r} is one file for every model)")
+    return notes
+
+
+def path_problems(document: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """Model path fields (MODEL_PATHS) that name no existing path here, as (pointer, message, fix)."""
+    from pathlib import Path
+
+    problems = []
+    for field, what in MODEL_PATHS.items():
+        value = document.get(field)
+        if isinstance(value, str) and value and not Path(value).exists():
+            problems.append((f"/{field}", f"{value!r} does not exist here (a path is read relative to the current "
+                             "directory, and nothing is downloaded)",
+                             f"set {field} to {what}" + ("; or null" if field == "small_name" else "")))
+    return problems

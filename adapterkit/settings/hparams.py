@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import warnings
 import weakref
@@ -70,7 +71,18 @@ def checked_hparams(document: Mapping[str, Any], registry, where: str = "<hparam
     if method is None:
         return dict(document), [("/alg_name", "alg_name is missing", f"set alg_name to one of {sorted(registry.methods)}")]
     document = numbers_from_text(document, method.schema)
-    return document, schema_problems(document, method.schema)
+    return document, sorted(schema_problems(document, method.schema) + non_finite_problems(document))
+
+
+def non_finite_problems(value, path=()) -> list[tuple[str, str, str]]:
+    """NaN and inf anywhere in the document: JSON Schema's number type lets them through, and they end as NaN weights."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(json_pointer(path), f"{value} is not a finite number", "give a finite number")]
+    if isinstance(value, Mapping):
+        return [p for key, item in value.items() for p in non_finite_problems(item, (*path, key))]
+    if isinstance(value, (list, tuple)):
+        return [p for i, item in enumerate(value) for p in non_finite_problems(item, (*path, i))]
+    return []
 
 
 def hparams_problems(document: Mapping[str, Any], registry, where: str = "<hparams>") -> list[tuple[str, str, str]]:
