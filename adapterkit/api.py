@@ -32,7 +32,8 @@ def edit(model, tok, requests, hparams, *, evaluate: bool = True, archive=None, 
     spec = registry.for_model(model)
     records = normalise_requests(requests, requests_source)
     hp = settings.to_dict()
-    check_hparams_against_model(hp, model, spec, hparams_source or (str(hparams) if isinstance(hparams, (str, PathLike)) else "hparams"))
+    check_hparams_against_model(hp, model, spec, hparams_source or (str(hparams) if isinstance(hparams, (str, PathLike)) else "hparams"),
+                                method)
     check_requests_fit(records, tok, model, spec, hp, requests_source)
     check_stats_inputs(model, spec, settings)
     result = EditResult(model=model, hparams=hp, requests=records)

@@ -274,7 +274,7 @@ def test_truncated_statistics_are_refused_before_the_edit(checkpoint, tmp_path, 
 @pytest.mark.parametrize("change, expected", [
     ({"rewrite_module_tmp": "model.layers.{}.mlp.down_proj", "layer_module_tmp": "model.layers.{}"}, "model.layers.1"),
     ({"lm_head_module": "transformer.lm_head"}, "'transformer.lm_head'"),
-    ({"layers": [7]}, "layers [7] do not fit a model of 4 layers"),
+    ({"layers": [7]}, "#/layers/0: layer 7 does not exist (GPT2LMHeadModel has 4)"),
 ])
 def test_hparams_that_do_not_fit_the_model_are_refused_before_the_edit(checkpoint, rome_hparams, tmp_path, capsys,
                                                                         change, expected):

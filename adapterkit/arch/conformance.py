@@ -289,23 +289,9 @@ def _templates(spec, built: dict) -> Check:
 
 
 def _value_point_problems(spec, model) -> list[str]:
-    import torch
+    from .inference import value_point_problems
 
-    from ..editing import hooks
-
-    pairs = [(role, out) for role, out in (("attn", "attn_out"), ("mlp", "mlp_out"))
-             if spec.has_role(role) and spec.has_role(out) and spec.template(role) != spec.template(out)]
-    names = [spec.module_name(r, 0) for pair in pairs for r in pair]
-    ids = torch.arange(3, 9).unsqueeze(0) % spec.vocab_size(model.config)
-    with torch.no_grad(), hooks.trace(model, outputs=names, copy=True) as record:
-        model(input_ids=ids, attention_mask=torch.ones_like(ids))
-    problems = []
-    for role, out in pairs:
-        got, want = (_first(record.outputs[spec.module_name(r, 0)]) for r in (role, out))
-        if got.shape != want.shape or not torch.allclose(got, want):
-            problems.append(f"{spec.module_name(role, 0)!r} (role {role}) returns more than {spec.module_name(out, 0)!r} "
-                            f"(role {out}) adds, so a value read or written there is not the projection's")
-    return problems
+    return [message for _, message, _ in value_point_problems(spec.declaration, model)]
 
 
 def _first(output):

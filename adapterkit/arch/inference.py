@@ -400,7 +400,8 @@ def _defaults(gated: bool) -> dict:
 
 # --- the traced forward pass ----------------------------------------------------------------------
 class _ForwardTrace:
-    """One forward pass on meta tokens: the order modules ran in, and the tensors they took and returned."""
+    """One forward pass on a few tokens (on the meta device for a model built there): the order modules ran in, and
+    the tensors they took and returned (with copies, where they hold numbers, as they were when returned)."""
 
     def __init__(self, model, block0: str):
         import torch
@@ -408,13 +409,19 @@ class _ForwardTrace:
         self.order: list[str] = []
         self.inputs: dict[str, Any] = {}
         self.outputs: dict[str, Any] = {}
+        self.copies: dict[str, Any] = {}  # a later in-place add (Falcon adds attention into the MLP's output) spares them
         handles = []
         for name, module in model.named_modules():
             if name:
                 handles.append(module.register_forward_hook(self._hook(name, keep=name.startswith(block0 + ".") or name == block0)))
+        device = next(model.parameters(), torch.empty(0, device="meta")).device
         try:
             with torch.no_grad():
-                model(input_ids=torch.zeros((1, 4), dtype=torch.long, device="meta"))
+                if device.type == "meta":
+                    model(input_ids=torch.zeros((1, 4), dtype=torch.long, device="meta"))
+                else:
+                    ids = torch.arange(3, 7, device=device).unsqueeze(0)
+                    model(input_ids=ids, attention_mask=torch.ones_like(ids))
             self.ok = True
         except Exception:  # some models cannot run on the meta device; registration order stands in
             self.ok = False
@@ -428,6 +435,8 @@ class _ForwardTrace:
             if keep:
                 self.inputs[name] = args[0] if args else None
                 self.outputs[name] = output[0] if isinstance(output, (tuple, list)) else output
+                if getattr(self.outputs[name], "is_meta", True) is False:
+                    self.copies[name] = self.outputs[name].detach().clone()
         return fn
 
     def order_within(self, scope: str) -> list[str]:
@@ -441,9 +450,15 @@ class _ForwardTrace:
         return self.outputs.get(name)
 
     def returns(self, container: str, projection: str) -> bool:
-        """Whether ``container`` returned ``projection``'s output tensor itself (nothing added after it)."""
+        """Whether ``container`` returned ``projection``'s output (nothing added after it): the tensor itself, or on a
+        model with weights the same numbers."""
+        import torch
+
         out = self.outputs.get(container)
-        return out is not None and out is self.outputs.get(projection)
+        if out is not None and out is self.outputs.get(projection):
+            return True
+        got, want = self.copies.get(container), self.copies.get(projection)
+        return got is not None and want is not None and got.shape == want.shape and bool(torch.allclose(got, want))
 
     def feeds_activation(self, scope: str):
         """The input tensor of the activation module inside ``scope``, if exactly one ran."""
@@ -488,7 +503,8 @@ def _identifier(model_type: str) -> str:
 
 
 def value_point_problems(declaration: Mapping[str, Any], model) -> list[tuple[str, str, str]]:
-    """A declared attn / mlp container whose output is not its output projection's (a traced meta forward pass)."""
+    """A declared attn / mlp container whose output is not its output projection's (a traced forward pass of block 0,
+    on the meta device or on a model with weights)."""
     modules = declaration["modules"]
     block0 = f"{modules['layers']}.0"
     trace = _ForwardTrace(model, block0)

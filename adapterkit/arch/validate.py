@@ -1,13 +1,12 @@
 """`adapterkit validate`: schema and semantic checks for plugin declarations and hyperparameter files."""
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 from ..errors import AdapterkitError, SchemaError
 from .registry import get_registry, load_declaration
 from ..files.safe_load import load_yaml
-from .schema import format_problems, schema_problems, schema_properties
+from .schema import format_problems, schema_problems
 
 
 def validate_file(path, model_path=None, *, allow_partial: bool = False, strict: bool = False) -> str:
@@ -126,6 +125,7 @@ def _hparams_against_model(document, method, model_path, allow_partial: bool = F
     from ..checkpoints.loading import read_config, read_tensor_index
     from ..checkpoints.build import meta_tensor_index
     from ..checkpoints.checks import check_weights_cover_model
+    from ..settings.against_model import ModelNames, model_problems
 
     config = read_config(model_path)
     spec = get_registry().for_config(config, infer=True)
@@ -137,32 +137,9 @@ def _hparams_against_model(document, method, model_path, allow_partial: bool = F
     if spec.lm_head_tied(config):  # stored once, under the embedding's name
         weights.add(spec.weight_name("lm_head"))
         modules.add(spec.module_name("lm_head"))
-    num_layers = spec.num_layers(config)
-    properties, _ = schema_properties(method.schema)  # the keys the schema checked; others are unknown keys
-    problems = []
-    layers = document.get("layers", []) if "layers" in properties else []
-    for i, layer in enumerate(layers):
-        if layer >= num_layers:
-            problems.append((f"/layers/{i}", f"layer {layer} does not exist ({model_path} has {num_layers})", f"use 0..{num_layers - 1}"))
-    loss_layer = document.get("v_loss_layer") if "v_loss_layer" in properties else None
-    if isinstance(loss_layer, int) and loss_layer >= num_layers:
-        problems.append(("/v_loss_layer", f"layer {loss_layer} does not exist ({model_path} has {num_layers})",
-                         f"use the last layer, {num_layers - 1} (what `adapterkit detect` writes)"))
-    at_layers = sorted({layer for layer in layers if layer < num_layers}) or [0]
-    for key, value in document.items():
-        if key in properties and key.endswith(("_tmp", "_tmps", "_module")):
-            for j, path in enumerate(value if isinstance(value, list) else [value]):
-                pointer = f"/{key}/{j}" if isinstance(value, list) else f"/{key}"
-                problems += _module_path_problems(key, pointer, path, at_layers, modules, weights, spec, method, model_path)
     tied = {spec.weight_name("lm_head"), spec.weight_name("embed")} if spec.lm_head_tied(config) else set()
-    for j, name in enumerate(document.get("inner_params", []) if "inner_params" in properties else []):
-        if name in tied:
-            other = (tied - {name}).pop()
-            problems.append((f"/inner_params/{j}", f"{name!r} is one tensor with {other!r} in {model_path} (tied lm-head): "
-                             "MEND would edit both", "list the MLP weights `adapterkit detect --method mend` writes"))
-        elif name not in weights:
-            problems.append((f"/inner_params/{j}", f"{name!r} is not a weight of {model_path}", "name weights as in model.named_parameters()"))
-    return problems
+    names = ModelNames(modules, weights, spec.num_layers(config), str(model_path), tied, detect_as=str(model_path))
+    return model_problems(document, names, spec, method)
 
 
 def _parameterless_modules(config, spec) -> set[str]:
@@ -173,29 +150,3 @@ def _parameterless_modules(config, spec) -> set[str]:
             if name and next(module.parameters(), None) is None}
 
 
-def _module_path_problems(key, pointer, path, layers, modules, weights, spec, method, model_path) -> list[tuple[str, str, str]]:
-    """A module template (at each edit layer) or module path that is not a module of the checkpoint, or, for the
-    rewritten modules, one without a weight; the fix names what detect writes for this architecture."""
-    problems = []
-    for layer in layers if "{}" in path else [None]:
-        name = path.replace("{}", str(layer)) if layer is not None else path
-        if name not in modules:
-            what = f"{name!r} is not a module of {model_path}"
-        elif key.startswith("rewrite_module_tmp") and f"{name}.weight" not in weights:
-            what = f"{name!r} has no weight to rewrite in {model_path}"
-        else:
-            continue
-        problems.append((pointer, what, _template_fix(key, name, spec, method, modules, model_path)))
-        break
-    return problems
-
-
-def _template_fix(key, name, spec, method, modules, model_path) -> str:
-    role = method.template_keys.get(key) if method is not None else None
-    if isinstance(role, list):
-        role = role[0] if len(role) == 1 else None
-    if role is not None and spec.has_role(role):
-        return f"use {spec.template(role)!r}, the {spec.name} declaration's template (`adapterkit detect {model_path}` writes it)"
-    close = difflib.get_close_matches(name, sorted(modules), n=3, cutoff=0.6)
-    return (f"name a module of the model{'; closest: ' + ', '.join(close) if close else ''} "
-            f"(`adapterkit detect {model_path}` writes this architecture's templates)")

@@ -9,7 +9,6 @@ from typing import Sequence
 
 import torch
 
-from ..errors import AdapterkitError
 from .hooks import run, trace
 from .tokens import Prompt, encode, in_context, model_device
 
@@ -66,11 +65,3 @@ def context_keys(model, tok, requests, templates: Sequence[Sequence[str]], fact_
         keys, _ = module_io(model, tok, prompts, fact_token, module, want="input", batch_size=batch_size)
         means.append(context_mean(keys.float(), [len(g) for g in templates]))
     return torch.cat(means)
-
-
-def check_layers(layers: Sequence[int], num_layers: int, where: str = "hparams") -> list[int]:
-    bad = [layer for layer in layers if not 0 <= int(layer) < num_layers]
-    if bad or not layers:
-        raise AdapterkitError(f"{where}: layers {list(layers)} do not fit a model of {num_layers} layers",
-                              fix=f"choose layers in 0..{num_layers - 1} (`adapterkit detect` picks them for this depth)")
-    return sorted(int(layer) for layer in layers)

@@ -7,6 +7,7 @@ block return its recording instead of running, so a step costs only the layers t
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from typing import Sequence
 
 import torch
@@ -22,9 +23,13 @@ def _each_tensor(value, fn):
 
 
 class BlockReplay:
+    """Records decoder blocks' outputs in one forward, and replays them: value optimisation replays the blocks
+    below the edit layer, causal tracing the corrupted run's blocks below the restored state."""
+
     def __init__(self, model, blocks: Sequence[str]):
         self.model, self.blocks = model, list(blocks)
         self.outputs: dict[str, object] = {}
+        self.calls: Counter[str] = Counter()  # a block that ran more than once per forward cannot be replayed
 
     def tensors(self) -> list[torch.Tensor]:
         """The recorded outputs' tensors, which a replayed forward reads."""
@@ -44,6 +49,7 @@ class BlockReplay:
         def hook(name):
             def fn(module, args, output):
                 self.outputs[name] = _each_tensor(output, lambda t: t.detach().clone())
+                self.calls[name] += 1
             return fn
         handles = [self.model.get_submodule(b).register_forward_hook(hook(b)) for b in self.blocks]
         try:
@@ -53,15 +59,17 @@ class BlockReplay:
                 handle.remove()
 
     @contextlib.contextmanager
-    def replaying(self):
-        """Each recorded block returns its recording (the last one a copy, so nothing downstream can change
-        the recording in place) without running; the blocks run again after."""
-        recorded = [b for b in self.blocks if b in self.outputs]
+    def replaying(self, only: Sequence[str] | None = None, repeat: int = 1):
+        """Each recorded block (of ``only``, where given) returns its recording (the last one a copy, so nothing
+        downstream can change the recording in place) without running; the blocks run again after. ``repeat``:
+        each recorded tensor repeated that many times along the batch."""
+        recorded = [b for b in self.blocks if b in self.outputs and (only is None or b in only)]
         last = recorded[-1] if recorded else None
         modules = {b: self.model.get_submodule(b) for b in recorded}
         own = {b: m.__dict__["forward"] for b, m in modules.items() if "forward" in m.__dict__}  # e.g. accelerate's hooks
         for name, module in modules.items():
-            output = self.outputs[name]
+            output = self.outputs[name] if repeat == 1 else _each_tensor(
+                self.outputs[name], lambda t: t.repeat(repeat, *([1] * (t.dim() - 1))))
             module.forward = (lambda *a, _o=output, **k: _each_tensor(_o, torch.Tensor.clone)) if name == last else (lambda *a, _o=output, **k: _o)
         try:
             yield self

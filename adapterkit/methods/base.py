@@ -91,7 +91,7 @@ class LocateThenEditMethod(EditMethod):
 
     def edit_layers(self, model, settings, spec) -> tuple[int, list[int]]:
         """(the model's depth, the settings' layers checked against it, in order)."""
-        from ..editing.keys import check_layers
+        from ..settings.against_model import check_layers
 
         num_layers = spec.num_layers(model.config)
         return num_layers, check_layers(settings.layers, num_layers)

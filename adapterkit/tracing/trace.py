@@ -30,12 +30,13 @@ import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 # Every hook and token helper comes through this one import, so a move inside editing/ is a one-line change here.
 from ..editing.hooks import edit_output, frozen, trace as recording
+from ..editing.replay import BlockReplay
 from ..editing.tokens import in_context, model_device, subject_span, token_ids
 from ..editing.values import target_ids
 from ..errors import AdapterkitError, RequestError
@@ -313,7 +314,7 @@ class _Tracer:
                 for name in modules:
                     stack.enter_context(edit_output(self.model, name, _restoring(run.clean[name], rows, at)))
             if replayed:
-                stack.enter_context(_replaying(self.model, {b: run.corrupted[b] for b in self.blocks[:replayed]}, groups))
+                stack.enter_context(run.corrupted.replaying(only=self.blocks[:replayed], repeat=groups))
             logits = self.logits(run.ids.expand(groups * samples, -1))
         return logits.softmax(-1)[:, run.answer].view(groups, samples).mean(1)
 
@@ -351,7 +352,7 @@ class _FactRun:
     high: float
     noise: torch.Tensor               # [samples, subject tokens, hidden]
     clean: dict[str, torch.Tensor]    # module -> its clean output [1, T, hidden]
-    corrupted: dict[str, Any] = field(default_factory=dict)   # block -> its output on the corrupted runs
+    corrupted: BlockReplay | None = None   # the blocks' outputs on the corrupted runs
     low: float = math.nan
 
     @property
@@ -376,11 +377,12 @@ class _FactRun:
         noise = draw_noise(tracer.settings, last - first + 1, record.outputs[tracer.embed].shape[-1], tracer.noise)
         run = cls(ids, first, last, answer, float(probs[answer]), noise.to(tracer.device),
                   {n: record.outputs[n].detach().clone() for n in names})
-        with _recording_blocks(model, tracer.blocks) as (outputs, calls):
+        corrupted = BlockReplay(model, tracer.blocks)
+        with corrupted.recording():
             run.low = float(tracer.scores(run, (), ()))
-        if tracer.replay and any(calls[b] != 1 for b in tracer.blocks):
-            tracer.replay = False  # a block that runs more than once per forward cannot be replayed
-        run.corrupted = outputs
+        if tracer.replay and any(corrupted.calls[b] != 1 for b in tracer.blocks):
+            tracer.replay = False
+        run.corrupted = corrupted
         return run
 
 
@@ -430,61 +432,6 @@ def _last_position_head(model, lm_head: str):
         yield
     finally:
         handle.remove()
-
-
-def _detached(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, (tuple, list)):
-        return type(value)(_detached(v) for v in value)
-    return value
-
-
-def _repeated(value, copies: int):
-    """``value`` with every tensor repeated ``copies`` times along the batch."""
-    if isinstance(value, torch.Tensor):
-        return value.repeat(copies, *([1] * (value.dim() - 1)))
-    if isinstance(value, (tuple, list)):
-        return type(value)(_repeated(v, copies) for v in value)
-    return value
-
-
-@contextlib.contextmanager
-def _recording_blocks(model, names: Iterable[str]):
-    """The whole output of each named block in one forward, and how often each ran."""
-    outputs, calls = {}, Counter()
-
-    def hook(name):
-        def fn(module, args, output):
-            outputs[name] = _detached(output)
-            calls[name] += 1
-        return fn
-
-    handles = [model.get_submodule(name).register_forward_hook(hook(name)) for name in names]
-    try:
-        yield outputs, calls
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-@contextlib.contextmanager
-def _replaying(model, outputs: Mapping[str, Any], copies: int):
-    """The named blocks return their recorded output (repeated ``copies`` times along the batch) without
-    computing; hooks on them still run."""
-    patched = []
-    try:
-        for name, output in outputs.items():
-            module = model.get_submodule(name)
-            patched.append((module, module.__dict__.get("forward")))
-            module.forward = lambda *args, _output=_repeated(output, copies), **kwargs: _output
-        yield
-    finally:
-        for module, own_forward in patched:
-            if own_forward is None:
-                del module.forward
-            else:
-                module.forward = own_forward
 
 
 # --- choosing edit layers from a trace (detect --trace) ------------------------------------------
