@@ -10,7 +10,9 @@ sources: the one committed under tests/data/easyedit_hparams/ (see its README.md
 For each method it records every field in declaration order with its annotation and, where the dataclass
 gives one, its default (a field without one is required: ``cls(**config)`` fails without it), and the values
 of EasyEdit's reference file for the method (hparams/<METHOD>/gpt2-xl.yaml), which `detect --format easyedit`
-writes for the fields adapterkit has no setting for.
+writes for the fields adapterkit has no setting for. The same for the training dataclasses EasyEdit's trainer
+loads MEND's and SERAC's files with (hparams/TRAINING/<METHOD>/, keyed ``alg``), which `detect --format
+easyedit-training` writes, and for the multimodal ones of both kinds, whose files adapterkit recognises and refuses.
 """
 from __future__ import annotations
 
@@ -34,10 +36,22 @@ DATACLASSES = {
     "MEND": ("easyeditor/models/mend/mend_hparams.py", "MENDHyperParams", "MEND/gpt2-xl.yaml"),
     "SERAC": ("easyeditor/models/serac/serac_hparams.py", "SERACHparams", "SERAC/gpt2-xl.yaml"),
 }
+# EasyEdit's trainer's dataclasses: alg -> (dataclass file, class name, reference hparams file)
+TRAINING = {
+    "MEND": ("easyeditor/trainer/training_hparams/mend_training_hparams.py", "MENDTrainingHparams",
+             "TRAINING/MEND/gpt2-xl.yaml"),
+    "SERAC": ("easyeditor/trainer/training_hparams/serac_training_hparams.py", "SERACTrainingHparams",
+              "TRAINING/SERAC/gpt2-xl.yaml"),
+}
 # EasyEdit's multimodal variants: files for them are recognised and refused, by these classes' own fields
 MULTIMODAL = {
     "MEND": ("easyeditor/models/mend/mend_multimodal_hparams.py", "MENDMultimodalHparams"),
     "SERAC_MULTI": ("easyeditor/models/serac/serac_multimodal_hparams.py", "SERACMultimodalHparams"),
+}
+TRAINING_MULTIMODAL = {
+    "MEND": ("easyeditor/trainer/training_hparams/mend_multimodal_training_hparams.py", "MENDMultimodalTrainingHparams"),
+    "SERAC_MULTI": ("easyeditor/trainer/training_hparams/serac_multimodal_training_hparams.py",
+                    "SERACMultimodalTrainingHparams"),
 }
 
 
@@ -61,20 +75,27 @@ def dataclass_fields(source: Path, class_name: str) -> dict[str, dict]:
 
 def extract(root: Path, commit: str) -> dict:
     hparams_dir = root / "hparams" if (root / "hparams").is_dir() else root
-    methods = {}
-    for alg, (path, class_name, reference) in DATACLASSES.items():
-        fields = dataclass_fields(root / path, class_name)
-        values = yaml.safe_load((hparams_dir / reference).read_text(encoding="utf-8"))
-        # as EasyEdit reads them: PyYAML leaves 1e-6 a string, the dataclass's loader makes it a float
-        values = {k: float(v) if isinstance(v, str) and fields.get(k, {}).get("type") == "float" else v
-                  for k, v in values.items()}
-        methods[alg] = {"class": class_name, "file": path, "fields": fields,
+
+    def with_reference(dataclasses: dict) -> dict:
+        out = {}
+        for alg, (path, class_name, reference) in dataclasses.items():
+            fields = dataclass_fields(root / path, class_name)
+            values = yaml.safe_load((hparams_dir / reference).read_text(encoding="utf-8"))
+            # as EasyEdit reads them: PyYAML leaves 1e-6 a string, the dataclass's loader makes it a float
+            values = {k: float(v) if isinstance(v, str) and fields.get(k, {}).get("type") == "float" else v
+                      for k, v in values.items()}
+            out[alg] = {"class": class_name, "file": path, "fields": fields,
                         "reference_file": f"hparams/{reference}", "reference_values": values}
-    multimodal = {alg: {"class": class_name, "file": path, "fields": dataclass_fields(root / path, class_name)}
-                  for alg, (path, class_name) in MULTIMODAL.items()}
+        return out
+
+    def fields_only(dataclasses: dict) -> dict:
+        return {alg: {"class": class_name, "file": path, "fields": dataclass_fields(root / path, class_name)}
+                for alg, (path, class_name) in dataclasses.items()}
+
     return {"source": {"repository": "https://github.com/zjunlp/EasyEdit", "commit": commit,
                        "written_by": "benchmarks/extract_easyedit_fields.py"},
-            "methods": methods, "multimodal": multimodal}
+            "methods": with_reference(DATACLASSES), "multimodal": fields_only(MULTIMODAL),
+            "training": with_reference(TRAINING), "training_multimodal": fields_only(TRAINING_MULTIMODAL)}
 
 
 def committed_commit() -> str:
@@ -91,7 +112,8 @@ def main() -> None:
     args = parser.parse_args()
     document = extract(args.root, args.commit or committed_commit())
     args.out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}: " + ", ".join(f"{alg} {len(m['fields'])} fields" for alg, m in document["methods"].items()))
+    print(f"wrote {args.out}: " + ", ".join(f"{alg} {len(m['fields'])} fields" for alg, m in document["methods"].items())
+          + "; training: " + ", ".join(f"{alg} {len(m['fields'])} fields" for alg, m in document["training"].items()))
 
 
 if __name__ == "__main__":

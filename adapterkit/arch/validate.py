@@ -17,7 +17,7 @@ def validate_file(path, model_path=None, *, allow_partial: bool = False, strict:
     document = load_yaml(path, error=SchemaError, what="declaration or hyperparameter file")
     if not isinstance(document, dict):
         return f"{path}: expected a mapping at the top level"
-    if "alg_name" in document:
+    if "alg_name" in document or "alg" in document:  # an editing file, or an EasyEdit training file
         problems = hparams_file_problems(document, model_path, allow_partial=allow_partial, where=str(path), strict=strict)
     else:
         problems = declaration_problems(path)

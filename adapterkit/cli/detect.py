@@ -12,8 +12,9 @@ def arguments(p) -> None:
     p.add_argument("-o", "--output", help="YAML file to write (default: print)")
     p.add_argument("--explain", action="store_true", help="print (to stderr) each role's module, and how it was found")
     p.add_argument("--layers", type=int, nargs="+", help="edit these layers instead of those the architecture's rule picks")
-    p.add_argument("--format", choices=["adapterkit", "easyedit"], default="adapterkit",
-                   help="easyedit: exactly the fields EasyEdit's own hyperparameter dataclass for the method loads")
+    p.add_argument("--format", choices=["adapterkit", "easyedit", "easyedit-training"], default="adapterkit",
+                   help="easyedit: exactly the fields EasyEdit's own hyperparameter dataclass for the method loads; "
+                        "easyedit-training: those of the dataclass EasyEdit's trainer loads (MEND, SERAC)")
     partial_arg(p)
     p.add_argument("--trace", metavar="FILE",
                    help="choose the edit layers by causal tracing: facts the model knows (CounterFact / EasyEdit "
@@ -37,24 +38,26 @@ def run_detect(args) -> int:
         hparams = detect(args.model_path, method=args.method, allow_partial=args.allow_partial_weights, trace=trace)
         comment = provenance(trace, hparams["layers"], args.trace)
     architecture = hparams.get("architecture")  # EasyEdit's fields have no place for it
-    if args.format == "easyedit":
-        hparams, comment = _as_easyedit(hparams, args.model_path, comment)
+    method = hparams["alg_name"]
+    if args.format != "adapterkit":
+        hparams, comment = _as_easyedit(hparams, args.model_path, comment, training=args.format == "easyedit-training")
     text = write_yaml(hparams, args.output, comment)
     if args.output:
-        print(f"wrote {args.output} ({hparams['alg_name']}, architecture {architecture}, layers {hparams.get('layers', '-')})",
+        print(f"wrote {args.output} ({method}, architecture {architecture}, layers {hparams.get('layers', '-')})",
               file=sys.stderr)
     else:
         print(text, end="")
     return 0
 
 
-def _as_easyedit(hparams, model_path, comment):
+def _as_easyedit(hparams, model_path, comment, *, training: bool = False):
     from ..settings.easyedit import dataclass_info, to_easyedit
 
     settings = registry().method_description(hparams["alg_name"]).settings(hparams)
-    easyedit, from_reference, paths_not_here = to_easyedit(settings, str(model_path))
-    info = dataclass_info(settings.alg_name)
-    note = f"EasyEdit's {info['class']} ({info['file']}) fields, written by `adapterkit detect --format easyedit`"
+    easyedit, from_reference, paths_not_here = to_easyedit(settings, str(model_path), training=training)
+    info = dataclass_info(settings.alg_name, training=training)
+    form = "easyedit-training" if training else "easyedit"
+    note = f"EasyEdit's {info['class']} ({info['file']}) fields, written by `adapterkit detect --format {form}`"
     if from_reference:
         note += (f"\nfrom EasyEdit's reference file {info['reference_file']} (review them): "
                  + ", ".join(from_reference))

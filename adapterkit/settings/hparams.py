@@ -32,24 +32,26 @@ def read_hparams(source: str | Path | Mapping[str, Any]) -> tuple[dict, str]:
 NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 
 
-def hparams_method(document: Mapping[str, Any], registry, where: str = "<hparams>"):
+def hparams_method(document: Mapping[str, Any], registry, where: str = "<hparams>", *, training: bool = False):
     """The method ``alg_name`` names, as its description (Registry.method_description), or None when it names none
-    (a schema problem); a method adapterkit does not have, or an EasyEdit multimodal file, is refused as not supported."""
+    (a schema problem); a method adapterkit does not have, or an EasyEdit multimodal file, is refused as not supported.
+    ``training``: the document came from an EasyEdit training file, which names the method ``alg``."""
     from . import easyedit
 
     alg = document.get("alg_name")
     if not isinstance(alg, str):
         return None
+    key = easyedit.TRAINING_METHOD_KEY if training else "alg_name"
     if alg.upper() not in registry.methods:
-        multimodal = easyedit.multimodal_class(alg)
+        multimodal = easyedit.multimodal_class(alg, training=training)
         what = f" (EasyEdit's multimodal {multimodal})" if multimodal else ""
         raise UnsupportedMethodError(
-            f"{where}: alg_name {alg!r}{what}: adapterkit does not support this method",
+            f"{where}: {key} {alg!r}{what}: adapterkit does not support this method",
             fix=f"adapterkit edits text models with {', '.join(m.name for m in registry.methods.values())} "
                 "(`adapterkit plugins` lists the installed methods); "
                 + ("use EasyEdit's multimodal editor for this file" if multimodal
-                   else "install the plugin that provides it, or fix alg_name"))
-    easyedit.check_not_multimodal(document, alg, where)
+                   else f"install the plugin that provides it, or fix {key}"))
+    easyedit.check_not_multimodal(document, alg, where, training=training)
     return registry.method_description(alg)
 
 
@@ -66,8 +68,21 @@ def numbers_from_text(document: Mapping[str, Any], schema) -> dict:
 
 
 def checked_hparams(document: Mapping[str, Any], registry, where: str = "<hparams>") -> tuple[dict, list[tuple[str, str, str]]]:
-    """The hyperparameters as the method reads them (number text as numbers), and their schema problems."""
-    method = hparams_method(document, registry, where)
+    """The hyperparameters as the method reads them (an EasyEdit training file's keys as adapterkit's, number
+    text as numbers), and their schema problems."""
+    from . import easyedit
+
+    training = easyedit.is_training_file(document)
+    if training:
+        document = easyedit.from_training_file(document)
+    method = hparams_method(document, registry, where, training=training)
+    if method is not None and training:
+        document = easyedit.without_missing_model_paths(document, where)
+    if method is None and "alg_name" not in document and easyedit.TRAINING_METHOD_KEY in document:
+        return dict(document), [("/alg_name", f"alg_name is missing; {easyedit.TRAINING_METHOD_KEY!r} names the method "
+                                 f"only in EasyEdit's training files, which set {' or '.join(easyedit.TRAINER_FIELDS)}",
+                                 f"rename {easyedit.TRAINING_METHOD_KEY} to alg_name, or add the training file's "
+                                 "max_iters")]
     if method is None:
         return dict(document), [("/alg_name", "alg_name is missing", f"set alg_name to one of {sorted(registry.methods)}")]
     document = numbers_from_text(document, method.schema)
