@@ -34,11 +34,12 @@ def stop_token_ids(model, tok) -> set[int]:
 
 @torch.no_grad()
 def greedy_generate(model, tok, prompts: Sequence[str], *, max_new_tokens: int = 32, stop_at_newline: bool = True,
-                    batch_size: int = 32) -> list[Generation]:
-    """The greedy continuation of each prompt (see the module docstring for when a row stops)."""
+                    batch_size: int = 32, max_positions: int | None = None) -> list[Generation]:
+    """The greedy continuation of each prompt (see the module docstring for when a row stops). ``max_positions``:
+    the model's position limit, which no row's prompt and continuation together pass (a row there stops by limit)."""
     out = []
     for lo in range(0, len(prompts), batch_size):
-        out += _generate_batch(model, tok, prompts[lo: lo + batch_size], max_new_tokens, stop_at_newline)
+        out += _generate_batch(model, tok, prompts[lo: lo + batch_size], max_new_tokens, stop_at_newline, max_positions)
     return out
 
 
@@ -57,13 +58,16 @@ def _returned_cache(output):
     return None
 
 
-def _generate_batch(model, tok, prompts, max_new_tokens: int, stop_at_newline: bool) -> list[Generation]:
+def _generate_batch(model, tok, prompts, max_new_tokens: int, stop_at_newline: bool,
+                    max_positions: int | None) -> list[Generation]:
     device = model_device(model)
     cache_name = cache_argument(model)
     stops = stop_token_ids(model, tok)
     prompt_ids = [token_ids(tok, p) for p in prompts]
     ids, mask, _ = padded(prompt_ids, pad_id(tok), side="left")
     ids, mask = ids.to(device), mask.to(device)
+    if max_positions is not None:  # the batch is as wide as its longest prompt: every row stops where that one must
+        max_new_tokens = max(0, min(max_new_tokens, max_positions - ids.shape[1]))
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     new: list[list[int]] = [[] for _ in prompts]
     stopped: list[str | None] = [None] * len(prompts)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..editing import metrics as easyedit_metrics
-from ..errors import RequestError
+from ..errors import AdapterkitError, RequestError
 from ..requests import EditRequest
 from .generation import greedy_generate
 from .metrics import exact_match, ngram_entropy, starts_with, target_nll
@@ -52,6 +52,16 @@ def _locality_answer(request: EditRequest, j: int) -> str | None:
     return request.locality_ground_truths[j] if request.locality_ground_truths else request.ground_truth
 
 
+def max_positions(model) -> int | None:
+    """The model's position limit, as its declaration names it (None where it names none)."""
+    from ..arch.registry import get_registry
+
+    try:
+        return get_registry().for_model(model).max_positions(model.config)
+    except (AdapterkitError, AttributeError):  # a method's wrapper (SERAC) or a model no declaration fits: not capped
+        return None
+
+
 def observe(model, tok, requests: Sequence[EditRequest], settings: MeasureSettings,
             wrap: Callable[[str], str] | None = None) -> list[dict]:
     """Per request: its metrics on the weights now in ``model`` (``metrics``), the raw predictions that locality
@@ -78,12 +88,13 @@ def observe(model, tok, requests: Sequence[EditRequest], settings: MeasureSettin
     answer_prompts = [(i, kind, p) for i, r in enumerate(requests)
                       for kind, prompts in (("rewrite", [r.prompt]), ("rephrase", r.rephrase_prompts),
                                             ("locality", r.locality_prompts)) for p in prompts]
+    limit = max_positions(model)
     answers = greedy_generate(model, tok, [p for _, _, p in answer_prompts], max_new_tokens=settings.max_new_tokens,
-                              batch_size=settings.batch_size)
+                              batch_size=settings.batch_size, max_positions=limit)
     fluency_prompts = [(i, p) for i, r in enumerate(requests) for p in generation_prompts(r)]
     continuations = greedy_generate(model, tok, [wrap(p) if wrap else p for _, p in fluency_prompts],
                                     max_new_tokens=settings.fluency_max_new_tokens, stop_at_newline=False,
-                                    batch_size=settings.batch_size) if fluency_prompts else []
+                                    batch_size=settings.batch_size, max_positions=limit) if fluency_prompts else []
 
     out = []
     for i, r in enumerate(requests):
