@@ -36,8 +36,13 @@ def run_eval(args) -> int:
                             fluency_max_new_tokens=args.fluency_max_new_tokens, normalise_loc=args.normalise_loc,
                             heldout=args.heldout)
     say = timed_reporter()
-    report = run(args.model_path, args.hparams, args.data, args.out, settings, device=args.device,
-                 allow_partial=args.allow_partial_weights, archive=args.archive, say=say)
+    try:
+        report = run(args.model_path, args.hparams, args.data, args.out, settings, device=args.device,
+                     allow_partial=args.allow_partial_weights, archive=args.archive, say=say)
+    except KeyboardInterrupt:
+        print(f"adapterkit: the rows of every finished edit are in {args.out}/rows.jsonl; run the same command "
+              "again to resume", file=sys.stderr)
+        raise
     say(f"done: {report['counts']['requests']} requests; wrote report.json, rows.jsonl and summary.md to {args.out}")
     sys.stdout.write(open(f"{args.out}/summary.md", encoding="utf-8").read())
     return 0
