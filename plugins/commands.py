@@ -3,8 +3,8 @@ import importlib
 
 from adapterkit import hookimpl
 
-BUILTIN = ("plugins", "detect", "validate", "new_plugin", "conformance", "trace", "stats", "edit", "train", "evaluate",
-           "convert", "demo")
+BUILTIN = ("plugins", "detect", "validate", "new_plugin", "conformance", "trace", "stats", "edit", "train", "eval", "report",
+           "evaluate", "convert", "demo")
 
 
 @hookimpl

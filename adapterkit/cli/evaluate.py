@@ -1,4 +1,5 @@
-"""`adapterkit evaluate`: measure requests on a model, before and after deltas."""
+"""`adapterkit evaluate`: measure requests on a model, before and after deltas (teacher-forced only). Kept as an
+alias beside `adapterkit eval`, which edits and measures every way docs/evaluation.md lists."""
 from __future__ import annotations
 
 import json
@@ -22,6 +23,9 @@ def run_evaluate(args) -> int:
     from ..editing.result import apply_deltas
     from ..requests import check_requests_fit, load_requests
 
+    print("adapterkit: note: `evaluate` is kept as an alias and works as before (teacher-forced metrics, printed); "
+          "`adapterkit eval` measures by generation and probabilities too, with confidence intervals, and writes "
+          "a resumable report (docs/evaluation.md)", file=sys.stderr)
     requests = load_requests(args.requests, normalise_loc=args.normalise_loc)
     model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
     need_tokenizer(tok, args.model_path)
@@ -38,5 +42,5 @@ def run_evaluate(args) -> int:
 
 
 COMMANDS = [Command('evaluate', run_evaluate, arguments,
-        help="measure efficacy, generalisation and KnowEdit portability of requests on a "
-        "model; with --deltas, locality too (before and after applying them)")]
+        help="(alias kept beside `eval`) teacher-forced efficacy, generalisation and KnowEdit "
+        "portability of requests on a model; with --deltas, locality too")]

@@ -1,0 +1,106 @@
+"""Greedy decoding in batches, left-padded, without truncating to a target's length: each row stops at an
+end-of-sequence token, at a newline (where asked), or after ``max_new_tokens``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import inspect
+
+import torch
+
+from ..editing.tokens import model_device, pad_id, padded, token_ids
+
+STOPPED_BY = ("eos", "newline", "limit")
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str          # the continuation, without the prompt, the stop token or anything after a newline
+    stopped_by: str    # one of STOPPED_BY
+    new_tokens: int
+    full_text: str     # the prompt's tokens and the continuation's decoded together (as ROME scores fluency)
+
+
+def stop_token_ids(model, tok) -> set[int]:
+    """The tokenizer's end-of-sequence token and those the model's generation config names (a chat model's
+    end-of-turn token is often one of these)."""
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if configured is not None:
+        ids |= set(configured) if isinstance(configured, (list, tuple)) else {configured}
+    return {int(i) for i in ids}
+
+
+@torch.no_grad()
+def greedy_generate(model, tok, prompts: Sequence[str], *, max_new_tokens: int = 32, stop_at_newline: bool = True,
+                    batch_size: int = 32, max_positions: int | None = None) -> list[Generation]:
+    """The greedy continuation of each prompt (see the module docstring for when a row stops). ``max_positions``:
+    the model's position limit, which no row's prompt and continuation together pass (a row there stops by limit)."""
+    out = []
+    for lo in range(0, len(prompts), batch_size):
+        out += _generate_batch(model, tok, prompts[lo: lo + batch_size], max_new_tokens, stop_at_newline, max_positions)
+    return out
+
+
+def cache_argument(model) -> str | None:
+    """The keyword the model's forward takes its attention cache by (transformers renamed ``past_key_values`` to
+    ``cache``); None for a model that takes neither (a method's wrapper), which is fed the whole sequence each step."""
+    parameters = inspect.signature(model.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def _returned_cache(output):
+    for name in ("cache", "past_key_values"):
+        value = getattr(output, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _generate_batch(model, tok, prompts, max_new_tokens: int, stop_at_newline: bool,
+                    max_positions: int | None) -> list[Generation]:
+    device = model_device(model)
+    cache_name = cache_argument(model)
+    stops = stop_token_ids(model, tok)
+    prompt_ids = [token_ids(tok, p) for p in prompts]
+    ids, mask, _ = padded(prompt_ids, pad_id(tok), side="left")
+    ids, mask = ids.to(device), mask.to(device)
+    if max_positions is not None:  # the batch is as wide as its longest prompt: every row stops where that one must
+        max_new_tokens = max(0, min(max_new_tokens, max_positions - ids.shape[1]))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    new: list[list[int]] = [[] for _ in prompts]
+    stopped: list[str | None] = [None] * len(prompts)
+    past, step_ids, step_positions = None, ids, positions
+    for _ in range(max_new_tokens):
+        caching = {cache_name: past, "use_cache": True} if cache_name else {}
+        output = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions, **caching)
+        past = _returned_cache(output) if cache_name else None
+        chosen = output.logits[:, -1].argmax(-1)
+        for row, token in enumerate(chosen.tolist()):
+            if stopped[row] is not None:
+                continue
+            if token in stops:
+                stopped[row] = "eos"
+                continue
+            new[row].append(token)
+            if stop_at_newline and "\n" in tok.decode(new[row], skip_special_tokens=True):
+                stopped[row] = "newline"
+        if all(s is not None for s in stopped):
+            break
+        mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=1)
+        next_positions = step_positions[:, -1:] + 1
+        if past is None:  # a model that keeps no cache: feed the whole sequence again
+            ids = torch.cat([ids, chosen.view(-1, 1)], dim=1)
+            positions = torch.cat([positions, next_positions], dim=1)
+            step_ids, step_positions = ids, positions
+        else:
+            step_ids, step_positions = chosen.view(-1, 1), next_positions
+    generations = []
+    for row, tokens in enumerate(new):
+        text = tok.decode(tokens, skip_special_tokens=True)
+        if stop_at_newline:
+            text = text.split("\n", 1)[0]
+        full_text = tok.decode(prompt_ids[row] + tokens, skip_special_tokens=True)
+        generations.append(Generation(text, stopped[row] or "limit", len(tokens), full_text))
+    return generations

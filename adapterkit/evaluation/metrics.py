@@ -1,0 +1,94 @@
+"""Metric functions, each named by how it measures.
+
+Teacher-forced token accuracy is EasyEdit's (``adapterkit.editing.metrics``); here are the others:
+
+- ``target_nll``: the mean negative log-probability of a target's tokens after a prompt (teacher-forced), which
+  ROME and MEMIT compare between the new and the true target (efficacy, paraphrase and neighbourhood scores);
+- ``exact_match`` / ``starts_with``: a generated answer against an expected one, as normalised text;
+- ``ngram_entropy``: ROME's fluency measure of a generated text;
+- ``perplexity``: of held-out texts, the token-weighted exp(mean NLL).
+"""
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import Counter
+from typing import Sequence
+
+import torch
+
+from ..editing.metrics import encode_pairs
+from ..editing.tokens import model_device, pad_id, padded, token_ids
+
+
+# --- answers as text ------------------------------------------------------------------------------
+def normalise_answer(text: str) -> str:
+    """Case-folded, punctuation removed, whitespace collapsed and stripped: "  Rome, Italy." -> "rome italy"."""
+    kept = "".join(" " if unicodedata.category(c).startswith("P") else c for c in text.casefold())
+    return " ".join(kept.split())
+
+
+def exact_match(answer: str, expected: str) -> bool:
+    """The normalised answer is the normalised expected text."""
+    return normalise_answer(answer) == normalise_answer(expected)
+
+
+def starts_with(answer: str, expected: str) -> bool:
+    """The normalised answer begins with the normalised expected text, as whole words ("rome" does not begin
+    "romania")."""
+    answer, expected = normalise_answer(answer), normalise_answer(expected)
+    return bool(expected) and (answer == expected or answer.startswith(expected + " "))
+
+
+# --- fluency --------------------------------------------------------------------------------------
+WORD = re.compile(r"\w+|[^\w\s]")
+NGRAM_WEIGHTS = {2: 2 / 3, 3: 4 / 3}  # ROME's compute_n_gram_entropy
+
+
+def ngram_entropy(text: str) -> float:
+    """ROME's fluency (Meng et al. 2022, ``compute_n_gram_entropy``): the mean over n = 2, 3 of weight_n times the
+    entropy in bits of the text's n-gram frequencies, weights 2/3 and 4/3. Words are ``\\w+`` runs and single
+    punctuation marks (ROME uses NLTK's word_tokenize, which splits much the same); a text too short for any
+    n-gram of a size adds 0 for it."""
+    words = WORD.findall(text)
+    total = 0.0
+    for n, weight in NGRAM_WEIGHTS.items():
+        counts = Counter(tuple(words[i: i + n]) for i in range(len(words) - n + 1))
+        seen = sum(counts.values())
+        entropy = -sum(c / seen * math.log2(c / seen) for c in counts.values()) if seen else 0.0
+        total += weight * entropy
+    return total / len(NGRAM_WEIGHTS)
+
+
+# --- teacher-forced probabilities -----------------------------------------------------------------
+@torch.no_grad()
+def target_nll(model, tok, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 64) -> list[float]:
+    """Per (prompt, target): the mean negative log-probability of the target's tokens after the prompt."""
+    out = []
+    device = model_device(model)
+    for lo in range(0, len(prompts), batch_size):
+        ids, mask, spans = encode_pairs(tok, prompts[lo: lo + batch_size], targets[lo: lo + batch_size])
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        log_probs = torch.log_softmax(logits, dim=-1).cpu()
+        for row, (start, stop) in enumerate(spans):
+            picked = log_probs[row, start - 1: stop - 1].gather(-1, ids[row, start:stop].unsqueeze(-1))
+            out.append(-picked.mean().item())
+    return out
+
+
+@torch.no_grad()
+def perplexity(model, tok, texts: Sequence[str], batch_size: int = 16) -> float:
+    """exp of the mean negative log-likelihood over every predicted token of ``texts`` (each text's first token is
+    given, not predicted)."""
+    device = model_device(model)
+    total_nll, total_tokens = 0.0, 0
+    rows = [ids for ids in (token_ids(tok, t) for t in texts) if len(ids) > 1]
+    for lo in range(0, len(rows), batch_size):
+        ids, mask, _ = padded(rows[lo: lo + batch_size], pad_id(tok))
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="none")
+        predicted = mask[:, 1:].flatten().bool()
+        total_nll += nll[predicted].sum().item()
+        total_tokens += int(predicted.sum())
+    return math.exp(total_nll / total_tokens) if total_tokens else float("nan")

@@ -1,0 +1,279 @@
+"""The run loop of `adapterkit eval`: edit, measure before and after, undo; one unit (a single edit, or a batch
+of ``batch`` requests edited in one call) after another.
+
+Everything is checked before the first write: settings, records, held-out texts, the model and its tokenizer
+(and chat template), the requests against the model's positions. Then ``run.json`` records what the run is (its
+settings, the model's and the data's fingerprints), and each finished unit's rows are appended to ``rows.jsonl``
+in one write followed by fsync, so a kill loses at most the unit in progress. Started again with the same
+``out``, a run checks that ``run.json`` matches, drops a unit whose rows were cut short, and goes on with the
+units not yet done; the report is built from run.json and rows.jsonl alone, so it is the same as an
+uninterrupted run's.
+
+A unit is a list of request indices and the model is restored after each (``restore_after_unit``); a sequential
+mode (edits kept, measured as they pile up) is a schedule that does not restore and measures ``before`` on the
+weights the previous unit left.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import AdapterkitError, OutputError, RequestError
+from .measure import MeasureSettings, compare, generation_prompts, observe
+
+FORMAT = "adapterkit-eval/1"
+RUN_FILE, ROWS_FILE = "run.json", "rows.jsonl"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    n: int | None = None                  # the first n records of the data file (None: all)
+    batch: int = 1                        # requests per edit call: 1 is single edits
+    chat: bool = False                    # prompts in the tokenizer's chat template, for the edit and the measurement
+    max_new_tokens: int = 32
+    fluency_max_new_tokens: int = 100
+    normalise_loc: bool = False
+    heldout: str | None = None            # a file of held-out texts; None: the shipped default (heldout.py)
+
+    @property
+    def mode(self) -> str:
+        return "single" if self.batch == 1 else "batch"
+
+    def measure_settings(self) -> MeasureSettings:
+        return MeasureSettings(max_new_tokens=self.max_new_tokens, fluency_max_new_tokens=self.fluency_max_new_tokens)
+
+    def check(self) -> None:
+        for name, value in (("--n", self.n), ("--batch", self.batch), ("--max-new-tokens", self.max_new_tokens),
+                            ("--fluency-max-new-tokens", self.fluency_max_new_tokens)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise AdapterkitError(f"{name} {value}: must be a whole number of at least 1", fix=f"pass {name} 1 or more")
+
+
+def plan_units(count: int, batch: int) -> list[list[int]]:
+    """Request indices of each unit, in order: consecutive slices of ``batch``."""
+    return [list(range(lo, min(lo + batch, count))) for lo in range(0, count, batch)]
+
+
+@dataclass
+class Prepared:
+    """A run, checked and loaded, before anything is written."""
+    model: object
+    tok: object
+    requests: list            # as edited and measured (in the chat template where --chat)
+    method_settings: object
+    run_info: dict            # what run.json holds
+    heldout: list[str]
+    wrap: Callable[[str], str] | None
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def prepare(model_path, hparams, data, settings: EvalSettings, *, device=None, allow_partial: bool = False,
+            archive=None, say=lambda line: None) -> Prepared:
+    from ..arch.registry import get_registry
+    from ..checkpoints.loading import load_model
+    from ..editing.stats import check_stats_inputs
+    from ..requests import check_requests_fit, load_requests
+    from ..settings.against_model import check_hparams_against_model
+    from ..settings.hparams import load_settings
+    from . import chat, heldout
+    from .fingerprints import data_fingerprint, model_fingerprint, package_versions
+
+    settings.check()
+    registry = get_registry()
+    method_settings = load_settings(hparams, registry)
+    requests = load_requests(data, normalise_loc=settings.normalise_loc)
+    if settings.n is not None:
+        if settings.n > len(requests):
+            raise RequestError(f"{data}: --n {settings.n}, but the file holds {len(requests)} records",
+                               fix=f"pass --n {len(requests)} or fewer, or leave --n out to evaluate them all")
+        requests = requests[: settings.n]
+    for request in requests:
+        generation_prompts(request)
+    texts = heldout.read_texts(settings.heldout) if settings.heldout else heldout.default_texts()
+    source = settings.heldout or heldout.DEFAULT_SOURCE
+    texts = heldout.without_subjects(texts, (r.subject for r in requests))
+    heldout.check_texts_left(texts, source)
+
+    say(f"loading {model_path}")
+    model, tok = load_model(model_path, device=device, allow_partial=allow_partial)
+    if tok is None:
+        raise AdapterkitError(f"{model_path}: no tokenizer files found",
+                              fix="copy the tokenizer files (tokenizer.json / tokenizer_config.json) into the checkpoint directory")
+    wrap = None
+    if settings.chat:
+        chat.require_chat_template(tok, model_path)
+        requests = [chat.wrap_request(tok, r) for r in requests]
+        wrap = lambda prompt: chat.wrap_prompt(tok, prompt)  # noqa: E731
+    spec = registry.for_model(model)
+    hp = method_settings.to_dict()
+    check_hparams_against_model(hp, model, spec, str(hparams))
+    check_requests_fit(requests, tok, model, spec, hp, str(data))
+    check_stats_inputs(model, spec, method_settings)
+    say("fingerprinting the model's weights and the data")
+    identity = {
+        "settings": {**asdict(settings), "mode": settings.mode},
+        "method": registry.method(method_settings.alg_name).name,
+        "hparams": hp,
+        "archive": str(archive) if archive else None,
+        "chat_template": settings.chat,
+        "model": model_fingerprint(model),
+        "data": {k: v for k, v in data_fingerprint(data).items() if k != "path"},
+        "requests": len(requests),
+        "heldout": {"source": source, "sha256": heldout.texts_digest(texts), "count": len(texts)},
+    }
+    environment = {"model_path": str(model_path), "hparams_path": str(hparams), "data_path": str(data),
+                   "device": str(next(model.parameters()).device), "versions": package_versions()}
+    run_info = {"format": FORMAT, "identity": _jsonable(identity), "environment": environment}
+    return Prepared(model, tok, requests, method_settings, run_info, texts, wrap)
+
+
+# --- the output directory ---------------------------------------------------------------------------
+def check_out_dir(out) -> None:
+    """Refuse, before any work, an --out that is a file or a directory holding something other than an eval run."""
+    from ..files.atomic import check_writable
+
+    out = Path(out)
+    check_writable(out, what="evaluation run", directory=True, overwrite=True)
+    if out.is_dir() and any(out.iterdir()) and not (out / RUN_FILE).is_file():
+        raise OutputError(f"{out}: holds files but no {RUN_FILE}, so it is not an `adapterkit eval` run to resume",
+                          fix="choose an empty or new --out directory")
+
+
+def _differences(old, new, path="") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in sorted(set(old) | set(new)) for d in _differences(old.get(key), new.get(key), f"{path}.{key}".lstrip("."))]
+    return [] if old == new else [f"{path}: {json.dumps(old, default=str)[:60]} then, {json.dumps(new, default=str)[:60]} now"]
+
+
+def read_run_info(out: Path) -> dict:
+    from ..files.safe_load import load_json
+
+    info = load_json(out / RUN_FILE, error=OutputError, what="eval run file")
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise OutputError(f"{out / RUN_FILE}: not a run file of this version of `adapterkit eval` (format {FORMAT})",
+                          fix="choose another --out, or delete the directory to start the run again")
+    return info
+
+
+def open_run(out, run_info: dict, units: list[list[int]], say=lambda line: None) -> list[dict]:
+    """Start the run in ``out`` (writing run.json), or resume it: the rows of the units already done."""
+    from ..files.atomic import write_text_atomic
+
+    out = Path(out)
+    if not (out / RUN_FILE).is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / ROWS_FILE, "")
+        write_text_atomic(out / RUN_FILE, json.dumps(run_info, indent=2) + "\n")
+        return []
+    previous = read_run_info(out)
+    differences = _differences(previous.get("identity"), run_info["identity"])
+    if differences:
+        shown = "; ".join(differences[:4]) + (f" (and {len(differences) - 4} more)" if len(differences) > 4 else "")
+        raise OutputError(f"{out}: holds a run with other settings, model or data, so it cannot be resumed: {shown}",
+                          fix="run with the settings, model and data of that run to resume it, or choose another --out")
+    if previous["environment"].get("versions") != run_info["environment"]["versions"]:
+        import warnings
+
+        warnings.warn(f"{out}: the run started with {previous['environment'].get('versions')} and resumes with "
+                      f"{run_info['environment']['versions']}; report.json keeps the first")
+    rows = read_rows(out, units)
+    say(f"resuming {out}: {len(rows)} of {run_info['identity']['requests']} requests already measured")
+    return rows
+
+
+def read_rows(out: Path, units: list[list[int]]) -> list[dict]:
+    """The rows of every unit whose rows are all in rows.jsonl; a unit cut short by a kill (its last line partial,
+    or some of its rows missing) is dropped from the file."""
+    from ..files.atomic import write_text_atomic
+
+    path = out / ROWS_FILE
+    lines = path.read_text(encoding="utf-8").split("\n") if path.is_file() else []
+    rows, kept = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if number == len(lines):  # the last line, cut short by a kill while it was written
+                break
+            raise OutputError(f"{path} line {number}: not a JSON row", fix="delete the directory to start the run again") from None
+        if not isinstance(row, dict) or not isinstance(row.get("unit"), int) or not 0 <= row["unit"] < len(units):
+            raise OutputError(f"{path} line {number}: not a row of this run", fix="delete the directory to start the run again")
+        rows.append(row)
+    by_unit: dict[int, list[dict]] = {}
+    for row in rows:
+        by_unit.setdefault(row["unit"], []).append(row)
+    complete = {u for u, unit_rows in by_unit.items() if sorted(r["index"] for r in unit_rows) == units[u]}
+    for row in rows:
+        if row["unit"] in complete:
+            kept.append(row)
+    if len(kept) != len(rows) or len(lines) and lines[-1].strip():
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def append_rows(out: Path, rows: list[dict]) -> None:
+    """One unit's rows, in one write, flushed to disk before the next unit starts."""
+    data = "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")
+    fd = os.open(out / ROWS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- the loop -------------------------------------------------------------------------------------
+def run_eval(model_path, hparams, data, out, settings: EvalSettings = EvalSettings(), *, device=None,
+             allow_partial: bool = False, archive=None, say=None, on_unit_done=None) -> dict:
+    """Run (or resume) an evaluation into ``out``; returns the report (also written as out/report.json).
+    ``on_unit_done(unit, rows)`` is called after each unit's rows are written."""
+    from .. import api
+    from ..editing.progress import counter
+    from .metrics import perplexity
+    from .report import write_run_report
+
+    say = say or (lambda line: None)
+    out = Path(out)
+    check_out_dir(out)
+    prepared = prepare(model_path, hparams, data, settings, device=device, allow_partial=allow_partial,
+                       archive=archive, say=say)
+    requests, model, tok = prepared.requests, prepared.model, prepared.tok
+    units = plan_units(len(requests), settings.batch)
+    rows = open_run(out, prepared.run_info, units, say)
+    done = {row["unit"] for row in rows}
+    measure = settings.measure_settings()
+    baseline = perplexity(model, tok, prepared.heldout)
+    bar = counter(len(requests), desc="eval", unit="edit")
+    bar.update(len(rows))
+    try:
+        for u, indices in enumerate(units):
+            if u in done:
+                continue
+            unit = [requests[i] for i in indices]
+            before = observe(model, tok, unit, measure, prepared.wrap)
+            with api.edited(model, tok, unit, prepared.method_settings, evaluate=False, archive=archive,
+                            hparams_source=str(hparams), requests_source=str(data)) as result:
+                after = observe(result.answerer, tok, unit, measure, prepared.wrap)
+                edited_perplexity = perplexity(result.answerer, tok, prepared.heldout)
+            unit_rows = compare(unit, before, after)
+            for i, row in zip(indices, unit_rows):
+                row.update(index=i, unit=u, general={"perplexity": {"before": baseline, "after": edited_perplexity}})
+            append_rows(out, unit_rows)
+            rows += unit_rows
+            bar.update(len(unit_rows))
+            if on_unit_done is not None:
+                on_unit_done(u, unit_rows)
+    finally:
+        bar.close()
+    rows.sort(key=lambda row: row["index"])
+    return write_run_report(out, read_run_info(out), rows)
