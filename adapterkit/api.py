@@ -32,10 +32,8 @@ def edit(model, tok, requests, hparams, *, evaluate: bool = True, archive=None, 
     spec = registry.for_model(model)
     records = normalise_requests(requests, requests_source)
     hp = settings.to_dict()
-    check_hparams_against_model(hp, model, spec, hparams_source or (str(hparams) if isinstance(hparams, (str, PathLike)) else "hparams"),
-                                method)
-    check_requests_fit(records, tok, model, spec, hp, requests_source)
-    check_stats_inputs(model, spec, settings)
+    check_edit_inputs(model, tok, records, settings, hp, spec, method,
+                      hparams_source or (str(hparams) if isinstance(hparams, (str, PathLike)) else "hparams"), requests_source)
     result = EditResult(model=model, hparams=hp, requests=records)
     if evaluate:
         say(f"measuring {len(records)} request(s) before the edit")
@@ -53,6 +51,14 @@ def edit(model, tok, requests, hparams, *, evaluate: bool = True, archive=None, 
         after = metrics.evaluate(result.answerer, tok, records)
         result.metrics = metrics.compare(before, after, weights=f"edited by {method.name}, still applied")
     return result
+
+
+def check_edit_inputs(model, tok, records, settings, hp, spec, method, hparams_source: str, requests_source: str) -> None:
+    """Everything an edit checks before any work: the hparams (``hp``, the settings as a dict) against the model,
+    the requests against its tokenizer and positions, the statistics files the settings name."""
+    check_hparams_against_model(hp, model, spec, hparams_source, method)
+    check_requests_fit(records, tok, model, spec, settings, requests_source)
+    check_stats_inputs(model, spec, settings)
 
 
 @contextlib.contextmanager

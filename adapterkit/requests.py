@@ -324,21 +324,19 @@ def load_requests(path: str | Path, *, normalise_loc: bool = False) -> list[Edit
 
 
 # --- requests against the tokenizer and the model's positions -----------------------------------
-def context_reserve(tok, hparams: Mapping[str, Any] | None) -> int:
-    """Tokens a context template may put before a prompt: the longest fixed template, or the longest sampled
-    length of ``context_template_length_params`` plus its separator ('. ')."""
-    if not hparams:
-        return 0
-    fixed = hparams.get("context_templates")
+def context_reserve(tok, settings) -> int:
+    """Tokens a context template of ``settings`` (a method's settings, or None) may put before a prompt: the
+    longest fixed template, or the longest sampled length of ``context_template_length_params`` plus its
+    separator ('. ')."""
+    fixed = getattr(settings, "context_templates", None)
     if isinstance(fixed, (list, tuple)) and fixed:
         return max(len(tok(str(t).replace("{}", ""))["input_ids"]) for t in fixed)
-    params = hparams.get("context_template_length_params") or ()
+    params = getattr(settings, "context_template_length_params", None) or ()
     lengths = [p[0] for p in params if isinstance(p, (list, tuple)) and p and is_count(p[0])]
     return max(lengths) + len(tok(". ")["input_ids"]) if lengths else 0
 
 
-def check_requests_fit(requests: Sequence, tok, model, spec, hparams: Mapping[str, Any] | None = None,
-                       source: str = "request") -> None:
+def check_requests_fit(requests: Sequence, tok, model, spec, settings=None, source: str = "request") -> None:
     """Refuse, before any forward pass, a request whose texts do not fit the model's positions.
 
     The rule: each text a method or metric feeds the model (prompt + target_new, every rephrase prompt +
@@ -350,7 +348,7 @@ def check_requests_fit(requests: Sequence, tok, model, spec, hparams: Mapping[st
     limit = spec.max_positions(model.config)
     if limit is None or tok is None:
         return
-    reserve = context_reserve(tok, hparams)
+    reserve = context_reserve(tok, settings)
     room = limit - reserve
     for i, request in enumerate(requests):
         texts = [("prompt + target_new", request.prompt + request.target_new)]

@@ -19,6 +19,7 @@ from adapterkit.cli import main
 from adapterkit.demo.factmodels import build_tokenizer
 from adapterkit.errors import AdapterkitError
 from adapterkit.requests import check_requests_fit
+from adapterkit.settings.hparams import load_settings
 from adapterkit.arch.registry import get_registry
 from adapterkit.requests import load_requests, normalise_request
 from adapterkit.files.safe_load import load_json, load_jsonl, load_yaml
@@ -194,7 +195,7 @@ def test_a_prompt_longer_than_the_positions_is_refused_up_front(checkpoint, rome
     started = time.perf_counter()
     with pytest.raises(AdapterkitError, match="context template"):
         check_requests_fit(load_requests(requests), tok, model, get_registry().for_model(model),
-                           yaml.safe_load(rome_hparams.read_text()))
+                           load_settings(rome_hparams))
     assert time.perf_counter() - started < 1.0
     refused(capsys, ["evaluate", checkpoint, "--requests", requests], requests, f"{POSITIONS} positions")
 

@@ -77,9 +77,8 @@ def prepare(model_path, hparams, data, settings: EvalSettings, *, device=None, a
             archive=None, say=lambda line: None) -> Prepared:
     from ..arch.registry import get_registry
     from ..checkpoints.loading import load_model
-    from ..editing.stats import check_stats_inputs
-    from ..requests import check_requests_fit, load_requests
-    from ..settings.against_model import check_hparams_against_model
+    from ..api import check_edit_inputs
+    from ..requests import load_requests
     from ..settings.hparams import load_settings
     from . import chat, heldout
     from .fingerprints import data_fingerprint, model_fingerprint, package_versions
@@ -111,14 +110,13 @@ def prepare(model_path, hparams, data, settings: EvalSettings, *, device=None, a
         requests = [chat.wrap_request(tok, r) for r in requests]
         wrap = lambda prompt: chat.wrap_prompt(tok, prompt)  # noqa: E731
     spec = registry.for_model(model)
+    method = registry.method(method_settings.alg_name)
     hp = method_settings.to_dict()
-    check_hparams_against_model(hp, model, spec, str(hparams))
-    check_requests_fit(requests, tok, model, spec, hp, str(data))
-    check_stats_inputs(model, spec, method_settings)
+    check_edit_inputs(model, tok, requests, method_settings, hp, spec, method, str(hparams), str(data))
     say("fingerprinting the model's weights and the data")
     identity = {
         "settings": {**asdict(settings), "mode": settings.mode},
-        "method": registry.method(method_settings.alg_name).name,
+        "method": method.name,
         "hparams": hp,
         "archive": str(archive) if archive else None,
         "chat_template": settings.chat,
