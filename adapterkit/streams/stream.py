@@ -27,7 +27,7 @@ class EditStream:
     instead (a loaded stream reads them from its folder), which keeps memory flat over a long stream.
     """
 
-    def __init__(self, model, tok, hparams, *, keep_in_memory: bool = True):
+    def __init__(self, model, tok, hparams, *, keep_in_memory: bool = True, hparams_source: str | None = None):
         from ..arch.registry import get_registry
         from ..settings.hparams import load_settings
 
@@ -36,7 +36,7 @@ class EditStream:
         self.settings = load_settings(hparams, registry)
         self.method = registry.method(self.settings.alg_name)
         self.hparams = self.settings.to_dict()
-        self.hparams_source = str(hparams) if isinstance(hparams, (str, PathLike)) else None
+        self.hparams_source = hparams_source or (str(hparams) if isinstance(hparams, (str, PathLike)) else None)
         self.keep_in_memory = keep_in_memory
         self.ledger = Ledger()
         self.carried = CarriedState()
@@ -59,15 +59,17 @@ class EditStream:
         return list(self.ledger.originals)
 
     # --- editing ---------------------------------------------------------------------------------
-    def apply(self, requests, *, evaluate: bool = False, say=None, requests_source: str = "request"):
+    def apply(self, requests, *, evaluate: bool = False, say=None, requests_source: str = "request", archive=None):
         """Apply one batch on top of the previous ones; returns its EditResult (metrics where ``evaluate``).
+        ``archive``: a trained editor (MEND) in place of the hparams' ``archive``.
         Undo it with ``restore(to=len(stream) - 1)``, not with the result's own ``restore``."""
         from .. import api
 
         carried = self.carried if self.carries_state else None
         try:
             result = api.edit(self.model, self.tok, requests, self.settings, evaluate=evaluate, say=say,
-                              hparams_source=self.hparams_source, requests_source=requests_source, carried=carried)
+                              hparams_source=self.hparams_source, requests_source=requests_source, carried=carried,
+                              archive=archive)
         except BaseException:
             self.carried.discard()
             raise
@@ -114,7 +116,8 @@ class EditStream:
 
     @classmethod
     @torch.no_grad()
-    def load(cls, path, model, tok, hparams=None, *, keep_in_memory: bool = False) -> "EditStream":
+    def load(cls, path, model, tok, hparams=None, *, keep_in_memory: bool = False,
+             hparams_source: str | None = None) -> "EditStream":
         """The stream saved in ``path``, on ``model`` as it was before the stream (the unedited checkpoint): the
         batches are applied again, so the weights are the saved stream's, bit for bit. ``hparams``: checked against
         the stream's (default: the stream's own)."""
@@ -124,7 +127,8 @@ class EditStream:
 
         path = Path(path)
         manifest = stream_folder.read_manifest(path)
-        stream = cls(model, tok, manifest["hparams"] if hparams is None else hparams, keep_in_memory=keep_in_memory)
+        stream = cls(model, tok, manifest["hparams"] if hparams is None else hparams, keep_in_memory=keep_in_memory,
+                     hparams_source=hparams_source)
         stream_folder.check_settings(manifest, stream.hparams, path)
         stream_folder.check_model(manifest, model, path)
         for entry in manifest["batches"]:
