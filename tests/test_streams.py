@@ -260,3 +260,50 @@ def test_edit_with_stream_twice_accumulates_and_writes_the_whole_stream(fact_mod
     assert main(["edit", path, "--hparams", other, "--requests", tmp_path / "first.json", "--stream", folder]) == 2
     assert "other settings: mom2_update_weight" in capsys.readouterr().err
     assert json.loads((folder / "manifest.json").read_text())["batch_count"] == 2
+
+
+# --- adapterkit eval --sequential ---------------------------------------------------------------------
+from test_eval import tiny  # noqa: E402,F401  (the random GPT-2 checkpoint, ROME settings and 4 records)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_sequential_eval_keeps_the_edits_draws_the_curve_and_resumes(tiny, tmp_path, monkeypatch, capsys):
+    import adapterkit.evaluation.run as run_module
+    from adapterkit.cli import main
+    from adapterkit.evaluation.run import EvalSettings, run_eval
+
+    settings = EvalSettings(max_new_tokens=4, fluency_max_new_tokens=4, batch=2, sequential=True, every=2)
+    whole = run_eval(tiny.model, tiny.hparams, tiny.data, tmp_path / "whole", settings)
+    assert whole["settings"]["mode"] == "sequential" and whole["counts"] == {"requests": 4, "units": 2}
+    curve = [json.loads(line) for line in (tmp_path / "whole" / "curve.jsonl").read_text().splitlines()]
+    assert [(p["edits"], p["batches"]) for p in curve] == [(2, 1), (4, 2)]
+    assert set(curve[1]["metrics"]) >= {"teacher_forced.rewrite_acc", "greedy.rewrite_exact_match",
+                                        "teacher_forced.locality_acc"}
+    stream_manifest = json.loads((tmp_path / "whole" / "stream" / "manifest.json").read_text())
+    assert stream_manifest["requests_per_batch"] == [2, 2]  # kept, never undone
+
+    real_append = run_module.append_rows
+
+    def killed_before_the_rows(out, rows):
+        if rows[0]["unit"] == 1:  # the stream already holds batch 2; its rows never reach the file
+            raise Killed
+        real_append(out, rows)
+    monkeypatch.setattr(run_module, "append_rows", killed_before_the_rows)
+    with pytest.raises(Killed):
+        run_eval(tiny.model, tiny.hparams, tiny.data, tmp_path / "resumed", settings)
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "resumed" / "stream" / "manifest.json").read_text())["batch_count"] == 2
+    done = []
+    resumed = run_eval(tiny.model, tiny.hparams, tiny.data, tmp_path / "resumed", settings,
+                       on_unit_done=lambda unit, rows: done.append(unit))
+    assert done == [1] and resumed == whole
+    for name in ("rows.jsonl", "curve.jsonl", "report.json"):
+        assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    assert "never undone" in (tmp_path / "whole" / "summary.md").read_text()
+
+    assert main(["eval", tiny.model, "--hparams", tiny.hparams, "--data", tiny.data, "--out", tmp_path / "x",
+                 "--every", "2"]) == 2
+    assert "--sequential is not given" in capsys.readouterr().err
