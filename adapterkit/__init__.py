@@ -3,8 +3,8 @@ from .arch.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["hookimpl", "load_model", "detect", "edit", "edited", "train", "apply_deltas", "EditResult", "causal_trace",
-           "__version__"]
+__all__ = ["hookimpl", "load_model", "detect", "edit", "edited", "train", "apply_deltas", "EditResult", "EditStream",
+           "causal_trace", "__version__"]
 
 
 def __getattr__(name):
@@ -12,6 +12,9 @@ def __getattr__(name):
     if name in ("edit", "edited", "train", "apply_deltas", "EditResult"):
         from . import api
         return getattr(api, name)
+    if name == "EditStream":
+        from .streams import EditStream
+        return EditStream
     if name == "load_model":
         from .checkpoints.loading import load_model
         return load_model

@@ -16,14 +16,15 @@ from .requests import normalise_requests
 
 
 def edit(model, tok, requests, hparams, *, evaluate: bool = True, archive=None, hparams_source: str | None = None,
-         requests_source: str = "request", say=None) -> EditResult:
+         requests_source: str = "request", say=None, carried=None) -> EditResult:
     """Apply edits in place and return an EditResult (originals, deltas, per-request metrics).
 
     ``hparams``: a hyperparameter file, a dict, or settings built before. ``archive``: a trained editor
     (MEND, SERAC) in place of the hparams' ``archive``. The edit stays applied until ``result.restore()``;
     metrics are measured on the edited weights. Before any work, the hparams are checked against the model
     and the requests against its positions; ``hparams_source`` and ``requests_source`` name them in messages.
-    ``say(line)``, where given, is told each step as it starts (the CLI prints them).
+    ``say(line)``, where given, is told each step as it starts (the CLI prints them). ``carried``: the state a
+    method keeps across a stream's batches (``EditStream`` passes it; see ``EditMethod.carries_state``).
     """
     say = say or (lambda line: None)
     registry = get_registry()
@@ -41,7 +42,9 @@ def edit(model, tok, requests, hparams, *, evaluate: bool = True, archive=None, 
     layers = getattr(settings, "layers", None)
     say(f"editing {len(records)} request(s) with {method.name}" + (f" at layers {list(layers)}" if layers else ""))
     try:
-        answerer = method.apply(model, tok, records, settings, spec=spec, ledger=result, archive=archive)
+        # only a stream passes carried, and only to a method that asked for it: other methods keep their signature
+        extra = {"carried": carried} if carried is not None else {}
+        answerer = method.apply(model, tok, records, settings, spec=spec, ledger=result, archive=archive, **extra)
     except BaseException:
         result.restore(force=True)  # never leave a half-applied edit behind
         raise

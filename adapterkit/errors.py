@@ -58,6 +58,10 @@ class OutputError(AdapterkitError):
     """An output location cannot be written."""
 
 
+class StreamError(AdapterkitError):
+    """A stream folder is damaged, or belongs to another model or other settings."""
+
+
 class UnsupportedMethodError(AdapterkitError):
     """A hyperparameter file is for an editing method adapterkit does not have (EasyEdit's multimodal ones, ...)."""
 

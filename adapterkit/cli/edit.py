@@ -17,6 +17,10 @@ def arguments(p) -> None:
     p.add_argument("--archive", help="trained editor directory (MEND, SERAC)")
     p.add_argument("--stats-dir")
     p.add_argument("--strict", action="store_true", help="a hyperparameter key no method or EasyEdit reads is an error")
+    p.add_argument("--stream", metavar="DIR",
+                   help="lifelong editing: continue the stream saved in DIR (or start one there), apply --requests as "
+                        "its next batch on top of the earlier ones, and save it; --out then holds every batch's edits "
+                        "(docs/streams.md)")
     normalise_loc_arg(p)
 
 
@@ -31,6 +35,8 @@ def run_edit(args) -> int:
     settings = load_settings(args.hparams, strict=args.strict,
                              overrides={"stats_dir": args.stats_dir} if args.stats_dir else None)
     requests = load_requests(args.requests, normalise_loc=args.normalise_loc)
+    if args.stream is not None:
+        check_writable(args.stream, what="stream folder", directory=True)
     if args.out is not None:
         check_writable(args.out, what="deltas file" if args.deltas_only else "edited checkpoint",
                        directory=not args.deltas_only, overwrite=args.overwrite or args.deltas_only)
@@ -43,14 +49,24 @@ def run_edit(args) -> int:
 
         unique = {id(p): p for p in model.parameters()}.values()  # a tied head is saved once
         check_free_space(args.out, sum(p.numel() * p.element_size() for p in unique), what="edited checkpoint")
-    result = api.edit(model, tok, requests, settings, archive=args.archive, hparams_source=str(args.hparams),
-                      requests_source=str(args.requests), say=say)
+    stream = None
+    if args.stream is not None:
+        stream = continued_stream(args.stream, model, tok, settings, str(args.hparams), say)
+        result = stream.apply(requests, evaluate=True, say=say, requests_source=str(args.requests), archive=args.archive)
+        say(f"saving the stream ({len(stream)} batches) to {args.stream}")
+        stream.save(args.stream)
+    else:
+        result = api.edit(model, tok, requests, settings, archive=args.archive, hparams_source=str(args.hparams),
+                          requests_source=str(args.requests), say=say)
     say("done")
-    print(json.dumps({"edits": len(requests), "touched": result.touched, **summarise(result.metrics)}, indent=2))
+    summary = {"edits": len(requests), "touched": result.touched, **summarise(result.metrics)}
+    if stream is not None:
+        summary["stream"] = {"folder": str(args.stream), "batches": len(stream), "requests_per_batch": stream.requests_per_batch}
+    print(json.dumps(summary, indent=2))
     if args.out is None:
         return 0
     if args.deltas_only:
-        result.save(args.out)
+        (stream.as_edit_result() if stream is not None else result).save(args.out)
         print(f"wrote deltas to {args.out}", file=sys.stderr)
     else:
         from ..files.atomic import save_pretrained_atomic
@@ -58,6 +74,21 @@ def run_edit(args) -> int:
         save_pretrained_atomic(result.answerer, tok, args.out, overwrite=args.overwrite)
         print(f"wrote the edited model to {args.out}", file=sys.stderr)
     return 0
+
+
+def continued_stream(folder, model, tok, settings, hparams_source: str, say):
+    """The stream saved in ``folder`` replayed onto ``model``, or a new one where the folder holds none yet."""
+    from pathlib import Path
+
+    from ..streams import EditStream
+    from ..streams.folder import MANIFEST
+
+    if (Path(folder) / MANIFEST).is_file():
+        say(f"replaying the stream saved in {folder}")
+        stream = EditStream.load(folder, model, tok, settings, hparams_source=hparams_source)
+        say(f"{len(stream)} earlier batch(es) applied again")
+        return stream
+    return EditStream(model, tok, settings, hparams_source=hparams_source)
 
 
 COMMANDS = [Command('edit', run_edit, arguments,

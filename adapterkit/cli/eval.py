@@ -15,6 +15,11 @@ def arguments(p) -> None:
     p.add_argument("--n", type=int, help="evaluate the first N records (default: all)")
     p.add_argument("--batch", type=int, default=1,
                    help="requests edited in one call, undone after each batch (default 1: single edits)")
+    p.add_argument("--sequential", action="store_true",
+                   help="lifelong editing: apply the batches one after another and never undo them; every earlier edit "
+                        "is measured again as they pile up (curve.jsonl, curve.png)")
+    p.add_argument("--every", type=int,
+                   help="with --sequential: measure every earlier edit again after each this many edits (default: --batch)")
     p.add_argument("--chat", action="store_true",
                    help="put every prompt in the tokenizer's chat template, for the edit and the measurement")
     p.add_argument("--max-new-tokens", type=int, default=32,
@@ -34,7 +39,7 @@ def run_eval(args) -> int:
 
     settings = EvalSettings(n=args.n, batch=args.batch, chat=args.chat, max_new_tokens=args.max_new_tokens,
                             fluency_max_new_tokens=args.fluency_max_new_tokens, normalise_loc=args.normalise_loc,
-                            heldout=args.heldout)
+                            heldout=args.heldout, sequential=args.sequential, every=args.every)
     say = timed_reporter()
     try:
         report = run(args.model_path, args.hparams, args.data, args.out, settings, device=args.device,

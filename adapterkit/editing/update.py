@@ -35,13 +35,19 @@ def apply_update(ledger, spec, name: str, delta: torch.Tensor | None = None, *,
     return stored
 
 
-def spread_update(keys: torch.Tensor, residuals: torch.Tensor, mom2: torch.Tensor | None, mom2_update_weight: float) -> torch.Tensor:
+def spread_update(keys: torch.Tensor, residuals: torch.Tensor, mom2: torch.Tensor | None, mom2_update_weight: float,
+                  earlier: torch.Tensor | None = None) -> torch.Tensor:
     """MEMIT's least-squares update ``R K^T (lambda C + K K^T)^-1`` as [out, in], for keys [n, in] and residuals [n, out].
 
     ``C`` is the keys' second moment (identity when ``mom2`` is None); computed as
-    ``solve(lambda C + K^T K, K^T R)^T``, which needs no [n, in] intermediate beyond the keys.
+    ``solve(lambda C + K^T K, K^T R)^T``, which needs no [n, in] intermediate beyond the keys. ``earlier``: the
+    second moment ``K_p K_p^T`` of earlier edits' keys (a stream's, with ``stream_preserve_edits``), preserved
+    beside C with weight one, as each of the batch's own keys counts: ``R K^T (lambda C + K_p K_p^T + K K^T)^-1``.
     """
     k = keys.double()
     r = residuals.to(k.device, torch.float64)
     c = torch.eye(k.shape[1], dtype=torch.float64, device=k.device) if mom2 is None else mom2.to(k.device, torch.float64)
-    return torch.linalg.solve(mom2_update_weight * c + k.T @ k, k.T @ r).T
+    system = mom2_update_weight * c + k.T @ k
+    if earlier is not None:
+        system = system + earlier.to(k.device, torch.float64)
+    return torch.linalg.solve(system, k.T @ r).T

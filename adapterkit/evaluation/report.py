@@ -82,7 +82,8 @@ def describe_run(report: dict) -> list[tuple[str, str]]:
     settings, model, data = report["settings"], report["model"], report["data"]
     env = report["environment"]
     mode = "single edits, each undone before the next" if settings["mode"] == "single" else \
-        f"batches of {settings['batch']} edits in one call, undone after each batch"
+        f"batches of {settings['batch']} edits applied one after another, never undone (curve.jsonl)" \
+        if settings["mode"] == "sequential" else f"batches of {settings['batch']} edits in one call, undone after each batch"
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     return [
         ("method", report["method"]),

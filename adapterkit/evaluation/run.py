@@ -9,9 +9,9 @@ in one write followed by fsync, so a kill loses at most the unit in progress. St
 units not yet done; the report is built from run.json and rows.jsonl alone, so it is the same as an
 uninterrupted run's.
 
-A unit is a list of request indices and the model is restored after each (``restore_after_unit``); a sequential
-mode (edits kept, measured as they pile up) is a schedule that does not restore and measures ``before`` on the
-weights the previous unit left.
+A unit is a list of request indices and the model is restored after each; with ``sequential`` the units are
+applied one after another and never undone, and every earlier edit is measured again as they pile up
+(sequential.py).
 """
 from __future__ import annotations
 
@@ -37,19 +37,24 @@ class EvalSettings:
     fluency_max_new_tokens: int = 100
     normalise_loc: bool = False
     heldout: str | None = None            # a file of held-out texts; None: the shipped default (heldout.py)
+    sequential: bool = False              # batches kept, one on top of the last (sequential.py)
+    every: int | None = None              # sequential: measure every earlier edit again after this many (None: batch)
 
     @property
     def mode(self) -> str:
-        return "single" if self.batch == 1 else "batch"
+        return "sequential" if self.sequential else "single" if self.batch == 1 else "batch"
 
     def measure_settings(self) -> MeasureSettings:
         return MeasureSettings(max_new_tokens=self.max_new_tokens, fluency_max_new_tokens=self.fluency_max_new_tokens)
 
     def check(self) -> None:
         for name, value in (("--n", self.n), ("--batch", self.batch), ("--max-new-tokens", self.max_new_tokens),
-                            ("--fluency-max-new-tokens", self.fluency_max_new_tokens)):
+                            ("--fluency-max-new-tokens", self.fluency_max_new_tokens), ("--every", self.every)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise AdapterkitError(f"{name} {value}: must be a whole number of at least 1", fix=f"pass {name} 1 or more")
+        if self.every is not None and not self.sequential:
+            raise AdapterkitError("--every: measures a sequential run's earlier edits, and --sequential is not given",
+                                  fix="add --sequential, or leave --every out")
 
 
 def plan_units(count: int, batch: int) -> list[list[int]]:
@@ -251,6 +256,13 @@ def run_eval(model_path, hparams, data, out, settings: EvalSettings = EvalSettin
     done = {row["unit"] for row in rows}
     measure = settings.measure_settings()
     baseline = perplexity(model, tok, prepared.heldout)
+    if settings.sequential:
+        from .sequential import run_sequential
+
+        rows = run_sequential(prepared, out, settings, units, rows, hparams=hparams, data=data, archive=archive,
+                              say=say, on_unit_done=on_unit_done)
+        rows.sort(key=lambda row: row["index"])
+        return write_run_report(out, read_run_info(out), rows)
     bar = counter(len(requests), desc="eval", unit="edit")
     bar.update(len(rows))
     try:

@@ -6,8 +6,13 @@ whose eigenvalues are below ``nullspace_threshold`` (the directions the statisti
 
     Delta = R K^T P (K K^T P + L2 I)^-1,
 
-so Delta k ~ 0 for the keys C describes, and ``L2`` keeps the update small instead of lambda C. The paper's
-sequential setting also adds the keys of earlier edits to the system; here each ``edit`` call is one batch.
+so Delta k ~ 0 for the keys C describes, and ``L2`` keeps the update small instead of lambda C. In a stream of
+batches (adapterkit.EditStream) the paper's sequential algorithm also keeps the keys K_p of every earlier batch's
+edits, and each later update is
+
+    Delta = R K^T P (K_p K_p^T P + K K^T P + L2 I)^-1,
+
+which keeps Delta K_p small, so the earlier edits' outputs stay as they were. A lone ``edit`` call has no K_p.
 """
 from __future__ import annotations
 
@@ -27,12 +32,13 @@ class AlphaEdit(described.AlphaEdit, MEMIT):
         # statistics file and threshold, not one per edit (the moments stay in the statistics' own cache)
         self._bases: dict[tuple[int, float], tuple[weakref.ref, torch.Tensor]] = {}
 
-    def layer_update(self, keys, residuals, mom2, settings: AlphaEditSettings):
+    def layer_update(self, keys, residuals, mom2, settings: AlphaEditSettings, earlier=None):
         if mom2 is None:
             raise AdapterkitError("AlphaEdit projects its updates with the keys' second-moment statistics, and "
                                   "mom2_adjustment is false",
                                   fix="set mom2_adjustment: true (and mom2_corpus or stats_dir, as for MEMIT)")
-        return null_space_update(keys, residuals, self.basis(mom2, settings.nullspace_threshold, keys.device), settings.L2)
+        return null_space_update(keys, residuals, self.basis(mom2, settings.nullspace_threshold, keys.device), settings.L2,
+                                 earlier)
 
     def basis(self, mom2: torch.Tensor, threshold: float, device) -> torch.Tensor:
         key = (id(mom2), threshold)
@@ -57,13 +63,16 @@ def null_space(mom2: torch.Tensor, threshold: float) -> torch.Tensor:
     return basis
 
 
-def null_space_update(keys: torch.Tensor, residuals: torch.Tensor, basis: torch.Tensor, l2: float) -> torch.Tensor:
-    """``R K^T P (K K^T P + l2 I)^-1`` as [out, in], with P = basis basis^T, for keys [n, in] and residuals [n, out].
+def null_space_update(keys: torch.Tensor, residuals: torch.Tensor, basis: torch.Tensor, l2: float,
+                      earlier: torch.Tensor | None = None) -> torch.Tensor:
+    """``R K^T P ((K_p K_p^T + K K^T) P + l2 I)^-1`` as [out, in], with P = basis basis^T, for keys [n, in], residuals
+    [n, out] and ``earlier`` = K_p K_p^T [in, in], the earlier edits' keys (none: a lone edit).
 
-    Solved as its transpose, ``(P K^T K + l2 I) X = P K^T R``, so P is never formed."""
+    Solved as its transpose, ``(P (K_p K_p^T + K^T K) + l2 I) X = P K^T R``, so P is never formed."""
     k = keys.double()
     r = residuals.to(k.device, torch.float64)
     u = basis.to(k.device, torch.float64)
-    system = u @ (u.T @ (k.T @ k))
+    moment = k.T @ k if earlier is None else k.T @ k + earlier.to(k.device, torch.float64)
+    system = u @ (u.T @ moment)
     system.diagonal().add_(l2)
     return torch.linalg.solve(system, u @ (u.T @ (k.T @ r))).T

@@ -71,6 +71,16 @@ class EditMethod(abc.ABC):
         ``model`` (SERAC does), or None.
         """
 
+    def carries_state(self, settings: MethodSettings) -> bool:
+        """Whether ``apply`` keeps state from one batch of a stream to the next (``adapterkit.EditStream``).
+
+        A method that says yes accepts ``carried=`` in ``apply``, a ``streams.carried.CarriedState``: it reads
+        what the earlier batches left (``carried.keys_moment(weight)``: their keys' second moment at that weight)
+        and records this batch's (``carried.add_keys(weight, keys)``). The stream saves it with each batch and
+        rebuilds it on restore and load; a lone ``edit`` passes no ``carried``.
+        """
+        return False
+
 
 # The module templates the locate-then-edit methods read, by role.
 LOCATE_THEN_EDIT_TEMPLATES = {
@@ -88,6 +98,10 @@ class LocateThenEditMethod(EditMethod):
 
     template_keys = LOCATE_THEN_EDIT_TEMPLATES
     arch_keys = ("v_loss_layer",)
+
+    def carries_state(self, settings) -> bool:
+        # MEMIT, AlphaEdit and PMET: the earlier edits' keys, preserved beside the statistics (stream_preserve_edits)
+        return bool(getattr(settings, "stream_preserve_edits", False))
 
     def edit_layers(self, model, settings, spec) -> tuple[int, list[int]]:
         """(the model's depth, the settings' layers checked against it, in order)."""

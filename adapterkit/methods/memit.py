@@ -21,7 +21,7 @@ from ..settings.methods import MEMITSettings
 
 
 class MEMIT(described.MEMIT):
-    def apply(self, model, tok, requests, settings: MEMITSettings, *, spec, ledger, archive=None):
+    def apply(self, model, tok, requests, settings: MEMITSettings, *, spec, ledger, archive=None, carried=None):
         num_layers, layers = self.edit_layers(model, settings, spec)
         top = settings.layer_module_tmp.format(layers[-1])
         with frozen(model):
@@ -34,10 +34,15 @@ class MEMIT(described.MEMIT):
                 _, now = module_io(model, tok, plain_prompts(requests), settings.fact_token, top, want="output")
                 residuals = (zs - now.float().to(zs.device)) / (len(layers) - i)
                 mom2 = get_mom2(model, spec, settings, layer, tok=tok) if settings.mom2_adjustment else None
-                delta = self.layer_update(keys, residuals, mom2, settings)
-                apply_update(ledger, spec, f"{rewrite}.weight", delta)
+                weight = f"{rewrite}.weight"
+                earlier = carried.keys_moment(weight) if carried is not None else None
+                delta = self.layer_update(keys, residuals, mom2, settings, earlier=earlier)
+                apply_update(ledger, spec, weight, delta)
+                if carried is not None:
+                    carried.add_keys(weight, keys)
         return None
 
-    def layer_update(self, keys, residuals, mom2, settings: MEMITSettings):
-        """One layer's update ([out, in]) from its keys [n, in], residuals [n, out] and key second moment."""
-        return spread_update(keys, residuals, mom2, settings.mom2_update_weight)
+    def layer_update(self, keys, residuals, mom2, settings: MEMITSettings, earlier=None):
+        """One layer's update ([out, in]) from its keys [n, in], residuals [n, out] and key second moment;
+        ``earlier``: a stream's earlier edits' keys' second moment (carried.py), or None."""
+        return spread_update(keys, residuals, mom2, settings.mom2_update_weight, earlier)

@@ -26,7 +26,7 @@ from ..settings.methods import PMETSettings
 
 
 class PMET(described.PMET):
-    def apply(self, model, tok, requests, settings: PMETSettings, *, spec, ledger, archive=None):
+    def apply(self, model, tok, requests, settings: PMETSettings, *, spec, ledger, archive=None, carried=None):
         num_layers, layers = self.edit_layers(model, settings, spec)
         components = [settings.attn_module_tmp, settings.mlp_module_tmp]
         rewrites = self.rewrite_templates(settings, components)
@@ -43,8 +43,12 @@ class PMET(described.PMET):
                     residuals = (zs[top] - now.float().to(zs[top].device)) / math.sqrt(len(layers) - i)
                     mom2 = (get_mom2(model, spec, settings, layer, tok=tok, template=template)
                             if settings.mom2_adjustment else None)
-                    delta = spread_update(keys, residuals, mom2, settings.mom2_update_weight)
-                    apply_update(ledger, spec, f"{template.format(layer)}.weight", delta)
+                    weight = f"{template.format(layer)}.weight"
+                    earlier = carried.keys_moment(weight) if carried is not None else None
+                    delta = spread_update(keys, residuals, mom2, settings.mom2_update_weight, earlier)
+                    apply_update(ledger, spec, weight, delta)
+                    if carried is not None:
+                        carried.add_keys(weight, keys)
         return None
 
     @staticmethod

@@ -167,6 +167,9 @@ class MEMITSettings(LocateThenEditSettings):
     context_template_length_params: list[list[int]] = published([[10, 5]])
     v_batch_size: int = published(16)
     mom2_update_weight: float = published(15000)    # lambda in Delta = R K^T (lambda C + K K^T)^-1
+    # in a stream of batches (adapterkit.EditStream): keep the earlier batches' keys K_p and preserve them beside C,
+    # Delta = R K^T (lambda C + K_p K_p^T + K K^T)^-1 (MEMIT's derivation with the earlier edits as kept memories)
+    stream_preserve_edits: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,6 +177,7 @@ class AlphaEditSettings(MEMITSettings):
     """MEMIT's settings (AlphaEdit's reference files publish MEMIT's values) and AlphaEdit's two own."""
     nullspace_threshold: float = published(2e-2)    # directions of C with eigenvalues below this may change
     L2: float = published(10)                       # the update's own penalty, in place of lambda C
+    stream_preserve_edits: bool = True              # the paper's sequential algorithm: K_p K_p^T in every later update
 
     # EasyEdit's cache of the projection (this implementation keeps it with the statistics)
     ignored = MEMITSettings.ignored | {"P_loc"}

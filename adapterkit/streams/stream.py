@@ -1,0 +1,143 @@
+"""``EditStream``: lifelong editing, a stream of batches of edits applied one on top of the last.
+
+    stream = adapterkit.EditStream(model, tok, "alphaedit.yaml")
+    for batch in batches:
+        stream.apply(batch)            # what the method carries across batches is kept (carried.py)
+    stream.save("stream/")             # folder.py: continue later, in another process
+    stream.restore(to=3)               # ledger.py: back to the weights after batch 3, bit for bit
+    stream = adapterkit.EditStream.load("stream/", model, tok)   # the unedited model; the batches are replayed
+"""
+from __future__ import annotations
+
+from os import PathLike
+
+import torch
+
+from ..errors import AdapterkitError, UnsupportedMethodError
+from . import folder as stream_folder
+from .carried import CarriedState
+from .ledger import Batch, Ledger
+
+
+class EditStream:
+    """Batches of edits applied one after another to ``model``, each undoable, the whole saveable.
+
+    ``hparams``: a hyperparameter file, a dict or built settings, fixed for the stream's life. ``keep_in_memory``:
+    keep every batch's deltas in memory (on the CPU); False reads them back from the folder of the last ``save``
+    instead (a loaded stream reads them from its folder), which keeps memory flat over a long stream.
+    """
+
+    def __init__(self, model, tok, hparams, *, keep_in_memory: bool = True, hparams_source: str | None = None):
+        from ..arch.registry import get_registry
+        from ..settings.hparams import load_settings
+
+        registry = get_registry()
+        self.model, self.tok = model, tok
+        self.settings = load_settings(hparams, registry)
+        self.method = registry.method(self.settings.alg_name)
+        self.hparams = self.settings.to_dict()
+        self.hparams_source = hparams_source or (str(hparams) if isinstance(hparams, (str, PathLike)) else None)
+        self.keep_in_memory = keep_in_memory
+        self.ledger = Ledger()
+        self.carried = CarriedState()
+
+    # --- what it holds ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.ledger.batches)
+
+    @property
+    def requests_per_batch(self) -> list[int]:
+        return [b.requests for b in self.ledger.batches]
+
+    @property
+    def carries_state(self) -> bool:
+        """Whether the method keeps state across batches under these settings (EditMethod.carries_state)."""
+        return self.method.carries_state(self.settings)
+
+    @property
+    def touched(self) -> list[str]:
+        return list(self.ledger.originals)
+
+    # --- editing ---------------------------------------------------------------------------------
+    def apply(self, requests, *, evaluate: bool = False, say=None, requests_source: str = "request", archive=None):
+        """Apply one batch on top of the previous ones; returns its EditResult (metrics where ``evaluate``).
+        ``archive``: a trained editor (MEND) in place of the hparams' ``archive``.
+        Undo it with ``restore(to=len(stream) - 1)``, not with the result's own ``restore``."""
+        from .. import api
+
+        carried = self.carried if self.carries_state else None
+        try:
+            result = api.edit(self.model, self.tok, requests, self.settings, evaluate=evaluate, say=say,
+                              hparams_source=self.hparams_source, requests_source=requests_source, carried=carried,
+                              archive=archive)
+        except BaseException:
+            self.carried.discard()
+            raise
+        if result.answerer is not self.model:
+            result.restore(force=True)
+            self.carried.discard()
+            raise UnsupportedMethodError(
+                f"{self.method.name} answers through a wrapper around the model, not through edited weights, so its "
+                "edits cannot be kept as a stream of weight changes",
+                fix="use a method that edits weights (AlphaEdit, MEMIT, PMET, ROME, MEND) for a stream")
+        keys = self.carried.commit() if carried is not None else {}
+        self.ledger.record(self.model, result, keys)
+        return result
+
+    @torch.no_grad()
+    def restore(self, to: int = 0) -> None:
+        """Put the weights back as they were after batch ``to`` (0: before the first), bit for bit; the later
+        batches and what they carried are forgotten."""
+        if isinstance(to, bool) or not isinstance(to, int) or not 0 <= to <= len(self):
+            raise AdapterkitError(f"restore(to={to!r}): the stream holds {len(self)} batch(es)",
+                                  fix=f"pass a whole number from 0 (before the first batch) to {len(self)}")
+        self.ledger.write_into(self.model, self.ledger.weights_after(to))
+        self.ledger.truncate(to)
+        self.carried = CarriedState.rebuilt(b.keys() for b in self.ledger.batches)
+
+    @torch.no_grad()
+    def as_edit_result(self):
+        """The whole stream as one EditResult against the model before it: ``save`` it for ``apply_deltas``."""
+        from ..editing.result import EditResult, _delta_dtype
+
+        result = EditResult(model=self.model, hparams=self.hparams)
+        for name, original in self.ledger.originals.items():
+            weight = self.model.get_parameter(name).detach().cpu()
+            wide = _delta_dtype(weight.dtype)
+            result.originals[name] = original
+            result.deltas[name] = weight.to(wide) - original.to(wide)
+        result.answerer = self.model
+        return result
+
+    # --- saving and loading ----------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the stream into the folder ``path``; a save killed midway leaves the previous save loadable."""
+        stream_folder.write(path, self, keep_in_memory=self.keep_in_memory)
+
+    @classmethod
+    @torch.no_grad()
+    def load(cls, path, model, tok, hparams=None, *, keep_in_memory: bool = False,
+             hparams_source: str | None = None) -> "EditStream":
+        """The stream saved in ``path``, on ``model`` as it was before the stream (the unedited checkpoint): the
+        batches are applied again, so the weights are the saved stream's, bit for bit. ``hparams``: checked against
+        the stream's (default: the stream's own)."""
+        from pathlib import Path
+
+        from ..editing.result import host_copy
+
+        path = Path(path)
+        manifest = stream_folder.read_manifest(path)
+        stream = cls(model, tok, manifest["hparams"] if hparams is None else hparams, keep_in_memory=keep_in_memory,
+                     hparams_source=hparams_source)
+        stream_folder.check_settings(manifest, stream.hparams, path)
+        stream_folder.check_model(manifest, model, path)
+        for entry in manifest["batches"]:
+            batch = Batch(number=entry["number"], requests=entry["requests"], weights=list(entry["weights"]),
+                          id=entry["id"], source=path / entry["file"])
+            if keep_in_memory:
+                batch.tensors = batch.load()
+            stream.ledger.batches.append(batch)
+        stream.ledger.originals = {n: host_copy(model.get_parameter(n)) for n in manifest["model"]["originals"]}
+        stream.ledger.write_into(model, stream.ledger.weights_after(len(stream)))
+        stream.carried = CarriedState.rebuilt(b.keys() for b in stream.ledger.batches)
+        return stream
