@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import OutputError
 from .measure import compare, observe
+from .rundir import append_rows
 
 CURVE_FILE, STREAM_DIR = "curve.jsonl", "stream"
 CURVE_METRICS = ("teacher_forced.rewrite_acc", "greedy.rewrite_exact_match", "teacher_forced.rephrase_acc",
@@ -82,7 +83,6 @@ def open_stream(out: Path, model, tok, settings, done_units: int, say):
 def run_sequential(prepared, out: Path, settings, units, rows, *, hparams, data, archive, say, on_unit_done):
     """The sequential loop of run_eval; returns the rows of every unit (the caller writes the report)."""
     from .metrics import perplexity
-    from .run import append_rows
     from ..editing.progress import counter
 
     model, tok, requests = prepared.model, prepared.tok, prepared.requests
