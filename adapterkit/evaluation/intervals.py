@@ -16,7 +16,8 @@ def wilson_interval(successes: int, count: int, z: float = Z95) -> tuple[float, 
     denominator = 1 + z * z / count
     centre = (p + z * z / (2 * count)) / denominator
     half = z * math.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the bounds hold p itself; rounding in centre - half can put one a hair past it (3e-18 above 0 of 100)
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def normal_interval(values: list[float], z: float = Z95) -> tuple[float, float]:

@@ -137,7 +137,7 @@ def _save(figure, path: Path) -> Path:
 def _bar(axes, x, summary, width, label, colour):
     mean = summary["mean"]
     axes.bar([x], [mean], width, label=label, color=colour,
-             yerr=[[mean - summary["ci_low"]], [summary["ci_high"] - mean]], capsize=3)
+             yerr=[[max(0.0, mean - summary["ci_low"])], [max(0.0, summary["ci_high"] - mean)]], capsize=3)  # rounding can put a bound a hair past the mean
 
 
 def plot_run(report: dict, path) -> Path:
