@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import torch
+import yaml
 
 from adapterkit.checkpoints.build import build_model
 from adapterkit.arch.registry import get_registry
@@ -50,6 +51,31 @@ def write_tiny_checkpoint(arch: str, directory: Path, tokenizer=None, **override
     saved.update(overrides)
     (directory / "config.json").write_text(json.dumps(saved, indent=2))
     return directory
+
+
+def write_tiny_gpt2_with_word_tokenizer(directory: Path, texts, positions: int) -> Path:
+    """An untrained tiny GPT-2 with ``positions`` positions and a word-level tokenizer over ``texts`` (the vocabulary
+    sized to it): loads in a fraction of a second."""
+    from adapterkit.demo.factmodels import build_tokenizer
+
+    tok = build_tokenizer(texts)
+    return write_tiny_checkpoint("gpt2", directory, tokenizer=tok, vocab_size=len(tok), n_positions=positions,
+                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+
+def detected_hparams(checkpoint: Path, method: str, out: Path, **overrides) -> Path:
+    """The hyperparameters file `adapterkit detect -o out` writes for ``checkpoint``, with ``overrides`` in it."""
+    from adapterkit.cli import main
+
+    assert main(["detect", checkpoint, "--method", method, "-o", out]) == 0
+    out.write_text(yaml.safe_dump({**yaml.safe_load(out.read_text()), **overrides}))
+    return out
+
+
+def quick_rome_hparams(checkpoint: Path, out: Path, *, v_num_grad_steps: int) -> Path:
+    """detect's ROME file made quick: no second-moment statistics to compute, few context templates and steps."""
+    return detected_hparams(checkpoint, "ROME", out, mom2_adjustment=False, v_num_grad_steps=v_num_grad_steps,
+                            context_template_length_params=[[5, 2]])
 
 
 def write_index_only_checkpoint(directory: Path, config: dict, tensor_names) -> Path:

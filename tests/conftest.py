@@ -44,6 +44,12 @@ def fact_model_unavailable(arch: str) -> str | None:
     return None
 
 
+def skip_without_fact_model(arch: str) -> None:
+    reason = fact_model_unavailable(arch)
+    if reason:
+        pytest.skip(reason)
+
+
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 
 
@@ -172,9 +178,7 @@ def fact_models(fact_model_cache):
     from adapterkit.demo.factmodels import load_or_train
 
     def load(arch: str, n_facts: int | None = None, recipe: str = "plain"):
-        reason = fact_model_unavailable(arch)
-        if reason:
-            pytest.skip(reason)
+        skip_without_fact_model(arch)
         return load_or_train(arch, fact_model_cache, n_facts, recipe=recipe)
 
     return load
@@ -184,6 +188,24 @@ def fact_models(fact_model_cache):
 def fact_model(request, fact_models):
     """The fact model of the architecture given by indirect parametrisation."""
     return fact_models(request.param)
+
+
+# --- checkpoints on disk and the real model ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_gpt2_checkpoint(tmp_path_factory) -> Path:
+    """The gpt2 declaration's tiny config (4 layers), randomly initialised and saved without a tokenizer."""
+    from checkpoints import write_tiny_checkpoint
+
+    return write_tiny_checkpoint("gpt2", tmp_path_factory.mktemp("tiny") / "gpt2")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """(model, tok) of SmolLM2-135M-Instruct dequantised from its GGUF (tests/realmodel.py), or a skip; loaded once
+    per module, which may edit it."""
+    from realmodel import load_smollm2
+
+    return load_smollm2()
 
 
 # --- edit quality, gathered into one section at the end of the run ---------------------------------

@@ -1,12 +1,18 @@
-"""Shared by the MEND and SERAC tests: which facts an editor trains on, and training one per architecture."""
+"""Shared by the MEND and SERAC tests: which facts an editor trains on, training one per architecture, and the
+checks of their archives."""
+from pathlib import Path
+
 import pytest
+import torch
 
 import adapterkit
 from adapterkit.arch.detect import method_hparams
+from adapterkit.editing.archive import EDITOR_FILE, read_archive, save_archive
 from adapterkit.errors import ArchiveError
 from adapterkit.demo.factmodels import tiny_hparams
 from adapterkit.arch.registry import get_registry
 from adapterkit.requests import normalise_requests
+from adapterkit.settings.hparams import load_settings
 
 
 def split(facts):
@@ -53,3 +59,27 @@ def assert_refused_by_another_architecture(trained, fact_models, hparams, other_
     other = fact_models(other_arch)
     with pytest.raises(ArchiveError, match=f"trained for the 'gpt2' architecture; the model is '{other_arch}'"):
         adapterkit.edit(other.model, other.tok, other.facts.trained[0], {**hparams(other.model), "archive": hp["archive"]})
+
+
+def assert_refused_with_changed_hparams(trained, change: dict, message: str) -> ArchiveError:
+    """The gpt2 archive refuses hparams that differ from those it was trained with (``message`` names them),
+    before the model is touched; returns the refusal."""
+    fact, hp = trained("gpt2")
+    before = weights_of(fact.model)
+    with pytest.raises(ArchiveError, match=message) as raised:
+        adapterkit.edit(fact.model, fact.tok, fact.facts.trained[0], {**hp, **change})
+    assert all(torch.equal(p, before[n]) for n, p in fact.model.named_parameters())
+    return raised.value
+
+
+def resaved_archive(method, fact, hp, directory: Path) -> Path:
+    """The archive ``hp`` names, loaded into ``method``'s editor for ``fact``'s model and saved again under ``directory``."""
+    _, metadata, _ = read_archive(hp["archive"], method.name)
+    editor = method().load_editor(hp["archive"], fact.model, get_registry().for_model(fact.model), load_settings(hp))
+    path = directory / "copy" / EDITOR_FILE
+    save_archive(path, editor, {k: v for k, v in metadata.items() if k not in ("format", "aliases")})
+    return path
+
+
+def weights_of(model) -> dict:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}

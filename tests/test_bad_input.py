@@ -16,7 +16,6 @@ from safetensors.torch import load_file, save_file
 
 from adapterkit.checkpoints.loading import load_model, read_config, read_tensor_index
 from adapterkit.cli import main
-from adapterkit.demo.factmodels import build_tokenizer
 from adapterkit.errors import AdapterkitError
 from adapterkit.requests import check_requests_fit
 from adapterkit.settings.hparams import load_settings
@@ -24,10 +23,10 @@ from adapterkit.arch.registry import get_registry
 from adapterkit.requests import load_requests, normalise_request
 from adapterkit.files.safe_load import load_json, load_jsonl, load_yaml
 
-from checkpoints import write_tiny_checkpoint
+from checkpoints import (detected_hparams, quick_rome_hparams, write_tiny_checkpoint,
+                         write_tiny_gpt2_with_word_tokenizer)
 from conftest import BUILTIN_ARCHS
 
-ARCH = "gpt2"          # tied lm-head: its checkpoints omit the head, which must not count as missing
 POSITIONS = 256
 WORDS = "Toko Yasuda , the guitar piano plays is incredible at John Lennon performs on Paris capital of France".split()
 REQUEST = {"prompt": "Toko Yasuda , the", "subject": "Toko Yasuda", "target_new": "piano", "ground_truth": "guitar",
@@ -39,28 +38,22 @@ FUZZ = settings(max_examples=60, deadline=2000, suppress_health_check=[HealthChe
 
 # --- fixtures -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    """An untrained tiny model with POSITIONS positions and a word-level tokenizer: loads in a fraction of a second."""
-    tok = build_tokenizer([" ".join(WORDS)])
-    path = write_tiny_checkpoint(ARCH, tmp_path_factory.mktemp("bad-input") / ARCH, vocab_size=len(tok),
-                                 n_positions=POSITIONS, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    tok.save_pretrained(path)
-    return path
+def request_words_gpt2(tmp_path_factory):
+    """An untrained tiny GPT-2 with POSITIONS positions whose tokenizer knows WORDS. GPT-2 for its tied lm-head:
+    its checkpoints omit the head, which must not count as missing."""
+    return write_tiny_gpt2_with_word_tokenizer(tmp_path_factory.mktemp("bad-input") / "gpt2", [" ".join(WORDS)],
+                                               POSITIONS)
 
 
 @pytest.fixture
-def copy(checkpoint, tmp_path):
+def copy(request_words_gpt2, tmp_path):
     """A scratch copy of the checkpoint, free to damage."""
-    return Path(shutil.copytree(checkpoint, tmp_path / "ckpt"))
+    return Path(shutil.copytree(request_words_gpt2, tmp_path / "ckpt"))
 
 
 @pytest.fixture
-def rome_hparams(checkpoint, tmp_path, capsys):
-    out = tmp_path / "rome.yaml"
-    assert main(["detect", checkpoint, "--method", "ROME", "-o", out]) == 0
-    hp = {**yaml.safe_load(out.read_text()), "mom2_adjustment": False, "v_num_grad_steps": 2,
-          "context_template_length_params": [[5, 2]]}
-    out.write_text(yaml.safe_dump(hp))
+def rome_hparams(request_words_gpt2, tmp_path, capsys):
+    out = quick_rome_hparams(request_words_gpt2, tmp_path / "rome.yaml", v_num_grad_steps=2)
     capsys.readouterr()
     return out
 
@@ -171,33 +164,33 @@ def test_validate_refuses_hostile_yaml_fast(tmp_path, capsys, write, expected):
     assert time.perf_counter() - started < 1.0
 
 
-def test_hparams_and_requests_files_are_bounded_too(checkpoint, rome_hparams, tmp_path, capsys):
+def test_hparams_and_requests_files_are_bounded_too(request_words_gpt2, rome_hparams, tmp_path, capsys):
     laughs = tmp_path / "laughs.yaml"
     laughs.write_text(billion_laughs())
-    refused(capsys, edit_args(checkpoint, laughs, write_requests(tmp_path), tmp_path / "e"), laughs, "billion laughs")
+    refused(capsys, edit_args(request_words_gpt2, laughs, write_requests(tmp_path), tmp_path / "e"), laughs, "billion laughs")
     huge = tmp_path / "huge.json"
     with open(huge, "wb") as handle:  # sparse: the size is refused before a byte is read
         handle.truncate(300 << 20)
     started = time.perf_counter()
-    refused(capsys, edit_args(checkpoint, rome_hparams, huge, tmp_path / "e"), huge, "300.0 MiB")
+    refused(capsys, edit_args(request_words_gpt2, rome_hparams, huge, tmp_path / "e"), huge, "300.0 MiB")
     assert time.perf_counter() - started < 1.0
 
 
 # --- prompts longer than the model's positions ------------------------------------------------------
-def test_a_prompt_longer_than_the_positions_is_refused_up_front(checkpoint, rome_hparams, tmp_path, capsys):
+def test_a_prompt_longer_than_the_positions_is_refused_up_front(request_words_gpt2, rome_hparams, tmp_path, capsys):
     long = dict(REQUEST, prompt="Toko Yasuda , the " + "piano " * 1700)  # 10,000+ characters, 1,700+ tokens
     assert len(long["prompt"]) > 10_000
     requests = write_requests(tmp_path, long)
     out = tmp_path / "edited"
-    refused(capsys, edit_args(checkpoint, rome_hparams, requests, out), requests, f"{POSITIONS} positions", "shorten",
+    refused(capsys, edit_args(request_words_gpt2, rome_hparams, requests, out), requests, f"{POSITIONS} positions", "shorten",
             "prompt + target_new", out=out)
-    model, tok = load_model(checkpoint)
+    model, tok = load_model(request_words_gpt2)
     started = time.perf_counter()
     with pytest.raises(AdapterkitError, match="context template"):
         check_requests_fit(load_requests(requests), tok, model, get_registry().for_model(model),
                            load_settings(rome_hparams))
     assert time.perf_counter() - started < 1.0
-    refused(capsys, ["evaluate", checkpoint, "--requests", requests], requests, f"{POSITIONS} positions")
+    refused(capsys, ["evaluate", request_words_gpt2, "--requests", requests], requests, f"{POSITIONS} positions")
 
 
 # --- damaged files: messages, not tracebacks ----------------------------------------------------
@@ -228,11 +221,11 @@ def test_damaged_checkpoints_give_messages(copy, rome_hparams, tmp_path, capsys,
     refused(capsys, edit_args(copy, rome_hparams, write_requests(tmp_path), edited), expected, copy, out=edited)
 
 
-def test_binary_requests_file(checkpoint, rome_hparams, tmp_path, capsys):
+def test_binary_requests_file(request_words_gpt2, rome_hparams, tmp_path, capsys):
     for name in ("edits.json", "edits.jsonl"):
         requests = tmp_path / name
         requests.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
-        refused(capsys, edit_args(checkpoint, rome_hparams, requests, tmp_path / "e"), requests, "not UTF-8")
+        refused(capsys, edit_args(request_words_gpt2, rome_hparams, requests, tmp_path / "e"), requests, "not UTF-8")
 
 
 @pytest.mark.parametrize("record, expected", [
@@ -240,35 +233,32 @@ def test_binary_requests_file(checkpoint, rome_hparams, tmp_path, capsys):
     ({"requested_rewrite": "x"}, "'requested_rewrite' must be an object"),
     ({"requested_rewrite": {**REQUEST}, "neighborhood_prompts": 3}, "'neighborhood_prompts'"),
 ])
-def test_requests_of_wrong_types(checkpoint, rome_hparams, tmp_path, capsys, record, expected):
+def test_requests_of_wrong_types(request_words_gpt2, rome_hparams, tmp_path, capsys, record, expected):
     requests = write_requests(tmp_path, record)
-    refused(capsys, edit_args(checkpoint, rome_hparams, requests, tmp_path / "e"), requests, expected)
+    refused(capsys, edit_args(request_words_gpt2, rome_hparams, requests, tmp_path / "e"), requests, expected)
 
 
-def test_binary_statistics_corpus(checkpoint, tmp_path, capsys):
+def test_binary_statistics_corpus(request_words_gpt2, tmp_path, capsys):
     hparams = tmp_path / "memit.yaml"
-    assert main(["detect", checkpoint, "--method", "MEMIT", "-o", hparams]) == 0
+    assert main(["detect", request_words_gpt2, "--method", "MEMIT", "-o", hparams]) == 0
     for name in ("corpus.txt", "corpus.jsonl"):
         corpus = tmp_path / name
         corpus.write_bytes(b"a line\n" + bytes(range(256)) * 8)
-        refused(capsys, ["stats", checkpoint, "--hparams", hparams, "--corpus", corpus, "--stats-dir", tmp_path / "s"],
+        refused(capsys, ["stats", request_words_gpt2, "--hparams", hparams, "--corpus", corpus, "--stats-dir", tmp_path / "s"],
                 corpus, "binary file")
 
 
-def test_truncated_statistics_are_refused_before_the_edit(checkpoint, tmp_path, capsys):
-    hparams = tmp_path / "rome.yaml"
-    assert main(["detect", checkpoint, "--method", "ROME", "-o", hparams]) == 0
-    hp = {**yaml.safe_load(hparams.read_text()), "mom2_adjustment": True, "mom2_n_samples": 20,
-          "stats_dir": str(tmp_path / "stats")}
-    hparams.write_text(yaml.safe_dump(hp))
+def test_truncated_statistics_are_refused_before_the_edit(request_words_gpt2, tmp_path, capsys):
+    hparams = detected_hparams(request_words_gpt2, "ROME", tmp_path / "rome.yaml", mom2_adjustment=True,
+                               mom2_n_samples=20, stats_dir=str(tmp_path / "stats"))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))) + "\n")
-    assert main(["stats", checkpoint, "--hparams", hparams, "--corpus", corpus]) == 0
+    assert main(["stats", request_words_gpt2, "--hparams", hparams, "--corpus", corpus]) == 0
     [npz] = (tmp_path / "stats").rglob("*.npz")
     os.truncate(npz, npz.stat().st_size // 2)
     capsys.readouterr()
     out = tmp_path / "edited"
-    err = refused(capsys, edit_args(checkpoint, hparams, write_requests(tmp_path), out), npz, "compute it again", out=out)
+    err = refused(capsys, edit_args(request_words_gpt2, hparams, write_requests(tmp_path), out), npz, "compute it again", out=out)
     assert "BadZipFile" in err
 
 
@@ -277,27 +267,27 @@ def test_truncated_statistics_are_refused_before_the_edit(checkpoint, tmp_path, 
     ({"lm_head_module": "transformer.lm_head"}, "'transformer.lm_head'"),
     ({"layers": [7]}, "#/layers/0: layer 7 does not exist (GPT2LMHeadModel has 4)"),
 ])
-def test_hparams_that_do_not_fit_the_model_are_refused_before_the_edit(checkpoint, rome_hparams, tmp_path, capsys,
+def test_hparams_that_do_not_fit_the_model_are_refused_before_the_edit(request_words_gpt2, rome_hparams, tmp_path, capsys,
                                                                         change, expected):
     rome_hparams.write_text(yaml.safe_dump({**yaml.safe_load(rome_hparams.read_text()), **change}))
     out = tmp_path / "edited"
-    refused(capsys, edit_args(checkpoint, rome_hparams, write_requests(tmp_path), out), rome_hparams, expected,
+    refused(capsys, edit_args(request_words_gpt2, rome_hparams, write_requests(tmp_path), out), rome_hparams, expected,
             "adapterkit detect", out=out)
 
 
-def test_an_unwritable_out_is_refused_before_the_edit(checkpoint, rome_hparams, tmp_path, capsys):
+def test_an_unwritable_out_is_refused_before_the_edit(request_words_gpt2, rome_hparams, tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     for extra in ([], ["--deltas-only"]):
         out = blocker / "edited"
-        code = main(edit_args(checkpoint, rome_hparams, write_requests(tmp_path), out, *extra))
+        code = main(edit_args(request_words_gpt2, rome_hparams, write_requests(tmp_path), out, *extra))
         captured = capsys.readouterr()
         assert code == 2 and str(blocker) in captured.err and "fix:" in captured.err
         assert captured.out == ""  # refused before the edit ran
     assert blocker.read_text() == "not a directory"
     existing = tmp_path / "existing"
     existing.mkdir()
-    refused(capsys, edit_args(checkpoint, rome_hparams, write_requests(tmp_path), existing), "already exists", "--overwrite")
+    refused(capsys, edit_args(request_words_gpt2, rome_hparams, write_requests(tmp_path), existing), "already exists", "--overwrite")
 
 
 # --- checkpoint code never runs -----------------------------------------------------------------
@@ -347,8 +337,8 @@ def test_fuzz_document_readers_on_random_bytes(tmp_path, data):
 
 @FUZZ
 @given(data=st.data())
-def test_fuzz_config_json_truncated_or_with_a_wrong_type_at_any_field(checkpoint, copy, data):
-    original = json.loads((checkpoint / "config.json").read_text())
+def test_fuzz_config_json_truncated_or_with_a_wrong_type_at_any_field(request_words_gpt2, copy, data):
+    original = json.loads((request_words_gpt2 / "config.json").read_text())
     if data.draw(st.booleans(), label="truncate"):
         text = json.dumps(original)
         (copy / "config.json").write_text(text[: data.draw(st.integers(0, len(text) - 1), label="cut")])
@@ -361,13 +351,13 @@ def test_fuzz_config_json_truncated_or_with_a_wrong_type_at_any_field(checkpoint
 
 @FUZZ
 @given(data=st.data())
-def test_fuzz_safetensors_header_truncated_or_with_a_wrong_type_at_any_field(checkpoint, tmp_path, data):
-    weights = (checkpoint / "model.safetensors").read_bytes()
+def test_fuzz_safetensors_header_truncated_or_with_a_wrong_type_at_any_field(request_words_gpt2, tmp_path, data):
+    weights = (request_words_gpt2 / "model.safetensors").read_bytes()
     (length,) = struct.unpack("<Q", weights[:8])
     header = json.loads(weights[8: 8 + length])
     target = tmp_path / "fuzzed"
     target.mkdir(exist_ok=True)
-    shutil.copy(checkpoint / "config.json", target / "config.json")
+    shutil.copy(request_words_gpt2 / "config.json", target / "config.json")
     choice = data.draw(st.sampled_from(["truncate", "entry", "field"]), label="how")
     if choice == "truncate":
         (target / "model.safetensors").write_bytes(weights[: data.draw(st.integers(0, len(weights) - 1), label="cut")])

@@ -10,9 +10,12 @@ from adapterkit.checkpoints.loading import load_model
 from adapterkit.cli import main
 from adapterkit.demo.factmodels import tiny_hparams, write_stats_corpus
 
+from checkpoints import detected_hparams
+
 
 @pytest.fixture(scope="module")
-def checkpoint(fact_models, tmp_path_factory):
+def fact_model_checkpoint(fact_models, tmp_path_factory):
+    """(checkpoint directory, fact model): the gpt2 fact model saved with its tokenizer."""
     fact = fact_models("gpt2")
     path = tmp_path_factory.mktemp("ckpt") / "gpt2-facts"
     fact.model.save_pretrained(path)
@@ -20,12 +23,9 @@ def checkpoint(fact_models, tmp_path_factory):
     return path, fact
 
 
-def detected(checkpoint, method, tmp_path, capsys, **extra):
-    path, _ = checkpoint
-    out = tmp_path / f"{method}.yaml"
-    assert main(["detect", path, "--method", method, "-o", out]) == 0
-    hp = {**yaml.safe_load(out.read_text()), **tiny_hparams(method), **extra}
-    out.write_text(yaml.safe_dump(hp))
+def detected(fact_model_checkpoint, method, tmp_path, capsys, **extra):
+    path, _ = fact_model_checkpoint
+    out = detected_hparams(path, method, tmp_path / f"{method}.yaml", **{**tiny_hparams(method), **extra})
     capsys.readouterr()
     return out
 
@@ -36,9 +36,9 @@ def requests_file(fact, tmp_path, n=2):
     return path
 
 
-def test_edit_writes_an_edited_checkpoint_that_differs_only_where_reported(checkpoint, tmp_path, capsys):
-    path, fact = checkpoint
-    hp = detected(checkpoint, "ROME", tmp_path, capsys, mom2_adjustment=False)
+def test_edit_writes_an_edited_checkpoint_that_differs_only_where_reported(fact_model_checkpoint, tmp_path, capsys):
+    path, fact = fact_model_checkpoint
+    hp = detected(fact_model_checkpoint, "ROME", tmp_path, capsys, mom2_adjustment=False)
     assert main(["edit", path, "--hparams", hp, "--requests", requests_file(fact, tmp_path), "--out", tmp_path / "edited"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["edits"] == 2 and len(report["touched"]) == 1
@@ -50,9 +50,9 @@ def test_edit_writes_an_edited_checkpoint_that_differs_only_where_reported(check
     assert "exists" in capsys.readouterr().err
 
 
-def test_deltas_only_then_evaluate_reproduces_the_edit(checkpoint, tmp_path, capsys):
-    path, fact = checkpoint
-    hp = detected(checkpoint, "ROME", tmp_path, capsys, mom2_adjustment=False)
+def test_deltas_only_then_evaluate_reproduces_the_edit(fact_model_checkpoint, tmp_path, capsys):
+    path, fact = fact_model_checkpoint
+    hp = detected(fact_model_checkpoint, "ROME", tmp_path, capsys, mom2_adjustment=False)
     deltas = tmp_path / "delta.safetensors"
     assert main(["edit", path, "--hparams", hp, "--requests", requests_file(fact, tmp_path), "--deltas-only", "--out", deltas]) == 0
     edit_report = json.loads(capsys.readouterr().out)
@@ -64,9 +64,9 @@ def test_deltas_only_then_evaluate_reproduces_the_edit(checkpoint, tmp_path, cap
     assert json.loads(capsys.readouterr().out)["efficacy"] == 0.0  # the saved checkpoint itself is untouched
 
 
-def test_stats_computes_once_then_reuses(checkpoint, tmp_path, capsys):
-    path, fact = checkpoint
-    hp = detected(checkpoint, "MEMIT", tmp_path, capsys, mom2_n_samples=200, mom2_dataset="facts")
+def test_stats_computes_once_then_reuses(fact_model_checkpoint, tmp_path, capsys):
+    path, fact = fact_model_checkpoint
+    hp = detected(fact_model_checkpoint, "MEMIT", tmp_path, capsys, mom2_n_samples=200, mom2_dataset="facts")
     corpus = write_stats_corpus(fact, tmp_path / "corpus.txt")
     args = ["stats", path, "--hparams", hp, "--corpus", corpus, "--stats-dir", tmp_path / "stats"]
     assert main(args) == 0
@@ -83,7 +83,7 @@ def test_stats_computes_once_then_reuses(checkpoint, tmp_path, capsys):
         assert f"adapterkit: reusing {path} for {module.removeprefix('layer ')}: computed from corpus {corpus}" in again.err
 
 
-def test_stats_import_adopts_an_easyedit_file_that_the_edit_then_uses_and_reports(checkpoint, tmp_path, capsys):
+def test_stats_import_adopts_an_easyedit_file_that_the_edit_then_uses_and_reports(fact_model_checkpoint, tmp_path, capsys):
     import hashlib
 
     import numpy as np
@@ -91,8 +91,8 @@ def test_stats_import_adopts_an_easyedit_file_that_the_edit_then_uses_and_report
     from adapterkit.editing import stats
     from adapterkit.arch.registry import get_registry
 
-    path, fact = checkpoint
-    hp = detected(checkpoint, "MEMIT", tmp_path, capsys, layers=[1])
+    path, fact = fact_model_checkpoint
+    hp = detected(fact_model_checkpoint, "MEMIT", tmp_path, capsys, layers=[1])
     module = yaml.safe_load(hp.read_text())["rewrite_module_tmp"].format(1)
     width = stats._input_width(fact.model, get_registry().for_model(fact.model), module)
     source = tmp_path / "easyedit.npz"
@@ -118,9 +118,9 @@ def test_stats_help_still_takes_a_model_and_names_import(capsys):
     assert "stats import FILE.npz" in capsys.readouterr().out
 
 
-def test_edit_with_missing_statistics_names_the_fix(checkpoint, tmp_path, capsys):
-    path, fact = checkpoint
-    hp = detected(checkpoint, "MEMIT", tmp_path, capsys, stats_dir=str(tmp_path / "none"))
+def test_edit_with_missing_statistics_names_the_fix(fact_model_checkpoint, tmp_path, capsys):
+    path, fact = fact_model_checkpoint
+    hp = detected(fact_model_checkpoint, "MEMIT", tmp_path, capsys, stats_dir=str(tmp_path / "none"))
     assert main(["edit", path, "--hparams", hp, "--requests", requests_file(fact, tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "adapterkit stats" in err and "mom2_adjustment: false" in err

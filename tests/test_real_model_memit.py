@@ -13,14 +13,9 @@ from __future__ import annotations
 import pytest
 
 from adapterkit.editing.metrics import greedy_says
-from realmodel import DATA, GGUF, MARKS, check_targets, known_facts, load_smollm2
+from realmodel import DATA, GGUF, MARKS, check_targets, known_facts
 
 pytestmark = MARKS
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    return load_smollm2()
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,10 @@ them; a missed target is an expected failure that carries the measured numbers.
 """
 from __future__ import annotations
 
-import pytest
-
 from adapterkit.editing.metrics import greedy_says
-from realmodel import GGUF, MARKS, check_targets, known_facts, load_smollm2
+from realmodel import GGUF, MARKS, check_targets, known_facts
 
 pytestmark = MARKS
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    return load_smollm2()
 
 
 def test_rome_single_edits_with_detected_settings(smollm2, quality):

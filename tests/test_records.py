@@ -6,12 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import adapterkit
 from adapterkit.checkpoints.loading import load_model
 from adapterkit.cli import main
-from adapterkit.demo.factmodels import build_tokenizer
 from adapterkit.checkpoints.devices import check_device
 from adapterkit.editing.batches import load_sets
 from adapterkit.editing.datasets import load_training_records
@@ -21,7 +19,7 @@ from adapterkit.errors import AdapterkitError, RequestError
 from adapterkit.settings.hparams import load_settings
 from adapterkit.requests import Probe, ProbeGroup, load_requests, normalise_request, normalise_requests
 
-from checkpoints import write_tiny_checkpoint
+from checkpoints import quick_rome_hparams, write_tiny_gpt2_with_word_tokenizer
 
 DATA = Path(__file__).parent / "data" / "records"
 COUNTERFACT, ZSRE, KNOWEDIT = DATA / "counterfact.json", DATA / "zsre_mend.jsonl", DATA / "knowedit.json"
@@ -110,8 +108,8 @@ def test_one_reader_for_edit_train_and_the_api():
     assert trained.locality_ground_truths == (" Japan", " guitar")
 
 
-def test_training_sets_from_lists_read_as_files_do(checkpoint):
-    settings = load_settings(adapterkit.detect(checkpoint, method="MEND"))
+def test_training_sets_from_lists_read_as_files_do(records_gpt2):
+    settings = load_settings(adapterkit.detect(records_gpt2, method="MEND"))
     train, val = load_sets(settings, raw_records(KNOWEDIT), ZSRE)  # as adapterkit.train gets them
     assert train == load_training_records(KNOWEDIT) and val == load_requests(ZSRE)
     no_locality = {k: v for k, v in raw_records(COUNTERFACT)[0].items() if not k.startswith("locality")}
@@ -162,32 +160,23 @@ def test_missing_fields_name_the_line_or_record_the_key_and_the_formats(tmp_path
 
 # --- end to end on a tiny model -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def records_gpt2(tmp_path_factory):
     """An untrained tiny GPT-2 whose word-level tokenizer knows every word of the test records."""
     requests = [r for path in (COUNTERFACT, ZSRE, KNOWEDIT) for r in load_requests(path)]
     texts = [t for r in requests for t in (r.prompt, r.target_new, r.ground_truth or "", *r.rephrase_prompts,
                                            *r.locality_prompts, *r.locality_ground_truths,
                                            *(p.prompt + p.answer for g in r.portability + r.locality_groups for p in g.probes))]
-    tok = build_tokenizer(texts)
-    path = write_tiny_checkpoint("gpt2", tmp_path_factory.mktemp("records") / "gpt2", vocab_size=len(tok),
-                                 n_positions=POSITIONS, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    tok.save_pretrained(path)
-    return path
+    return write_tiny_gpt2_with_word_tokenizer(tmp_path_factory.mktemp("records") / "gpt2", texts, POSITIONS)
 
 
 @pytest.fixture(scope="module")
-def rome_hparams(checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("hparams") / "rome.yaml"
-    assert main(["detect", checkpoint, "--method", "ROME", "-o", out]) == 0
-    hp = {**yaml.safe_load(out.read_text()), "mom2_adjustment": False, "v_num_grad_steps": 4,
-          "context_template_length_params": [[5, 2]]}
-    out.write_text(yaml.safe_dump(hp))
-    return out
+def rome_hparams(records_gpt2, tmp_path_factory):
+    return quick_rome_hparams(records_gpt2, tmp_path_factory.mktemp("hparams") / "rome.yaml", v_num_grad_steps=4)
 
 
-def test_edit_accepts_zsre_records(checkpoint, rome_hparams, tmp_path, capsys):
+def test_edit_accepts_zsre_records(records_gpt2, rome_hparams, tmp_path, capsys):
     capsys.readouterr()
-    assert main(["edit", checkpoint, "--hparams", rome_hparams, "--requests", ZSRE, "--deltas-only",
+    assert main(["edit", records_gpt2, "--hparams", rome_hparams, "--requests", ZSRE, "--deltas-only",
                  "--out", tmp_path / "delta.safetensors"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["edits"] == 2 and report["touched"]
@@ -195,19 +184,19 @@ def test_edit_accepts_zsre_records(checkpoint, rome_hparams, tmp_path, capsys):
     assert 0.0 <= report["generalisation"] <= 1.0 and 0.0 <= report["locality"] <= 1.0
 
 
-def test_knowedit_groups_appear_in_edit_and_evaluate_output(checkpoint, rome_hparams, tmp_path, capsys):
+def test_knowedit_groups_appear_in_edit_and_evaluate_output(records_gpt2, rome_hparams, tmp_path, capsys):
     deltas = tmp_path / "delta.safetensors"
     groups = {"portability/Reasoning", "portability/Logical_Generalization", "locality/Relation_Specificity",
               "locality/Forgetfulness"}
     capsys.readouterr()
-    assert main(["edit", checkpoint, "--hparams", rome_hparams, "--requests", KNOWEDIT, "--deltas-only", "--out", deltas]) == 0
+    assert main(["edit", records_gpt2, "--hparams", rome_hparams, "--requests", KNOWEDIT, "--deltas-only", "--out", deltas]) == 0
     edited = json.loads(capsys.readouterr().out)
     assert groups <= set(edited) and all(0.0 <= edited[g] <= 1.0 for g in groups)
-    assert main(["evaluate", checkpoint, "--requests", KNOWEDIT, "--deltas", deltas]) == 0
+    assert main(["evaluate", records_gpt2, "--requests", KNOWEDIT, "--deltas", deltas]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     for key in groups | {"efficacy", "generalisation"}:
         assert evaluated[key] == pytest.approx(edited[key]), key
-    assert main(["evaluate", checkpoint, "--requests", KNOWEDIT]) == 0  # as loaded: nothing to compare locality with
+    assert main(["evaluate", records_gpt2, "--requests", KNOWEDIT]) == 0  # as loaded: nothing to compare locality with
     captured = capsys.readouterr()
     unedited = json.loads(captured.out)
     assert unedited["locality/Relation_Specificity"] is None and unedited["locality"] is None
@@ -229,8 +218,8 @@ def test_per_group_numbers_are_measured_as_efficacy_and_locality_are():
                                "portability/Reasoning": 0.5, "locality/Forgetfulness": 0.75}
 
 
-def test_the_api_edits_knowedit_records_and_reports_groups_per_request(checkpoint, rome_hparams):
-    model, tok = load_model(checkpoint)
+def test_the_api_edits_knowedit_records_and_reports_groups_per_request(records_gpt2, rome_hparams):
+    model, tok = load_model(records_gpt2)
     with adapterkit.edited(model, tok, raw_records(KNOWEDIT), rome_hparams) as result:
         first, second = result.metrics
         assert set(first["post"]["portability"]) == {"Reasoning", "Logical_Generalization"}
@@ -238,13 +227,13 @@ def test_the_api_edits_knowedit_records_and_reports_groups_per_request(checkpoin
         assert first["pre"]["portability"].keys() == first["post"]["portability"].keys()
 
 
-def test_a_too_long_probe_names_its_line_and_group(checkpoint, rome_hparams, tmp_path, capsys):
+def test_a_too_long_probe_names_its_line_and_group(records_gpt2, rome_hparams, tmp_path, capsys):
     record = raw_records(KNOWEDIT)[1]
     record["portability"]["Reasoning"][0]["prompt"] = "Stockholm " * (POSITIONS + 10)
     requests = tmp_path / "edits.jsonl"
     requests.write_text(json.dumps(raw_records(KNOWEDIT)[0]) + "\n" + json.dumps(record) + "\n")
     capsys.readouterr()
-    assert main(["edit", checkpoint, "--hparams", rome_hparams, "--requests", requests, "--out", tmp_path / "e"]) == 2
+    assert main(["edit", records_gpt2, "--hparams", rome_hparams, "--requests", requests, "--out", tmp_path / "e"]) == 2
     err = capsys.readouterr().err
     assert f"{requests} line 2" in err and "portability/Reasoning/0 prompt + its answer" in err and "shorten" in err
 
@@ -252,15 +241,15 @@ def test_a_too_long_probe_names_its_line_and_group(checkpoint, rome_hparams, tmp
 # --- --device where torch has no such device ------------------------------------------------------------
 @NO_CUDA
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
-def test_every_command_with_device_refuses_cuda_without_a_gpu(checkpoint, rome_hparams, tmp_path, capsys, device):
+def test_every_command_with_device_refuses_cuda_without_a_gpu(records_gpt2, rome_hparams, tmp_path, capsys, device):
     mend = tmp_path / "mend.yaml"
-    assert main(["detect", checkpoint, "--method", "MEND", "-o", mend]) == 0
+    assert main(["detect", records_gpt2, "--method", "MEND", "-o", mend]) == 0
     commands = {
-        "edit": ["edit", checkpoint, "--hparams", rome_hparams, "--requests", KNOWEDIT],
-        "evaluate": ["evaluate", checkpoint, "--requests", ZSRE],
-        "train": ["train", checkpoint, "--hparams", mend, "--train", ZSRE, "--out", tmp_path / "mend"],
-        "stats": ["stats", checkpoint, "--hparams", rome_hparams, "--corpus", COUNTERFACT, "--stats-dir", tmp_path / "s"],
-        "trace": ["trace", checkpoint, "--data", COUNTERFACT, "--out", tmp_path / "trace"],
+        "edit": ["edit", records_gpt2, "--hparams", rome_hparams, "--requests", KNOWEDIT],
+        "evaluate": ["evaluate", records_gpt2, "--requests", ZSRE],
+        "train": ["train", records_gpt2, "--hparams", mend, "--train", ZSRE, "--out", tmp_path / "mend"],
+        "stats": ["stats", records_gpt2, "--hparams", rome_hparams, "--corpus", COUNTERFACT, "--stats-dir", tmp_path / "s"],
+        "trace": ["trace", records_gpt2, "--data", COUNTERFACT, "--out", tmp_path / "trace"],
     }
     capsys.readouterr()
     for name, args in commands.items():
@@ -271,7 +260,7 @@ def test_every_command_with_device_refuses_cuda_without_a_gpu(checkpoint, rome_h
         assert "Traceback" not in captured.err and captured.out == ""
     assert not (tmp_path / "mend").exists() and not (tmp_path / "trace").exists()
     with pytest.raises(AdapterkitError, match="no CUDA device"):
-        load_model(checkpoint, device=device)
+        load_model(records_gpt2, device=device)
 
 
 @NO_CUDA

@@ -1,34 +1,27 @@
 """SERAC on the small fact models of every registered architecture: edit quality on edits it never saw,
-an untouched base model, archives that load exactly, resume, and clear errors."""
+an untouched base model, archives that load exactly, and clear errors (what SERAC shares with MEND, resuming and
+editing without an archive, is in test_trained_editors.py)."""
 import functools
 
 import pytest
 import torch
 
 import adapterkit
-from adapterkit.editing import training
-from adapterkit.editing.archive import EDITOR_FILE, read_archive, read_safetensors, save_archive
+from adapterkit.editing.archive import read_archive
 from adapterkit.editing.metrics import encode_pairs, summarise
-from adapterkit.errors import ArchiveError, SchemaError
-from adapterkit.settings.hparams import load_settings
+from adapterkit.errors import SchemaError
 from adapterkit.methods.serac import SERAC
 from adapterkit.methods.serac.answerer import SeracAnswerer
 from adapterkit.settings.methods import SERACSettings
 from adapterkit.arch.registry import get_registry
 from adapterkit.requests import normalise_requests
-from conftest import QUALITY_ARCHS
-from editors import assert_refused_by_another_architecture, editor_hparams, split, train_editor, trained_editors_fixture
-
-ARCHS = get_registry().architecture_names()
-
+from conftest import ARCHS, QUALITY_ARCHS, skip_without_fact_model
+from editors import (assert_refused_by_another_architecture, assert_refused_with_changed_hparams, editor_hparams,
+                     resaved_archive, split, train_editor, trained_editors_fixture, weights_of)
 
 serac_hparams = functools.partial(editor_hparams, method="SERAC")
 train_serac = functools.partial(train_editor, SERAC)
 trained = trained_editors_fixture(SERAC)
-
-
-def weights_of(model) -> dict:
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
 
 
 @pytest.mark.slow
@@ -68,10 +61,8 @@ def test_answerer_routes_rows_and_works_with_metrics(trained):
 def test_archive_round_trip_gives_the_same_answers(trained, tmp_path):
     fact, hp = trained("llama")
     _, _, test = split(fact.facts)
-    tensors, metadata, _ = read_archive(hp["archive"], "SERAC")
-    editor = SERAC().load_editor(hp["archive"], fact.model, get_registry().for_model(fact.model), load_settings(hp))
-    copy_path = tmp_path / "copy" / EDITOR_FILE
-    save_archive(copy_path, editor, {k: v for k, v in metadata.items() if k not in ("format", "aliases")})
+    tensors, _, _ = read_archive(hp["archive"], "SERAC")
+    copy_path = resaved_archive(SERAC, fact, hp, tmp_path)
     copied, _, _ = read_archive(copy_path, "SERAC")
     assert tensors.keys() == copied.keys() and all(torch.equal(tensors[k], copied[k]) for k in tensors)
     ids, mask, _ = encode_pairs(fact.tok, [r["prompt"] for r in test], [" " + r["target_new"] for r in test])
@@ -83,48 +74,13 @@ def test_archive_round_trip_gives_the_same_answers(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_after_interruption_matches_an_uninterrupted_run(fact_models, tmp_path):
-    fact = fact_models("gpt2")
-    short = {"max_iters": 12, "val_every": 4}
-    train_serac(fact, tmp_path / "whole", **short)
-
-    def interrupt(step, info):
-        if step == 10:  # after the checkpoint of step 8
-            raise KeyboardInterrupt
-    train_set, val_set, _ = split(fact.facts)
-    hp = serac_hparams(fact.model, **short)
-    with pytest.raises(KeyboardInterrupt):
-        adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, progress=False,
-                         on_step=interrupt)
-    with pytest.raises(adapterkit.errors.AdapterkitError, match="already holds a training run"):
-        adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, progress=False)
-    result = adapterkit.train(fact.model, fact.tok, hp, train_set, tmp_path / "split", val=val_set, resume=True,
-                              progress=False)
-    assert result.step == 12
-    for name in (EDITOR_FILE, training.STATE_FILE):
-        whole, _ = read_safetensors(tmp_path / "whole" / name)
-        resumed, _ = read_safetensors(tmp_path / "split" / name)
-        assert whole.keys() == resumed.keys()
-        assert all(torch.equal(whole[k], resumed[k]) for k in whole), name
-
-
-@pytest.mark.slow
 def test_archive_of_another_architecture_is_refused(trained, fact_models):
     assert_refused_by_another_architecture(trained, fact_models, serac_hparams, "llama")
 
 
 @pytest.mark.slow
 def test_archive_with_different_classifier_hparams_is_refused(trained):
-    fact, hp = trained("gpt2")
-    with pytest.raises(ArchiveError, match=r"cls_layer=2 \(archive: 0\)"):
-        adapterkit.edit(fact.model, fact.tok, fact.facts.trained[0], {**hp, "cls_layer": 2})
-
-
-def test_editing_without_an_archive_says_how_to_train_one(fact_models):
-    fact = fact_models("gpt2")
-    with pytest.raises(ArchiveError, match="SERAC needs a trained editor") as raised:
-        adapterkit.edit(fact.model, fact.tok, fact.facts.trained[0], serac_hparams(fact.model), evaluate=False)
-    assert "adapterkit train" in raised.value.fix
+    assert_refused_with_changed_hparams(trained, {"cls_layer": 2}, r"cls_layer=2 \(archive: 0\)")
 
 
 def test_schema_names_the_bad_key(fact_models):
@@ -150,10 +106,8 @@ def test_small_counterfactual_model_keeps_the_first_layers(arch):
     """cf_num_layers: a copy of the base model cut to its first layers still runs; the base keeps its depth."""
     from adapterkit.checkpoints.build import build_model
     from adapterkit.methods.serac.counterfactual import counterfactual_model
-    from conftest import fact_model_unavailable
 
-    if fact_model_unavailable(arch):
-        pytest.skip(fact_model_unavailable(arch))
+    skip_without_fact_model(arch)
     spec = get_registry().architecture(arch)
     torch.manual_seed(0)
     base = build_model(spec.tiny_config, spec).eval()

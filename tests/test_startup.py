@@ -4,7 +4,6 @@ import sys
 
 import pytest
 
-from checkpoints import write_tiny_checkpoint
 from conftest import BUILTIN_METHODS
 
 PROBE = ("import sys; from adapterkit.cli import main; code = main(sys.argv[1:]); "
@@ -22,16 +21,11 @@ def test_listing_plugins_imports_neither_torch_nor_transformers():
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.fixture(scope="module")
-def gpt2_checkpoint(tmp_path_factory):
-    return write_tiny_checkpoint("gpt2", tmp_path_factory.mktemp("startup") / "gpt2")
-
-
 @pytest.mark.parametrize("method", BUILTIN_METHODS)
-def test_detect_and_validate_import_neither_torch_nor_transformers(gpt2_checkpoint, method, tmp_path):
+def test_detect_and_validate_import_neither_torch_nor_transformers(tiny_gpt2_checkpoint, method, tmp_path):
     hparams = tmp_path / "hparams.yaml"
     # without --allow-partial-weights, detect checks that the weights cover the model transformers builds
-    detect = ["detect", gpt2_checkpoint, "--method", method, "--allow-partial-weights"]
+    detect = ["detect", tiny_gpt2_checkpoint, "--method", method, "--allow-partial-weights"]
     for args in ([*detect, "-o", hparams], ["validate", hparams], [*detect, "--format", "easyedit"]):
         proc = run_fresh(*args)
         assert proc.returncode == 0, f"{args}: {proc.stderr}"

