@@ -16,7 +16,7 @@ from adapterkit.cli import main
 from adapterkit.errors import AdapterkitError
 from adapterkit.methods import rome as rome_module
 
-from test_bad_input import REQUEST, checkpoint, edit_args, refused, rome_hparams, write_requests  # noqa: F401 (fixtures)
+from test_bad_input import REQUEST, request_words_gpt2, edit_args, refused, rome_hparams, write_requests  # noqa: F401 (fixtures)
 from test_stats import easyedit_npz
 
 WIDTH = 256  # the tiny GPT-2's MLP output projection takes 4 x 64 inputs
@@ -40,29 +40,29 @@ def edit_layer(hparams: Path) -> int:
 
 
 # --- 1. non-finite numbers ----------------------------------------------------------------------------
-def test_statistics_with_nan_are_refused_on_import(checkpoint, adjusted_hparams, tmp_path, capsys):
+def test_statistics_with_nan_are_refused_on_import(request_words_gpt2, adjusted_hparams, tmp_path, capsys):
     source = tmp_path / "easyedit.npz"
     moment = np.eye(WIDTH, dtype=np.float32)
     moment[3, 5] = np.nan
     easyedit_npz(source, moment, 10)
     layer = edit_layer(adjusted_hparams)
-    refused(capsys, ["stats", "import", source, "--model", checkpoint, "--layer", layer, "--hparams", adjusted_hparams],
+    refused(capsys, ["stats", "import", source, "--model", request_words_gpt2, "--layer", layer, "--hparams", adjusted_hparams],
             source, "non-finite", "compute it again")
     assert no_files(tmp_path / "stats")
 
 
-def test_statistics_with_nan_are_refused_on_load(checkpoint, adjusted_hparams, tmp_path, capsys):
+def test_statistics_with_nan_are_refused_on_load(request_words_gpt2, adjusted_hparams, tmp_path, capsys):
     layer = edit_layer(adjusted_hparams)
     good = tmp_path / "good.npz"
     easyedit_npz(good, np.eye(WIDTH, dtype=np.float32), 10)
-    assert main(["stats", "import", good, "--model", checkpoint, "--layer", layer, "--hparams", adjusted_hparams]) == 0
+    assert main(["stats", "import", good, "--model", request_words_gpt2, "--layer", layer, "--hparams", adjusted_hparams]) == 0
     [written] = (tmp_path / "stats").rglob("*.npz")
     moment = np.eye(WIDTH, dtype=np.float32)
     moment[0, 0] = np.inf
     easyedit_npz(written, moment, 10)  # the file where the edit looks, replaced by an EasyEdit one with an inf
     capsys.readouterr()
     out = tmp_path / "edited"
-    refused(capsys, edit_args(checkpoint, adjusted_hparams, write_requests(tmp_path), out), written, "non-finite", out=out)
+    refused(capsys, edit_args(request_words_gpt2, adjusted_hparams, write_requests(tmp_path), out), written, "non-finite", out=out)
 
 
 def nan_on_call(number: int):
@@ -76,21 +76,21 @@ def nan_on_call(number: int):
     return get_mom2
 
 
-def test_a_nan_update_is_refused_naming_the_request_and_nothing_is_written(checkpoint, adjusted_hparams, tmp_path,
+def test_a_nan_update_is_refused_naming_the_request_and_nothing_is_written(request_words_gpt2, adjusted_hparams, tmp_path,
                                                                            capsys, monkeypatch):
     monkeypatch.setattr(rome_module, "get_mom2", nan_on_call(1))
     out = tmp_path / "edited"
     requests = write_requests(tmp_path)
-    refused(capsys, edit_args(checkpoint, adjusted_hparams, requests, out), f"{requests} record #0", "non-finite",
+    refused(capsys, edit_args(request_words_gpt2, adjusted_hparams, requests, out), f"{requests} record #0", "non-finite",
             "restored", out=out)
     monkeypatch.setattr(rome_module, "get_mom2", nan_on_call(1))
     deltas = tmp_path / "delta.safetensors"
-    refused(capsys, edit_args(checkpoint, adjusted_hparams, requests, deltas, "--deltas-only"), "non-finite", out=deltas)
+    refused(capsys, edit_args(request_words_gpt2, adjusted_hparams, requests, deltas, "--deltas-only"), "non-finite", out=deltas)
 
 
-def test_an_edit_that_meets_a_nan_puts_back_the_weights_it_already_changed(checkpoint, adjusted_hparams, monkeypatch):
+def test_an_edit_that_meets_a_nan_puts_back_the_weights_it_already_changed(request_words_gpt2, adjusted_hparams, monkeypatch):
     monkeypatch.setattr(rome_module, "get_mom2", nan_on_call(2))  # the first request is edited, the second is not
-    model, tok = load_model(checkpoint)
+    model, tok = load_model(request_words_gpt2)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     second = dict(REQUEST, prompt="John Lennon performs on the", subject="John Lennon", target_new="piano")
     with pytest.raises(AdapterkitError, match="record #1.*non-finite"):
@@ -99,27 +99,27 @@ def test_an_edit_that_meets_a_nan_puts_back_the_weights_it_already_changed(check
         assert torch.equal(parameter, before[name]), name
 
 
-def test_a_nan_target_value_is_refused_naming_the_request(checkpoint, rome_hparams, tmp_path, capsys):
+def test_a_nan_target_value_is_refused_naming_the_request(request_words_gpt2, rome_hparams, tmp_path, capsys):
     hp = yaml.safe_load(rome_hparams.read_text())
     rome_hparams.write_text(yaml.safe_dump({**hp, "kl_factor": 1e300}))  # finite, but the loss overflows float32
     out = tmp_path / "edited"
     requests = write_requests(tmp_path)
-    refused(capsys, edit_args(checkpoint, rome_hparams, requests, out), f"{requests} record #0", "target value",
+    refused(capsys, edit_args(request_words_gpt2, rome_hparams, requests, out), f"{requests} record #0", "target value",
             "not finite", "kl_factor", out=out)
 
 
-def test_hparams_holding_nan_or_inf_are_refused_naming_the_key(checkpoint, rome_hparams, tmp_path, capsys):
+def test_hparams_holding_nan_or_inf_are_refused_naming_the_key(request_words_gpt2, rome_hparams, tmp_path, capsys):
     hp = yaml.safe_load(rome_hparams.read_text())
     rome_hparams.write_text(yaml.safe_dump({**hp, "clamp_norm_factor": float("nan"), "v_lr": float("inf")}))
     out = tmp_path / "edited"
-    refused(capsys, edit_args(checkpoint, rome_hparams, write_requests(tmp_path), out),
+    refused(capsys, edit_args(request_words_gpt2, rome_hparams, write_requests(tmp_path), out),
             f"{rome_hparams}#/clamp_norm_factor: nan is not a finite number", f"{rome_hparams}#/v_lr: inf", out=out)
     refused(capsys, ["validate", rome_hparams], "#/clamp_norm_factor", "finite")
 
 
-def test_deltas_with_nan_are_refused_and_leave_the_model_as_it_was(checkpoint, rome_hparams, tmp_path, capsys):
+def test_deltas_with_nan_are_refused_and_leave_the_model_as_it_was(request_words_gpt2, rome_hparams, tmp_path, capsys):
     deltas = tmp_path / "delta.safetensors"
-    assert main(edit_args(checkpoint, rome_hparams, write_requests(tmp_path), deltas, "--deltas-only")) == 0
+    assert main(edit_args(request_words_gpt2, rome_hparams, write_requests(tmp_path), deltas, "--deltas-only")) == 0
     from safetensors import safe_open
     with safe_open(str(deltas), framework="pt") as handle:
         metadata, tensors = handle.metadata(), {n: handle.get_tensor(n) for n in handle.keys()}
@@ -127,9 +127,9 @@ def test_deltas_with_nan_are_refused_and_leave_the_model_as_it_was(checkpoint, r
     tensors[name][0, 0] = float("nan")
     save_file(tensors, str(deltas), metadata=metadata)
     capsys.readouterr()
-    refused(capsys, ["evaluate", checkpoint, "--requests", write_requests(tmp_path), "--deltas", deltas], deltas, name,
+    refused(capsys, ["evaluate", request_words_gpt2, "--requests", write_requests(tmp_path), "--deltas", deltas], deltas, name,
             "non-finite")
-    model, _ = load_model(checkpoint)
+    model, _ = load_model(request_words_gpt2)
     original = model.get_parameter(name).detach().clone()
     with pytest.raises(AdapterkitError, match="non-finite"):
         api.apply_deltas(model, deltas)
@@ -137,51 +137,51 @@ def test_deltas_with_nan_are_refused_and_leave_the_model_as_it_was(checkpoint, r
 
 
 # --- 2. statistics for another layer ----------------------------------------------------------------
-def import_args(source, checkpoint, layer, hparams, *extra):
-    return ["stats", "import", source, "--model", checkpoint, "--layer", layer, "--hparams", hparams, *extra]
+def import_args(source, request_words_gpt2, layer, hparams, *extra):
+    return ["stats", "import", source, "--model", request_words_gpt2, "--layer", layer, "--hparams", hparams, *extra]
 
 
-def test_statistics_named_for_another_layer_are_refused_unless_forced(checkpoint, adjusted_hparams, tmp_path, capsys):
+def test_statistics_named_for_another_layer_are_refused_unless_forced(request_words_gpt2, adjusted_hparams, tmp_path, capsys):
     layer = edit_layer(adjusted_hparams)
     other = REWRITE.format(layer + 1)
     source = tmp_path / f"{other}_float32_mom2_100000.npz"  # EasyEdit's name for the next layer's file
     easyedit_npz(source, np.eye(WIDTH, dtype=np.float32), 10)
-    refused(capsys, import_args(source, checkpoint, layer, adjusted_hparams), source, f"layer {layer + 1}", other,
+    refused(capsys, import_args(source, request_words_gpt2, layer, adjusted_hparams), source, f"layer {layer + 1}", other,
             "--force")
     assert no_files(tmp_path / "stats")
-    assert main(import_args(source, checkpoint, layer, adjusted_hparams, "--force")) == 0
+    assert main(import_args(source, request_words_gpt2, layer, adjusted_hparams, "--force")) == 0
     [written] = (tmp_path / "stats").rglob("*.npz")
     assert written.name.startswith(REWRITE.format(layer) + "_")
     assert f"layer {layer + 1}" in json.loads(str(np.load(written)["adapterkit.meta"]))["forced_over"]
     capsys.readouterr()
     same = tmp_path / f"{REWRITE.format(layer)}_float32_mom2_100000.npz"
     easyedit_npz(same, np.eye(WIDTH, dtype=np.float32), 10)
-    assert main(import_args(same, checkpoint, layer, adjusted_hparams)) == 0  # its own layer: accepted
+    assert main(import_args(same, request_words_gpt2, layer, adjusted_hparams)) == 0  # its own layer: accepted
 
 
-def test_statistics_named_for_another_module_or_with_other_metadata_are_refused(checkpoint, adjusted_hparams, tmp_path,
+def test_statistics_named_for_another_module_or_with_other_metadata_are_refused(request_words_gpt2, adjusted_hparams, tmp_path,
                                                                                 capsys):
     layer = edit_layer(adjusted_hparams)
     source = tmp_path / f"transformer.h.{layer}.attn.c_proj_float32_mom2_100000.npz"
     easyedit_npz(source, np.eye(WIDTH, dtype=np.float32), 10)
-    refused(capsys, import_args(source, checkpoint, layer, adjusted_hparams), source, "the module", "--force")
+    refused(capsys, import_args(source, request_words_gpt2, layer, adjusted_hparams), source, "the module", "--force")
     plain = tmp_path / "plain.npz"
     easyedit_npz(plain, np.eye(WIDTH, dtype=np.float32), 10)
-    assert main(import_args(plain, checkpoint, layer + 1, adjusted_hparams)) == 0
+    assert main(import_args(plain, request_words_gpt2, layer + 1, adjusted_hparams)) == 0
     [imported] = (tmp_path / "stats").rglob("*.npz")  # carries adapterkit metadata naming layer + 1 now
     capsys.readouterr()
-    refused(capsys, import_args(imported, checkpoint, layer, adjusted_hparams, "--stats-dir", tmp_path / "again"),
+    refused(capsys, import_args(imported, request_words_gpt2, layer, adjusted_hparams, "--stats-dir", tmp_path / "again"),
             imported, "metadata", f"layer {layer + 1}")
 
 
 # --- 3. texts that tokenise to nothing -----------------------------------------------------------------
 @pytest.fixture
-def cleaning_checkpoint(checkpoint, tmp_path):
+def cleaning_checkpoint(request_words_gpt2, tmp_path):
     """The checkpoint with a tokenizer whose normaliser drops control characters (as BERT's clean_text does)."""
     from tokenizers import normalizers
     from transformers import AutoTokenizer
 
-    path = Path(shutil.copytree(checkpoint, tmp_path / "cleaning"))
+    path = Path(shutil.copytree(request_words_gpt2, tmp_path / "cleaning"))
     tok = AutoTokenizer.from_pretrained(path)
     tok.backend_tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=False,
                                                                   strip_accents=False, lowercase=False)
@@ -265,13 +265,13 @@ ZSRE_RECORD = {"src": "Toko Yasuda , the", "subject": "Toko Yasuda", "alt": "pia
     ([], "nq question: John Lennon performs on the"),               # verbatim, as EasyEdit passes it
     (["--normalise-loc"], "John Lennon performs on the?"),
 ])
-def test_zsre_locality_questions_are_kept_verbatim_unless_asked(checkpoint, tmp_path, capsys, monkeypatch, extra,
+def test_zsre_locality_questions_are_kept_verbatim_unless_asked(request_words_gpt2, tmp_path, capsys, monkeypatch, extra,
                                                                 expected):
     import adapterkit.requests as inputs
 
     seen, real = [], inputs.check_requests_fit
     monkeypatch.setattr(inputs, "check_requests_fit", lambda requests, *a, **k: seen.extend(requests) or real(requests, *a, **k))
-    assert main(["evaluate", checkpoint, "--requests", write_requests(tmp_path, ZSRE_RECORD), *extra]) == 0
+    assert main(["evaluate", request_words_gpt2, "--requests", write_requests(tmp_path, ZSRE_RECORD), *extra]) == 0
     assert [r.locality_prompts for r in seen] == [(expected,)]
 
 
@@ -299,17 +299,17 @@ CKNOWEDIT = {"prompt": "请解释如下成语：画蛇添足", "target_new": "�
     (SANITATION["K_F"], "Sanitation", "prompt (the question"),
     ([CKNOWEDIT], "CKnowEdit", "add a subject field"),
 ])
-def test_formats_recognised_but_not_supported_say_so(checkpoint, rome_hparams, tmp_path, capsys, document, name, fixed):
+def test_formats_recognised_but_not_supported_say_so(request_words_gpt2, rome_hparams, tmp_path, capsys, document, name, fixed):
     requests = tmp_path / "edits.json"
     requests.write_text(json.dumps(document, ensure_ascii=False))
     out = tmp_path / "edited"
-    err = refused(capsys, edit_args(checkpoint, rome_hparams, requests, out), requests, name,
+    err = refused(capsys, edit_args(request_words_gpt2, rome_hparams, requests, out), requests, name,
                   "adapterkit does not support this format", fixed, out=out)
     assert "is missing" not in err
     mend = tmp_path / "mend.yaml"
-    assert main(["detect", checkpoint, "--method", "MEND", "-o", mend]) == 0
+    assert main(["detect", request_words_gpt2, "--method", "MEND", "-o", mend]) == 0
     capsys.readouterr()
-    refused(capsys, ["train", checkpoint, "--hparams", mend, "--train", requests, "--out", tmp_path / "editor"],
+    refused(capsys, ["train", request_words_gpt2, "--hparams", mend, "--train", requests, "--out", tmp_path / "editor"],
             requests, name, "adapterkit does not support this format", out=tmp_path / "editor")
 
 
@@ -325,29 +325,29 @@ def header(path: Path) -> str:
     return "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
 
 
-def test_detect_for_easyedit_writes_no_path_that_is_not_there_unmarked(checkpoint, tmp_path, capsys, monkeypatch):
+def test_detect_for_easyedit_writes_no_path_that_is_not_there_unmarked(request_words_gpt2, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where EasyEdit's ./hugging_cache/... would be looked for
     serac, alphaedit = tmp_path / "serac.yaml", tmp_path / "alphaedit.yaml"
-    assert main(["detect", checkpoint, "--method", "SERAC", "--format", "easyedit", "-o", serac]) == 0
-    assert main(["detect", checkpoint, "--method", "AlphaEdit", "--format", "easyedit", "-o", alphaedit]) == 0
+    assert main(["detect", request_words_gpt2, "--method", "SERAC", "--format", "easyedit", "-o", serac]) == 0
+    assert main(["detect", request_words_gpt2, "--method", "AlphaEdit", "--format", "easyedit", "-o", alphaedit]) == 0
     written = yaml.safe_load(serac.read_text())
     assert written["small_name"] is None and written["cls_name"] is None
     assert "hugging_cache" not in json.dumps(written)
     assert "NOT THERE: small_name" in header(serac) and "NOT THERE: cls_name" in header(serac)
     projection = yaml.safe_load(alphaedit.read_text())["P_loc"]
-    assert projection != "./null_space_project.pt" and checkpoint.name in projection
+    assert projection != "./null_space_project.pt" and request_words_gpt2.name in projection
     assert f"NOT THERE: P_loc: {projection}" in header(alphaedit)
 
 
-def test_validate_with_a_model_names_a_model_path_that_is_not_there(checkpoint, tmp_path, capsys, monkeypatch):
+def test_validate_with_a_model_names_a_model_path_that_is_not_there(request_words_gpt2, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     serac = tmp_path / "serac.yaml"
-    assert main(["detect", checkpoint, "--method", "SERAC", "--format", "easyedit", "-o", serac]) == 0
-    assert main(["validate", serac, "--model", checkpoint]) == 0
+    assert main(["detect", request_words_gpt2, "--method", "SERAC", "--format", "easyedit", "-o", serac]) == 0
+    assert main(["validate", serac, "--model", request_words_gpt2]) == 0
     capsys.readouterr()
     serac.write_text(yaml.safe_dump({**yaml.safe_load(serac.read_text()), "small_name": "./hugging_cache/gpt2",
                                      "cls_name": "./hugging_cache/distilbert-base-cased"}))
-    code = main(["validate", serac, "--model", checkpoint])
+    code = main(["validate", serac, "--model", request_words_gpt2])
     err = capsys.readouterr().err
     assert code == 2
     for field in ("small_name", "cls_name"):
@@ -355,11 +355,11 @@ def test_validate_with_a_model_names_a_model_path_that_is_not_there(checkpoint, 
     assert "'./hugging_cache/gpt2' does not exist here" in err
     (tmp_path / "hugging_cache" / "gpt2").mkdir(parents=True)
     (tmp_path / "hugging_cache" / "distilbert-base-cased").mkdir()
-    assert main(["validate", serac, "--model", checkpoint]) == 0
+    assert main(["validate", serac, "--model", request_words_gpt2]) == 0
 
 
 # --- 8. warnings as the CLI's own messages ----------------------------------------------------------------------
-def test_warnings_are_printed_as_the_cli_s_messages_without_source_lines(checkpoint, adjusted_hparams, tmp_path):
+def test_warnings_are_printed_as_the_cli_s_messages_without_source_lines(request_words_gpt2, adjusted_hparams, tmp_path):
     import subprocess
     import sys
 
@@ -367,7 +367,7 @@ def test_warnings_are_printed_as_the_cli_s_messages_without_source_lines(checkpo
     easyedit_npz(source, np.eye(WIDTH, dtype=np.float32), 10)
     layer = edit_layer(adjusted_hparams)
     run = subprocess.run([sys.executable, "-m", "adapterkit.cli", "stats", "import", str(source), "--model",
-                          str(checkpoint), "--layer", str(layer), "--hparams", str(adjusted_hparams)],
+                          str(request_words_gpt2), "--layer", str(layer), "--hparams", str(adjusted_hparams)],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert f"adapterkit: warning: importing {source}: its provenance" in run.stderr
@@ -399,34 +399,34 @@ def corpus(tmp_path):
     return path
 
 
-def test_stats_onto_a_full_disk_is_refused_before_the_work(checkpoint, adjusted_hparams, corpus, tmp_path, capsys,
+def test_stats_onto_a_full_disk_is_refused_before_the_work(request_words_gpt2, adjusted_hparams, corpus, tmp_path, capsys,
                                                           monkeypatch):
     disk_with_free(monkeypatch, 10_000)  # the tiny model's statistics are 256 x 256 float32: 256 KiB
-    err = refused(capsys, ["stats", checkpoint, "--hparams", adjusted_hparams, "--corpus", corpus], tmp_path / "stats",
+    err = refused(capsys, ["stats", request_words_gpt2, "--hparams", adjusted_hparams, "--corpus", corpus], tmp_path / "stats",
                   "needs about 256.0 KiB", "9.8 KiB is free")
     assert "second moments" not in err  # refused before the corpus was read
     assert no_files(tmp_path / "stats")
 
 
-def test_stats_whose_write_runs_out_of_space_leave_nothing(checkpoint, adjusted_hparams, corpus, tmp_path, capsys,
+def test_stats_whose_write_runs_out_of_space_leave_nothing(request_words_gpt2, adjusted_hparams, corpus, tmp_path, capsys,
                                                            monkeypatch):
     from adapterkit.editing import stats
 
     monkeypatch.setattr(stats.np, "savez", no_space)
-    refused(capsys, ["stats", checkpoint, "--hparams", adjusted_hparams, "--corpus", corpus], tmp_path / "stats",
+    refused(capsys, ["stats", request_words_gpt2, "--hparams", adjusted_hparams, "--corpus", corpus], tmp_path / "stats",
             "no space left on the device", "nothing was written")
     assert no_files(tmp_path / "stats")
 
 
-def test_an_edited_checkpoint_onto_a_full_disk_is_refused_before_the_edit(checkpoint, rome_hparams, tmp_path, capsys,
+def test_an_edited_checkpoint_onto_a_full_disk_is_refused_before_the_edit(request_words_gpt2, rome_hparams, tmp_path, capsys,
                                                                          monkeypatch):
     disk_with_free(monkeypatch, 100_000)
     out = tmp_path / "edited"
-    refused(capsys, edit_args(checkpoint, rome_hparams, write_requests(tmp_path), out), out, "edited checkpoint",
+    refused(capsys, edit_args(request_words_gpt2, rome_hparams, write_requests(tmp_path), out), out, "edited checkpoint",
             "needs about", out=out)  # nothing on stdout: the edit never ran
 
 
-def test_outputs_that_run_out_of_space_while_written_end_in_a_message_and_leave_nothing(checkpoint, rome_hparams,
+def test_outputs_that_run_out_of_space_while_written_end_in_a_message_and_leave_nothing(request_words_gpt2, rome_hparams,
                                                                                          tmp_path, capsys, monkeypatch):
     from transformers import PreTrainedModel
 
@@ -437,14 +437,14 @@ def test_outputs_that_run_out_of_space_while_written_end_in_a_message_and_leave_
         raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")  # SafetensorError
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", fills_the_disk)
     out = tmp_path / "edited"
-    code = main(edit_args(checkpoint, rome_hparams, write_requests(tmp_path), out))
+    code = main(edit_args(request_words_gpt2, rome_hparams, write_requests(tmp_path), out))
     err = capsys.readouterr().err
     assert code == 2 and f"{out}: no space left on the device" in err and "more than 4.0 KiB needed" in err
     assert "fix:" in err and "Traceback" not in err
     assert not out.exists() and not partials(tmp_path)
     monkeypatch.setattr(result, "save_file", no_space)
     deltas = tmp_path / "delta.safetensors"
-    code = main(edit_args(checkpoint, rome_hparams, write_requests(tmp_path), deltas, "--deltas-only"))
+    code = main(edit_args(request_words_gpt2, rome_hparams, write_requests(tmp_path), deltas, "--deltas-only"))
     err = capsys.readouterr().err
     assert code == 2 and f"{deltas}: no space left on the device" in err
     assert not deltas.exists() and not partials(tmp_path)
