@@ -5,6 +5,7 @@
 # Statistics: the tests' 500 CounterFact-sentence documents. benchmarks/RESULTS.md ("adapterkit eval on
 # SmolLM2-135M-Instruct") holds what this printed on the GPU.
 # Run: bash benchmarks/smollm2_eval_table.sh MODEL.gguf OUT_DIR [N] [METHODS...]   (default N 100, methods: all four)
+# Streams: DATA=counterfact.json BATCH=100 FORMS=plain EVAL_ARGS="--sequential --every 200" bash ... 1000 alphaedit memit
 set -euo pipefail
 gguf=$1 out=$2 n=${3:-100}
 methods=(rome memit alphaedit pmet)
@@ -33,13 +34,16 @@ yaml.safe_dump(hparams, open(f"{work}/{method}.yaml", "w"), sort_keys=False)
 PY
   batch=1
   [ "$method" = rome ] || batch=$n
-  for form in plain chat; do
+  batch=${BATCH:-$batch}
+  for form in ${FORMS:-plain chat}; do
     chat=()
     [ "$form" = chat ] && chat=(--chat)
     started=$(date +%s)
-    python3 -m adapterkit eval "$work/model" --hparams "$work/$method.yaml" --data "$work/known.json" --n "$n" \
-      --batch "$batch" --device "$device" "${chat[@]}" --out "$out/$method-$form"
+    # shellcheck disable=SC2086
+    python3 -m adapterkit eval "$work/model" --hparams "$work/$method.yaml" --data "${DATA:-$work/known.json}" --n "$n" \
+      --batch "$batch" --device "$device" "${chat[@]}" ${EVAL_ARGS:-} --out "$out/$method-$form"
     echo "$method $form: $(( $(date +%s) - started )) s"
   done
 done
-python3 -m adapterkit report "$out"/*-plain "$out"/*-chat --out "$out/compare"
+mapfile -t runs < <(ls -d "$out"/*-plain "$out"/*-chat 2>/dev/null)
+python3 -m adapterkit report "${runs[@]}" --out "$out/compare"
