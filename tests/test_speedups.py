@@ -37,10 +37,28 @@ def tiny(arch: str):
     return build_model(spec.tiny_config, spec).eval(), spec, spec.tiny_config, word_tokenizer(TEXTS)
 
 
+# Edits below the top block. A delta at the top block's output reaches only its own token's logits, so the target's
+# NLL does not depend on it: its gradient is float rounding, and Adam's first step, normalised by the gradient's
+# own size, turns rounding into a full-size move of either sign. The edit would then be decided by rounding, and no
+# two CPUs need agree on it (test_speedups_rounding.py shows both).
+EDIT_LAYER = 1
+# MEMIT and PMET in chunks of two requests (one chunk of each size). The detected lambda is scaled for real models'
+# key statistics; against these tiny models' keys (C = I without statistics) it would shrink the updates to a few
+# float32 spacings of the weights they are added to, and the comparison would see the weights' rounding.
+BATCHED = {"layers": [1, 2], "mom2_adjustment": False, "v_batch_size": 2, "mom2_update_weight": 1.0}
+# The fast path does the straightforward one's arithmetic in another order (the blocks above the replayed ones attend
+# to cached keys and values, whose other shapes round otherwise; Adam's update is written out by hand), so each
+# step's gradient differs by a few float32 roundings, which the following steps carry through the model. The
+# straightforward path differs from itself as much between two CPU dispatch levels (test_speedups_rounding.py).
+# This allows some hundreds of float32 roundings (2^-23 each) of the largest element; a wrong position, mask or
+# stale tensor moves an update by about its own size.
+ROUNDING = 1e-4
+
+
 def hparams(method: str, spec, config, **changes) -> dict:
     hp = method_hparams(spec, config, get_registry().method(method), model_name="tiny")
     return {**hp, "v_num_grad_steps": 8, "mom2_adjustment": False, "context_template_length_params": [[3, 2]],
-            "layers": [3], **changes}
+            "layers": [EDIT_LAYER], **changes}
 
 
 def edit_both_ways(model, tok, requests, hp):
@@ -54,19 +72,23 @@ def edit_both_ways(model, tok, requests, hp):
     return out
 
 
-def assert_same_updates(fast: dict, plain: dict):
+def assert_same_updates(fast: dict, plain: dict, model):
+    """Each update within ``ROUNDING`` of the largest element of the straightforward one, plus a float32 spacing of
+    the weight: an update is read back as the weight after less the weight before, each rounded to float32."""
     assert fast.keys() == plain.keys() and fast
+    weights = dict(model.named_parameters())
     for name in fast:
         scale = float(plain[name].abs().max())
         assert scale > 0, f"{name}: the edit changed nothing, so the comparison proves nothing"
-        torch.testing.assert_close(fast[name], plain[name], rtol=1e-4, atol=1e-5 * scale)
+        spacing = torch.finfo(weights[name].dtype).eps * float(weights[name].detach().abs().max())
+        torch.testing.assert_close(fast[name], plain[name], rtol=0, atol=ROUNDING * scale + spacing)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
 def test_rome_update_is_the_same_with_and_without_speedups(arch):
     model, spec, config, tok = tiny(arch)
     fast, plain = edit_both_ways(model, tok, REQUESTS[:1], hparams("ROME", spec, config))
-    assert_same_updates(fast, plain)
+    assert_same_updates(fast, plain, model)
 
 
 def test_rome_key_and_value_are_the_same_with_and_without_speedups():
@@ -85,16 +107,16 @@ def test_rome_key_and_value_are_the_same_with_and_without_speedups():
     fast, plain = found
     for field in ("context_mean", "prompt_input", "prompt_output"):  # one forward's rows, or forwards of their own
         torch.testing.assert_close(getattr(fast.keys, field), getattr(plain.keys, field))
-    torch.testing.assert_close(fast.values[point], plain.values[point], rtol=1e-5, atol=1e-6)
+    # the same rounding as the updates' (ROUNDING), of the largest element of the value
+    value = plain.values[point]
+    torch.testing.assert_close(fast.values[point], value, rtol=0, atol=ROUNDING * float(value.abs().max()))
 
 
-@pytest.mark.parametrize("method,changes", [("MEMIT", {"layers": [2, 3]}),
-                                            ("PMET", {"layers": [2, 3]})])
-def test_batched_updates_are_the_same_with_and_without_speedups(method, changes):
+@pytest.mark.parametrize("method", ["MEMIT", "PMET"])
+def test_batched_updates_are_the_same_with_and_without_speedups(method):
     model, spec, config, tok = tiny("llama")
-    hp = hparams(method, spec, config, mom2_adjustment=False, v_batch_size=2, **changes)
-    fast, plain = edit_both_ways(model, tok, REQUESTS, hp)
-    assert_same_updates(fast, plain)
+    fast, plain = edit_both_ways(model, tok, REQUESTS, hparams(method, spec, config, **BATCHED))
+    assert_same_updates(fast, plain, model)
 
 
 BUILTIN_WITH_TINY = [a for a in get_registry().architecture_names() if get_registry().architecture(a).tiny_config]
