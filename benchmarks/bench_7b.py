@@ -174,12 +174,11 @@ def rome_phases(model, tok, requests, hp, device) -> dict:
     import pstats
 
     from adapterkit.editing.result import EditResult
-    from adapterkit.methods import rome
 
-    parts = {"key": (rome.ROME, "left_vector"), "value": (rome, "optimise_values"),
+    parts = {"key": (values, "context_keys"), "value": (values.ValueOptimiser, "optimise"),
              "value: tokens": (values, "value_batch"),
              "value: steps": (values, "_step_until_settled"),
-             "current key and value": (rome, "module_io"), "ledger": (EditResult, "add")}
+             "current key and value": (values, "module_io"), "ledger": (EditResult, "add")}
     spent: dict[str, float] = {}
     originals = {name: getattr(owner, attribute) for name, (owner, attribute) in parts.items()}
 

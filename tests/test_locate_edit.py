@@ -232,14 +232,17 @@ def test_the_null_space_update_leaves_the_preserved_keys_alone_and_fits_the_new_
 # --- ROME, MEMIT, PMET mechanics on random models -----------------------------------------------
 @pytest.mark.parametrize("arch", ARCHS)
 def test_rome_writes_its_target_value_into_the_mlp_output(arch, monkeypatch):
-    from adapterkit.methods import rome
-
     model, spec = random_model(arch)
     tok = records_tokenizer()
     hp = hparams(model, spec, "ROME", **FAST)
     found = {}
-    real = rome.optimise_values
-    monkeypatch.setattr(rome, "optimise_values", lambda *a, **k: found.update(real(*a, **k)) or found)
+    real = values.ValueOptimiser.optimise
+
+    def recorded(*args, **kwargs):
+        optimised = real(*args, **kwargs)
+        found.update(optimised.values)
+        return optimised
+    monkeypatch.setattr(values.ValueOptimiser, "optimise", recorded)
     request = normalise_requests(RECORDS[1])
     result = adapterkit.edit(model, tok, request, hp, evaluate=False)
     assert result.touched == [spec.weight_name("mlp_out", hp["layers"][0])]

@@ -18,7 +18,6 @@ from adapterkit.editing.prefix import LookupSplit, split_at_lookup
 from adapterkit.editing.replay import BlockReplay
 from adapterkit.editing.stats import _accumulate
 from adapterkit.editing.tokens import pad_id
-from adapterkit.methods.rome import ROME
 from adapterkit.arch.registry import get_registry
 from adapterkit.requests import normalise_requests
 from checkpoints import word_tokenizer
@@ -38,10 +37,28 @@ def tiny(arch: str):
     return build_model(spec.tiny_config, spec).eval(), spec, spec.tiny_config, word_tokenizer(TEXTS)
 
 
+# Edits below the top block. A delta at the top block's output reaches only its own token's logits, so the target's
+# NLL does not depend on it: its gradient is float rounding, and Adam's first step, normalised by the gradient's
+# own size, turns rounding into a full-size move of either sign. The edit would then be decided by rounding, and no
+# two CPUs need agree on it (test_speedups_rounding.py shows both).
+EDIT_LAYER = 1
+# MEMIT and PMET in chunks of two requests (one chunk of each size). The detected lambda is scaled for real models'
+# key statistics; against these tiny models' keys (C = I without statistics) it would shrink the updates to a few
+# float32 spacings of the weights they are added to, and the comparison would see the weights' rounding.
+BATCHED = {"layers": [1, 2], "mom2_adjustment": False, "v_batch_size": 2, "mom2_update_weight": 1.0}
+# The fast path does the straightforward one's arithmetic in another order (the blocks above the replayed ones attend
+# to cached keys and values, whose other shapes round otherwise; Adam's update is written out by hand), so each
+# step's gradient differs by a few float32 roundings, which the following steps carry through the model. The
+# straightforward path differs from itself as much between two CPU dispatch levels (test_speedups_rounding.py).
+# This allows some hundreds of float32 roundings (2^-23 each) of the largest element; a wrong position, mask or
+# stale tensor moves an update by about its own size.
+ROUNDING = 1e-4
+
+
 def hparams(method: str, spec, config, **changes) -> dict:
     hp = method_hparams(spec, config, get_registry().method(method), model_name="tiny")
     return {**hp, "v_num_grad_steps": 8, "mom2_adjustment": False, "context_template_length_params": [[3, 2]],
-            "layers": [3], **changes}
+            "layers": [EDIT_LAYER], **changes}
 
 
 def edit_both_ways(model, tok, requests, hp):
@@ -55,19 +72,23 @@ def edit_both_ways(model, tok, requests, hp):
     return out
 
 
-def assert_same_updates(fast: dict, plain: dict):
+def assert_same_updates(fast: dict, plain: dict, model):
+    """Each update within ``ROUNDING`` of the largest element of the straightforward one, plus a float32 spacing of
+    the weight: an update is read back as the weight after less the weight before, each rounded to float32."""
     assert fast.keys() == plain.keys() and fast
+    weights = dict(model.named_parameters())
     for name in fast:
         scale = float(plain[name].abs().max())
         assert scale > 0, f"{name}: the edit changed nothing, so the comparison proves nothing"
-        torch.testing.assert_close(fast[name], plain[name], rtol=1e-4, atol=1e-5 * scale)
+        spacing = torch.finfo(weights[name].dtype).eps * float(weights[name].detach().abs().max())
+        torch.testing.assert_close(fast[name], plain[name], rtol=0, atol=ROUNDING * scale + spacing)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
 def test_rome_update_is_the_same_with_and_without_speedups(arch):
     model, spec, config, tok = tiny(arch)
     fast, plain = edit_both_ways(model, tok, REQUESTS[:1], hparams("ROME", spec, config))
-    assert_same_updates(fast, plain)
+    assert_same_updates(fast, plain, model)
 
 
 def test_rome_key_and_value_are_the_same_with_and_without_speedups():
@@ -75,29 +96,27 @@ def test_rome_key_and_value_are_the_same_with_and_without_speedups():
     hp = adapterkit.settings.hparams.load_settings(hparams("ROME", spec, config))
     request = normalise_requests(REQUESTS[:1])[0]
     layer = hp.layers[0]
-    point = hp.mlp_module_tmp.format(layer)
+    point, rewrite = hp.mlp_module_tmp.format(layer), hp.rewrite_module_tmp.format(layer)
     found = []
     with frozen(model):
         templates = [[c for group in values.context_templates(model, tok, hp) for c in group]]
-        for on in (True, False):
-            with speedups.enabled(on):
-                key = ROME().left_vector(model, tok, request, hp, layer, templates, spec)
-                value = values.optimise_values(model, tok, [request], [point], templates, hp.fact_token,
-                                               values.LossSettings.from_settings(hp),
-                                               **values.value_options(hp, spec.num_layers(config), layer))[point]
-                found.append((key, value))
-    (key_fast, value_fast), (key_plain, value_plain) = found
-    torch.testing.assert_close(key_fast, key_plain)
-    torch.testing.assert_close(value_fast, value_plain, rtol=1e-5, atol=1e-6)
+        for optimiser in (values.FastValues(), values.StraightforwardValues()):
+            found.append(optimiser.optimise(model, tok, [request], [point], templates, hp.fact_token,
+                                            values.LossSettings.from_settings(hp), keys_of=rewrite,
+                                            **values.value_options(hp, spec.num_layers(config), layer)))
+    fast, plain = found
+    for field in ("context_mean", "prompt_input", "prompt_output"):  # one forward's rows, or forwards of their own
+        torch.testing.assert_close(getattr(fast.keys, field), getattr(plain.keys, field))
+    # the same rounding as the updates' (ROUNDING), of the largest element of the value
+    value = plain.values[point]
+    torch.testing.assert_close(fast.values[point], value, rtol=0, atol=ROUNDING * float(value.abs().max()))
 
 
-@pytest.mark.parametrize("method,changes", [("MEMIT", {"layers": [2, 3]}),
-                                            ("PMET", {"layers": [2, 3]})])
-def test_batched_updates_are_the_same_with_and_without_speedups(method, changes):
+@pytest.mark.parametrize("method", ["MEMIT", "PMET"])
+def test_batched_updates_are_the_same_with_and_without_speedups(method):
     model, spec, config, tok = tiny("llama")
-    hp = hparams(method, spec, config, mom2_adjustment=False, v_batch_size=2, **changes)
-    fast, plain = edit_both_ways(model, tok, REQUESTS, hp)
-    assert_same_updates(fast, plain)
+    fast, plain = edit_both_ways(model, tok, REQUESTS, hparams(method, spec, config, **BATCHED))
+    assert_same_updates(fast, plain, model)
 
 
 BUILTIN_WITH_TINY = [a for a in get_registry().architecture_names() if get_registry().architecture(a).tiny_config]
@@ -215,11 +234,10 @@ def test_second_moments_are_the_same_with_and_without_speedups(min_block, monkey
     batches = [torch.randn(37, 24).to(torch.bfloat16) for _ in range(2 * FOLD_EVERY + 3)]
     sums = []
     for on in (True, False):
-        with speedups.enabled(on):
-            moment = SecondMomentSum(torch.float32)
-            for keys in batches:
-                moment.add(keys)
-            sums.append(moment.total())
+        moment = SecondMomentSum(torch.float32, fast=on)
+        for keys in batches:
+            moment.add(keys)
+        sums.append(moment.total())
     fast, plain = sums
     assert fast.dtype == plain.dtype == torch.float64
     exact = sum(k.double().T @ k.double() for k in batches)

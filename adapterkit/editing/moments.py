@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from . import speedups
-
 FOLD_EVERY = 16  # float32 partial sums of at most this many batches, then added to the float64 total
 MIN_BLOCK = 512  # narrower column blocks cost more in launches and worse tiling than their skipped half saves
 MAX_BLOCKS = 4
@@ -14,23 +12,23 @@ _HALF = (torch.bfloat16, torch.float16)
 class SecondMomentSum:
     """Sum of ``keys.T @ keys`` over the batches given to ``add``, in float64 (``total()``).
 
-    Straightforward path: each batch's keys in ``dtype`` (float32 by default), the product added in float64.
-    With the exact speed-ups, products accumulate in a float32 partial sum folded into float64 every
-    ``FOLD_EVERY`` batches, and 16-bit keys on a GPU are multiplied as they are, on tensor cores, with float32
-    results: the products of 16-bit numbers are exact in float32, so this loses nothing the model had. The sum
-    is symmetric, so keys wider than ``2 * MIN_BLOCK`` are cut into column blocks and only the blocks on and
+    Straightforward (``fast=False``): each batch's keys in ``dtype`` (float32 by default), the product added in
+    float64. With the exact speed-ups (``fast=True``; the statistics pass picks it once, from ``speedups``),
+    products accumulate in a float32 partial sum folded into float64 every ``FOLD_EVERY`` batches, and 16-bit keys
+    on a GPU are multiplied as they are, on tensor cores, with float32 results: the products of 16-bit numbers are
+    exact in float32, so this loses nothing the model had. The sum is symmetric, so keys wider than ``2 * MIN_BLOCK`` are cut into column blocks and only the blocks on and
     above the diagonal are multiplied (10 of 16 with four blocks); ``total()`` mirrors the rest.
     """
 
-    def __init__(self, dtype: torch.dtype = torch.float32):
-        self.dtype = dtype
+    def __init__(self, dtype: torch.dtype = torch.float32, *, fast: bool):
+        self.dtype, self.fast = dtype, fast
         self.sum: torch.Tensor | None = None
         self.partial: torch.Tensor | None = None
         self.pending = 0
         self.bounds: list[tuple[int, int]] | None = None
 
     def add(self, keys: torch.Tensor) -> None:
-        if not speedups.active() or self.dtype not in (torch.float32, *_HALF):
+        if not self.fast or self.dtype not in (torch.float32, *_HALF):
             product = (keys.to(self.dtype).T @ keys.to(self.dtype)).double()
             self.sum = product if self.sum is None else self.sum.add_(product)
             return

@@ -1,5 +1,9 @@
 """Exact speed-ups, on by default, and the switch that turns them off to time or check the straightforward path.
 
+The switch is read once where work starts, never inside an algorithm: an edit builds its value optimiser
+(``values.value_optimiser()``: ``FastValues`` or ``StraightforwardValues``) and a statistics pass its sums
+(``moments.SecondMomentSum(fast=...)``) from it, and the whole edit or pass runs what was built.
+
 Each one computes the same thing as the straightforward path, up to float rounding (tests/test_speedups.py):
 - value optimisation replays the outputs of the decoder blocks below the value point, which the deltas
   cannot change, instead of recomputing them at every step (``replay.py``);
@@ -31,7 +35,8 @@ def active() -> bool:
 
 @contextlib.contextmanager
 def enabled(on: bool = True):
-    """``with speedups.enabled(False):`` runs the straightforward path inside the block."""
+    """``with speedups.enabled(False):`` edits and statistics passes started inside the block run the
+    straightforward path."""
     global _enabled
     before, _enabled = _enabled, on
     try:

@@ -36,6 +36,7 @@ from ..errors import StatsError
 from ..files.atomic import atomic_path, check_free_space
 from ..files.safe_load import load_json, parse_json
 from ..settings.methods import LocateThenEditSettings
+from . import speedups
 from .hooks import frozen, run, trace
 from .moments import SecondMomentSum
 from .tokens import model_device, pad_id, pad_rows
@@ -231,7 +232,7 @@ def _accumulate(model, tok, modules: Sequence[str], documents: Sequence[str], ba
     from tqdm.auto import tqdm
 
     device = torch.device(device) if device is not None else model_device(model)
-    sums = {m: SecondMomentSum(dtype) for m in modules}
+    sums = {m: SecondMomentSum(dtype, fast=speedups.active()) for m in modules}
     count, started = 0, time.perf_counter()
     bar = tqdm(total=len(documents), unit="doc", desc="second moments", disable=not progress)
     with frozen(model), trace(model, inputs=modules, stop=True) as record:

@@ -12,6 +12,7 @@ holding every context template and KL prompt; a request stops moving once its lo
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import weakref
@@ -25,11 +26,12 @@ from ..errors import AdapterkitError
 from ..settings.methods import LocateThenEditSettings
 from . import graphs, speedups
 from .hooks import edit_output, run, trace
-from .keys import at_positions
+from .keys import at_positions, context_keys, context_mean, module_io
 from .prefix import LookupSplit, split_at_lookup
 from .progress import counter
 from .replay import BlockReplay
-from .tokens import (Batch, in_context, lookup_index, model_device, moved_together, pad_id, pad_rows, rounded_up, target_start, token_ids)
+from .tokens import (Batch, in_context, lookup_index, model_device, moved_together, pad_id, pad_rows, plain_prompts,
+                     rounded_up, target_start, token_ids)
 
 log = logging.getLogger(__name__)
 STOP_LOSS = 5e-2
@@ -185,35 +187,182 @@ class LossSettings:
                    settings.kl_factor, settings.nll_loss_factor)
 
 
-def optimise_values(model, tok, requests, points: Sequence[str], templates: Sequence[Sequence[str]], fact_token: str,
-                    settings: LossSettings, *, loss_module: tuple[str, str, str] | None = None,
-                    lm_head: str | None = None, static_blocks: Sequence[str] = (),
-                    batch_size: int = 16, observed: dict | None = None) -> dict[str, torch.Tensor]:
-    """Target values ``{module name: [R, d]}``: each module's original output at the subject plus its optimised delta.
+@dataclass(frozen=True)
+class ModuleKeys:
+    """One module on the unedited model at each request's subject: its input averaged over the context templates
+    (ROME's k*, MEMIT's k), and its input and output at the bare prompt."""
+    context_mean: torch.Tensor   # [R, d_in], float32
+    prompt_input: torch.Tensor   # [R, d_in]
+    prompt_output: torch.Tensor  # [R, d_out]
 
-    ``loss_module``: (layer module, ln_f module, lm_head module) to read logits below the top layer
-    (``v_loss_layer``); None reads the model's own logits. ``lm_head``: the model's output projection; its
-    input is cut to the positions the loss reads (see ``head_logits``). ``static_blocks``: decoder blocks below
-    every point, whose outputs the deltas cannot change (replayed, see ``replay.py``). Requests go through in
-    chunks of ``batch_size``. ``observed``: {module name: anything}, each set to that module's (input, output) at
-    every row's looked-up token in the first chunk's forward before any delta (each request's context rows, then
-    its KL row); the tokens after the looked-up one cannot change them, so they are the module's keys and values
-    at the prompts.
-    """
-    flat = [c for group in templates for c in group]
-    if loss_module is None and lm_head is not None:
-        lm_head = lm_head if _head_cut_is_exact(model, tok, requests[:1], flat, fact_token, lm_head) else None
-    static_blocks = static_blocks if speedups.active() else ()
-    split = speedups.active() and _prefix_split_is_exact(model, tok, requests[:1], flat, fact_token, loss_module, lm_head)
-    chunks = []
-    with counter(len(requests), desc="target values", unit="request", disable_below=batch_size + 1) as bar:
-        for lo in range(0, len(requests), batch_size):
-            chunks.append(_optimise_chunk(model, tok, requests[lo: lo + batch_size], points, flat, fact_token, settings,
-                                          loss_module, lm_head, static_blocks, split, observed if lo == 0 else None))
-            bar.update(len(requests[lo: lo + batch_size]))
-    values = {p: torch.cat([c[p] for c in chunks]) for p in points}
-    _refuse_non_finite(values, requests)
-    return values
+
+@dataclass(frozen=True)
+class TargetValues:
+    """What value optimisation found: each point's target value, and the keys of the module named by ``keys_of``."""
+    values: dict[str, torch.Tensor]  # {point: [R, d]}: the original output at the subject plus the optimised delta
+    keys: ModuleKeys | None = None
+
+
+class ValueOptimiser(abc.ABC):
+    """Target values for a call's requests; ``value_optimiser()`` picks the straightforward or the fast one, once
+    per edit, and every step of that edit runs it."""
+
+    keys_from_reference_forward: bool  # the keys are read in the forward that records the reference outputs
+
+    def optimise(self, model, tok, requests, points: Sequence[str], templates: Sequence[Sequence[str]], fact_token: str,
+                 settings: LossSettings, *, loss_module: tuple[str, str, str] | None = None, lm_head: str | None = None,
+                 static_blocks: Sequence[str] = (), batch_size: int = 16, keys_of: str | None = None) -> TargetValues:
+        """Each module's original output at the subject plus its optimised delta, and ``keys_of``'s keys.
+
+        ``loss_module``: (layer module, ln_f module, lm_head module) to read logits below the top layer
+        (``v_loss_layer``); None reads the model's own logits. ``lm_head``: the model's output projection; its
+        input is cut to the positions the loss reads (see ``head_logits``). ``static_blocks``: decoder blocks below
+        every point, whose outputs the deltas cannot change. Requests go through in chunks of ``batch_size``.
+        ``keys_of``: a module whose keys (``ModuleKeys``) to return too, on the model before any delta.
+        """
+        flat = [c for group in templates for c in group]
+        if loss_module is None and lm_head is not None:
+            lm_head = lm_head if self._head_cut_is_exact(model, tok, requests[:1], flat, fact_token, lm_head) else None
+        static_blocks = self._replayed(static_blocks)
+        split = self._split_is_exact(model, tok, requests[:1], flat, fact_token, loss_module, lm_head)
+        traced_keys = keys_of if self.keys_from_reference_forward else None
+        chunks, found = [], []
+        with counter(len(requests), desc="target values", unit="request", disable_below=batch_size + 1) as bar:
+            for lo in range(0, len(requests), batch_size):
+                chunk = _Chunk(model, tok, requests[lo: lo + batch_size], points, flat, fact_token, settings, loss_module,
+                               lm_head, static_blocks, split, self._graphed(model_device(model)), traced_keys,
+                               [len(group) for group in templates])
+                self._run(chunk)
+                # read now: a later chunk that replays this one's kept step overwrites its tensors
+                found.append(chunk.values())
+                chunks.append(chunk)
+                bar.update(len(chunk.requests))
+        keys = self._keys(model, tok, requests, templates, fact_token, keys_of, chunks) if keys_of is not None else None
+        values = {p: torch.cat([f[p] for f in found]) for p in points}
+        _refuse_non_finite(values, requests)
+        return TargetValues(values, keys)
+
+    @abc.abstractmethod
+    def _head_cut_is_exact(self, model, tok, requests, templates, fact_token, lm_head) -> bool:
+        """Whether the head may run on the loss positions only (``head_logits``)."""
+
+    @abc.abstractmethod
+    def _replayed(self, static_blocks: Sequence[str]) -> Sequence[str]:
+        """The blocks whose recorded outputs the steps replay."""
+
+    @abc.abstractmethod
+    def _split_is_exact(self, model, tok, requests, templates, fact_token, loss_module, lm_head) -> bool:
+        """Whether the steps run the tokens from the looked-up one on, attending to the cached ones (``prefix.py``)."""
+
+    @abc.abstractmethod
+    def _graphed(self, device) -> bool:
+        """Whether the step is captured as a CUDA graph (``graphs.py``)."""
+
+    @abc.abstractmethod
+    def _run(self, chunk: "_Chunk") -> None:
+        """Optimise ``chunk.deltas`` in place."""
+
+    @abc.abstractmethod
+    def _keys(self, model, tok, requests, templates, fact_token, module: str, chunks: Sequence["_Chunk"]) -> ModuleKeys:
+        """``module``'s keys for ``requests``."""
+
+
+class StraightforwardValues(ValueOptimiser):
+    """ROME's compute_v as written: every step runs the whole rows through the whole model, then a host check of
+    the losses, a backward and torch's Adam; the keys come from forwards of their own (compute_u)."""
+
+    keys_from_reference_forward = False
+
+    def _head_cut_is_exact(self, model, tok, requests, templates, fact_token, lm_head) -> bool:
+        return _check_head_cut(model, tok, requests, templates, fact_token, lm_head)
+
+    def _replayed(self, static_blocks):
+        return ()
+
+    def _split_is_exact(self, model, tok, requests, templates, fact_token, loss_module, lm_head) -> bool:
+        return False
+
+    def _graphed(self, device) -> bool:
+        return False
+
+    def _run(self, chunk: "_Chunk") -> None:
+        """A forward, a host check of the losses, a backward, an Adam step."""
+        optimiser = torch.optim.Adam(list(chunk.deltas.values()), lr=chunk.settings.lr)
+        active = torch.ones(len(chunk.requests), dtype=torch.bool, device=chunk.device)
+        for step in range(chunk.settings.steps):
+            losses = chunk.forward()
+            active = active & (losses.detach() >= STOP_LOSS)
+            if step == chunk.settings.steps - 1 or not bool(active.any()):
+                break
+            optimiser.zero_grad()
+            losses.sum().backward()
+            before = {p: d.detach().clone() for p, d in chunk.deltas.items()}
+            optimiser.step()
+            with torch.no_grad():
+                for p, delta in chunk.deltas.items():
+                    moving = active.to(delta.device)[:, None]
+                    delta.copy_(torch.where(moving, _clamped(delta, chunk.init[p], chunk.settings.clamp_norm_factor), before[p]))
+
+    def _keys(self, model, tok, requests, templates, fact_token, module, chunks) -> ModuleKeys:
+        prompt_input, prompt_output = module_io(model, tok, plain_prompts(requests), fact_token, module)
+        return ModuleKeys(context_keys(model, tok, requests, templates, fact_token, module), prompt_input, prompt_output)
+
+
+class FastValues(ValueOptimiser):
+    """The same optimisation with the exact speed-ups (``speedups``): the blocks below the points replayed, the
+    tokens before the looked-up one cached, the steps run without host synchronisation (and captured as a CUDA
+    graph on a GPU), and the keys read from the forward that records the reference outputs."""
+
+    keys_from_reference_forward = True
+
+    def _head_cut_is_exact(self, model, tok, requests, templates, fact_token, lm_head) -> bool:
+        return _head_cut_is_exact(model, tok, requests, templates, fact_token, lm_head)
+
+    def _replayed(self, static_blocks):
+        return static_blocks
+
+    def _split_is_exact(self, model, tok, requests, templates, fact_token, loss_module, lm_head) -> bool:
+        return _prefix_split_is_exact(model, tok, requests, templates, fact_token, loss_module, lm_head)
+
+    def _graphed(self, device) -> bool:
+        return graphs.can_capture(device)
+
+    def _run(self, chunk: "_Chunk") -> None:
+        settings, deltas, init, device = chunk.settings, chunk.deltas, chunk.init, chunk.device
+        points = list(deltas)
+        active = torch.ones(len(chunk.requests), dtype=torch.bool, device=device)
+        moments = {p: (torch.zeros_like(init[p]), torch.zeros_like(init[p])) for p in points}
+        count = torch.zeros((), dtype=torch.float64, device=device)
+
+        def step() -> None:
+            """One optimisation step of every request, with no host synchronisation: the ones whose loss is below
+            STOP_LOSS keep their delta (as if they had stopped; the step before stopping is exactly that)."""
+            for delta in deltas.values():
+                delta.grad = None  # the backward (or its captured graph) writes fresh gradients
+            losses = chunk.forward()
+            losses.sum().backward()
+            with torch.no_grad():
+                active.logical_and_(losses.detach() >= STOP_LOSS)
+                count.add_(1)
+                for p, delta in deltas.items():
+                    moved = _adam_step(delta, delta.grad, *moments[p], count, settings.lr)
+                    delta.copy_(torch.where(active[:, None], _clamped(moved, init[p], settings.clamp_norm_factor), delta))
+
+        state = (chunk.vb.tensors() + chunk.replay.tensors() + [chunk.reference] + [init[p] for p in points]
+                 + [deltas[p] for p in points] + [m for p in points for m in moments[p]] + [count, active])
+        run_step = step
+        if chunk.graphed:
+            signature = ("values", tuple(points), chunk.loss_module, chunk.lm_head, tuple(chunk.replay.blocks),
+                         astuple(settings), STOP_LOSS, tuple((tuple(t.shape), t.dtype) for t in state),
+                         graphs.weights_signature(chunk.model))
+            run_step = graphs.ReplayedStep(step, state, model=chunk.model, signature=signature)
+            active = run_step.current(active)
+            chunk.deltas = {p: run_step.current(d) for p, d in deltas.items()}
+        # The loss of the last of ``steps`` forwards only decides whether to stop: steps - 1 updates are made.
+        _step_until_settled(run_step, settings.steps - 1, active)
+
+    def _keys(self, model, tok, requests, templates, fact_token, module, chunks) -> ModuleKeys:
+        return ModuleKeys(*(torch.cat(parts) for parts in zip(*(c.keys for c in chunks))))
 
 
 def _refuse_non_finite(values: dict[str, torch.Tensor], requests) -> None:
@@ -230,96 +379,72 @@ def _refuse_non_finite(values: dict[str, torch.Tensor], requests) -> None:
                     "kl_factor: finite and of ordinary size), and edit a float32 copy of a 16-bit model")
 
 
-def _optimise_chunk(model, tok, requests, points, templates, fact_token, settings: LossSettings, loss_module, lm_head,
-                    static_blocks=(), split: bool = False, observed: dict | None = None):
-    device = model_device(model)
-    fast = speedups.active()
-    graphed = fast and graphs.can_capture(device)
-    vb = value_batch(tok, requests, templates, fact_token)
-    vb = vb.with_labels_padded(max(ROUND_LABELS, 1 << (len(vb.label_rows) - 1).bit_length())) if graphed else vb
-    # Padding the stepped tokens costs every row its pads at every step: one request's rows pay a few per cent to
-    # share captures, a batch's would pay more than a capture costs (and its widest row varies little).
-    round_to = (ROUND_CACHED, ROUND_STEPPED if len(requests) == 1 else 1) if graphed else (1, 1)
-    cut = LookupSplit(model, vb.batch, pad_id(tok), round_to) if split and not any(vb.batch.offsets) else None
-    whole = replace(vb, batch=cut.whole if cut else vb.batch.widened(round_to[1], pad_id(tok))).to(device)
-    replay = BlockReplay(model, static_blocks)
-    # One forward of the whole rows gives the reference outputs, the blocks' outputs to replay, the original
-    # values and (for a split) the keys and values of the tokens before the looked-up one.
-    looked_at = list(observed or ())
-    with torch.no_grad(), trace(model, inputs=looked_at, outputs=[*points, *looked_at], copy=True) as record, \
-            replay.recording():
-        reference = _kl_log_probs(head_logits(model, whole, loss_module, lm_head), whole)
-    init = {p: at_positions(record.outputs[p], whole.first_rows, whole.batch.lookup[whole.first_rows]).float() for p in points}
-    every_row = torch.arange(len(whole.batch.lookup), device=device)
-    for name in looked_at:
-        observed[name] = tuple(at_positions(seen[name], every_row, whole.batch.lookup) for seen in (record.inputs, record.outputs))
-    if cut is None:
-        vb = whole
-    else:
-        replay.map_outputs(cut.to_stepped)
-        vb = whole.after_lookup(cut.stepped()).to(device)
-    lookup = vb.batch.lookup
-    deltas = {p: torch.zeros_like(init[p], requires_grad=True) for p in points}
+def value_optimiser() -> ValueOptimiser:
+    """The optimiser for one edit: ``FastValues``, or ``StraightforwardValues`` inside ``speedups.enabled(False)``."""
+    return FastValues() if speedups.active() else StraightforwardValues()
 
-    def forward() -> torch.Tensor:
+
+def optimise_values(model, tok, requests, points: Sequence[str], templates: Sequence[Sequence[str]], fact_token: str,
+                    settings: LossSettings, **options) -> dict[str, torch.Tensor]:
+    """``value_optimiser().optimise(...).values``: target values ``{point: [R, d]}`` where no keys are wanted."""
+    return value_optimiser().optimise(model, tok, requests, points, templates, fact_token, settings, **options).values
+
+
+class _Chunk:
+    """One chunk of requests ready to optimise: the batch, the reference outputs, the original values, the deltas
+    (zero) and ``forward()``, the losses [R] of a forward with the deltas added. One forward of the whole rows gives
+    the reference outputs, the blocks' outputs to replay, the original values, ``keys_of``'s keys and (for a split)
+    the keys and values of the tokens before the looked-up one."""
+
+    def __init__(self, model, tok, requests, points, templates, fact_token, settings: LossSettings, loss_module,
+                 lm_head, static_blocks, split: bool, graphed: bool, keys_of: str | None, group_sizes: Sequence[int]):
+        self.model, self.requests, self.settings = model, requests, settings
+        self.loss_module, self.lm_head, self.graphed = loss_module, lm_head, graphed
+        self.device = device = model_device(model)
+        vb = value_batch(tok, requests, templates, fact_token)
+        vb = vb.with_labels_padded(max(ROUND_LABELS, 1 << (len(vb.label_rows) - 1).bit_length())) if graphed else vb
+        # Padding the stepped tokens costs every row its pads at every step: one request's rows pay a few per cent to
+        # share captures, a batch's would pay more than a capture costs (and its widest row varies little).
+        round_to = (ROUND_CACHED, ROUND_STEPPED if len(requests) == 1 else 1) if graphed else (1, 1)
+        cut = LookupSplit(model, vb.batch, pad_id(tok), round_to) if split and not any(vb.batch.offsets) else None
+        whole = replace(vb, batch=cut.whole if cut else vb.batch.widened(round_to[1], pad_id(tok))).to(device)
+        self.replay = BlockReplay(model, static_blocks)
+        looked_at = [keys_of] if keys_of is not None else []
+        with torch.no_grad(), trace(model, inputs=looked_at, outputs=[*points, *looked_at], copy=True) as record, \
+                self.replay.recording():
+            self.reference = _kl_log_probs(head_logits(model, whole, loss_module, lm_head), whole)
+        self.init = {p: at_positions(record.outputs[p], whole.first_rows, whole.batch.lookup[whole.first_rows]).float()
+                     for p in points}
+        self.keys = None if keys_of is None else _keys_seen(record, keys_of, whole, group_sizes)
+        if cut is None:
+            self.vb = whole
+        else:
+            self.replay.map_outputs(cut.to_stepped)
+            self.vb = whole.after_lookup(cut.stepped()).to(device)
+        self.deltas = {p: torch.zeros_like(self.init[p], requires_grad=True) for p in points}
+
+    def forward(self) -> torch.Tensor:
+        vb, deltas = self.vb, self.deltas
         with contextlib.ExitStack() as stack:
-            stack.enter_context(replay.replaying())
-            for p in points:
-                stack.enter_context(edit_output(model, p, _adder(deltas[p], vb, lookup)))
-            logits = head_logits(model, vb, loss_module, lm_head)
-        return _request_losses(logits, vb, reference, deltas, init, settings)
+            stack.enter_context(self.replay.replaying())
+            for p in deltas:
+                stack.enter_context(edit_output(self.model, p, _adder(deltas[p], vb, vb.batch.lookup)))
+            logits = head_logits(self.model, vb, self.loss_module, self.lm_head)
+        return _request_losses(logits, vb, self.reference, deltas, self.init, self.settings)
 
-    if not fast:
-        _optimise_step_by_step(forward, deltas, init, settings, len(requests), device)
-        return {p: (init[p] + deltas[p]).detach() for p in points}
-    active = torch.ones(len(requests), dtype=torch.bool, device=device)
-    moments = {p: (torch.zeros_like(init[p]), torch.zeros_like(init[p])) for p in points}
-    count = torch.zeros((), dtype=torch.float64, device=device)
-
-    def step() -> None:
-        """One optimisation step of every request, with no host synchronisation: the ones whose loss is below
-        STOP_LOSS keep their delta (as if they had stopped; the step before stopping is exactly that)."""
-        for delta in deltas.values():
-            delta.grad = None  # the backward (or its captured graph) writes fresh gradients
-        losses = forward()
-        losses.sum().backward()
-        with torch.no_grad():
-            active.logical_and_(losses.detach() >= STOP_LOSS)
-            count.add_(1)
-            for p, delta in deltas.items():
-                moved = _adam_step(delta, delta.grad, *moments[p], count, settings.lr)
-                delta.copy_(torch.where(active[:, None], _clamped(moved, init[p], settings.clamp_norm_factor), delta))
-
-    state = (vb.tensors() + replay.tensors() + [reference] + [init[p] for p in points] + [deltas[p] for p in points]
-             + [m for p in points for m in moments[p]] + [count, active])
-    run_step = step
-    if graphed:
-        signature = ("values", tuple(points), loss_module, lm_head, tuple(static_blocks), astuple(settings), STOP_LOSS,
-                     tuple((tuple(t.shape), t.dtype) for t in state), graphs.weights_signature(model))
-        run_step = graphs.ReplayedStep(step, state, model=model, signature=signature)
-        active, deltas = run_step.current(active), {p: run_step.current(d) for p, d in deltas.items()}
-    # The loss of the last of ``steps`` forwards only decides whether to stop: steps - 1 updates are made.
-    _step_until_settled(run_step, settings.steps - 1, active)
-    return {p: (init[p] + deltas[p]).detach() for p in points}
+    def values(self) -> dict[str, torch.Tensor]:
+        return {p: (self.init[p] + self.deltas[p]).detach() for p in self.deltas}
 
 
-def _optimise_step_by_step(forward, deltas, init, settings: LossSettings, n_requests: int, device) -> None:
-    """The straightforward loop (ROME's compute_v): a forward, a host check of the losses, a backward, an Adam step."""
-    optimiser = torch.optim.Adam(list(deltas.values()), lr=settings.lr)
-    active = torch.ones(n_requests, dtype=torch.bool, device=device)
-    for step in range(settings.steps):
-        losses = forward()
-        active = active & (losses.detach() >= STOP_LOSS)
-        if step == settings.steps - 1 or not bool(active.any()):
-            break
-        optimiser.zero_grad()
-        losses.sum().backward()
-        before = {p: d.detach().clone() for p, d in deltas.items()}
-        optimiser.step()
-        with torch.no_grad():
-            for p, delta in deltas.items():
-                moving = active.to(delta.device)[:, None]
-                delta.copy_(torch.where(moving, _clamped(delta, init[p], settings.clamp_norm_factor), before[p]))
+def _keys_seen(record, module: str, whole: ValueBatch, group_sizes: Sequence[int]) -> tuple[torch.Tensor, ...]:
+    """``ModuleKeys``' fields from a traced forward of ``whole``: each row's input and output of ``module`` at its
+    looked-up token; a request's rows are its context rows, then its KL row."""
+    every_row = torch.arange(len(whole.batch.lookup), device=whole.batch.lookup.device)
+    inputs, outputs = (at_positions(seen[module], every_row, whole.batch.lookup) for seen in (record.inputs, record.outputs))
+    contexts = sum(group_sizes)
+    per_request = inputs.reshape(len(whole.first_rows), contexts + 1, -1)[:, :contexts]
+    first = whole.first_rows.to(inputs.device)
+    return (context_mean(per_request.reshape(-1, inputs.shape[-1]).float(), group_sizes), inputs[first], outputs[first])
 
 
 def _adam_step(param, grad, exp_avg, exp_avg_sq, count, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> torch.Tensor:
@@ -399,8 +524,6 @@ def _head_cut_is_exact(model, tok, requests, templates, fact_token, lm_head: str
     """Whether cutting ``lm_head``'s input gives the model's own logits (checked on one request's rows), up to
     the rounding of the weights' dtype: a model whose head is not a per-position function of that input
     keeps full logits. The answer is a property of the model's structure, kept per model and head."""
-    if not speedups.active():
-        return _check_head_cut(model, tok, requests, templates, fact_token, lm_head)
     return _per_model(_head_cut_cache, model, (lm_head, id(tok)),
                       lambda: _check_head_cut(model, tok, requests, templates, fact_token, lm_head))
 
@@ -482,7 +605,7 @@ def loss_module(settings: LocateThenEditSettings, num_layers: int, edit_layer: i
 
 
 def value_options(settings: LocateThenEditSettings, num_layers: int, edit_layer: int) -> dict:
-    """optimise_values' keywords for values at ``edit_layer``: where and how the loss reads logits
+    """``ValueOptimiser.optimise``'s keywords for values at ``edit_layer``: where and how the loss reads logits
     (``loss_module``, ``lm_head``) and the blocks below that layer (``static_blocks``)."""
     return {"loss_module": loss_module(settings, num_layers, edit_layer), "lm_head": settings.lm_head_module,
             "static_blocks": [settings.layer_module_tmp.format(layer) for layer in range(edit_layer)]}

@@ -15,7 +15,7 @@ from ..editing.keys import context_keys, module_io
 from ..editing.tokens import plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update, spread_update
-from ..editing.values import LossSettings, context_templates, value_options, optimise_values
+from ..editing.values import LossSettings, context_templates, value_optimiser, value_options
 from . import described
 from ..settings.methods import MEMITSettings
 
@@ -24,10 +24,11 @@ class MEMIT(described.MEMIT):
     def apply(self, model, tok, requests, settings: MEMITSettings, *, spec, ledger, archive=None, carried=None):
         num_layers, layers = self.edit_layers(model, settings, spec)
         top = settings.layer_module_tmp.format(layers[-1])
+        optimiser = value_optimiser()
         with frozen(model):
             templates = context_templates(model, tok, settings)
-            zs = optimise_values(model, tok, requests, [top], templates, settings.fact_token, LossSettings.from_settings(settings),
-                                 **value_options(settings, num_layers, layers[-1]), batch_size=settings.v_batch_size)[top]
+            zs = optimiser.optimise(model, tok, requests, [top], templates, settings.fact_token, LossSettings.from_settings(settings),
+                                    **value_options(settings, num_layers, layers[-1]), batch_size=settings.v_batch_size).values[top]
             for i, layer in enumerate(layers):
                 rewrite = settings.rewrite_module_tmp.format(layer)
                 keys = context_keys(model, tok, requests, templates, settings.fact_token, rewrite)

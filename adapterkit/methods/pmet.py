@@ -19,7 +19,7 @@ from ..editing.keys import context_keys, module_io
 from ..editing.tokens import plain_prompts
 from ..editing.stats import get_mom2
 from ..editing.update import apply_update, spread_update
-from ..editing.values import LossSettings, context_templates, value_options, optimise_values
+from ..editing.values import LossSettings, context_templates, value_optimiser, value_options
 from ..errors import AdapterkitError
 from . import described
 from ..settings.methods import PMETSettings
@@ -31,10 +31,11 @@ class PMET(described.PMET):
         components = [settings.attn_module_tmp, settings.mlp_module_tmp]
         rewrites = self.rewrite_templates(settings, components)
         points = [c.format(layers[-1]) for c in components]
+        optimiser = value_optimiser()
         with frozen(model):
             templates = context_templates(model, tok, settings)
-            zs = optimise_values(model, tok, requests, points, templates, settings.fact_token, LossSettings.from_settings(settings),
-                                 **value_options(settings, num_layers, layers[-1]), batch_size=settings.v_batch_size)
+            zs = optimiser.optimise(model, tok, requests, points, templates, settings.fact_token, LossSettings.from_settings(settings),
+                                    **value_options(settings, num_layers, layers[-1]), batch_size=settings.v_batch_size).values
             for i, layer in enumerate(layers):
                 for template in rewrites:
                     top = template.format(layers[-1])
