@@ -271,7 +271,7 @@ class Killed(Exception):
 
 
 def test_sequential_eval_keeps_the_edits_draws_the_curve_and_resumes(tiny, tmp_path, monkeypatch, capsys):
-    import adapterkit.evaluation.sequential as run_module
+    import adapterkit.evaluation.rundir as run_module
     from adapterkit.cli import main
     from adapterkit.evaluation.run import EvalSettings, run_eval
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import AdapterkitError, RequestError
-from .measure import MeasureSettings, compare, generation_prompts, observe
-from .rundir import FORMAT, append_rows, check_out_dir, open_run, read_run_info
+from .measure import MeasureSettings, generation_prompts, observe
+from .rundir import FORMAT, check_out_dir, open_run, read_run_info, record_unit
 
 
 
@@ -177,10 +177,7 @@ def run_eval(model_path, hparams, data, out, settings: EvalSettings = EvalSettin
                             hparams_source=str(hparams), requests_source=str(data)) as result:
                 after = observe(result.answerer, tok, unit, measure, prepared.wrap)
                 edited_perplexity = perplexity(result.answerer, tok, prepared.heldout)
-            unit_rows = compare(unit, before, after)
-            for i, row in zip(indices, unit_rows):
-                row.update(index=i, unit=u, general={"perplexity": {"before": baseline, "after": edited_perplexity}})
-            append_rows(out, unit_rows)
+            unit_rows = record_unit(out, unit, indices, u, before, after, baseline, edited_perplexity)
             rows += unit_rows
             bar.update(len(unit_rows))
             if on_unit_done is not None:

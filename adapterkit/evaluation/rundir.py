@@ -108,3 +108,15 @@ def append_rows(out: Path, rows: list[dict]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def record_unit(out: Path, unit, indices, number: int, before, after, perplexity_before, perplexity_after) -> list[dict]:
+    """The rows of one finished edit or batch (each request's metrics before and after, and the held-out perplexity
+    of the model as edited then), appended to rows.jsonl."""
+    from .measure import compare
+
+    rows = compare(unit, before, after)
+    for i, row in zip(indices, rows):
+        row.update(index=i, unit=number, general={"perplexity": {"before": perplexity_before, "after": perplexity_after}})
+    append_rows(out, rows)
+    return rows

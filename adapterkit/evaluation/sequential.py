@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import OutputError
 from .measure import compare, observe
-from .rundir import append_rows
+from .rundir import record_unit
 
 CURVE_FILE, STREAM_DIR = "curve.jsonl", "stream"
 CURVE_METRICS = ("teacher_forced.rewrite_acc", "greedy.rewrite_exact_match", "teacher_forced.rephrase_acc",
@@ -112,10 +112,7 @@ def run_sequential(prepared, out: Path, settings, units, rows, *, hparams, data,
             after = observe(model, tok, unit, measure, prepared.wrap)
             edited_perplexity = perplexity(model, tok, prepared.heldout)
             stream.save(out / STREAM_DIR)
-            unit_rows = compare(unit, before, after)
-            for i, row in zip(indices, unit_rows):
-                row.update(index=i, unit=u, general={"perplexity": {"before": baseline, "after": edited_perplexity}})
-            append_rows(out, unit_rows)
+            unit_rows = record_unit(out, unit, indices, u, before, after, baseline, edited_perplexity)
             rows += unit_rows
             bar.update(len(unit_rows))
             count = edited_after[u]
