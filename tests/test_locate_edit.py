@@ -328,7 +328,7 @@ def test_sequential_edits_stack_and_undo_newest_first():
 def test_bad_layers_and_pmet_templates_are_explained():
     model, spec = random_model("gpt2")
     tok = records_tokenizer()
-    with pytest.raises(AdapterkitError, match=r"layers \[9\] do not fit a model of 4 layers"):
+    with pytest.raises(AdapterkitError, match=r"#/layers/0: layer 9 does not exist \(GPT2LMHeadModel has 4\)"):
         adapterkit.edit(model, tok, RECORDS[0], hparams(model, spec, "ROME", layers=[9]), evaluate=False)
     hp = hparams(model, spec, "PMET", rewrite_module_tmps=["transformer.h.{}.mlp.c_fc"], mom2_adjustment=False)
     with pytest.raises(AdapterkitError, match="neither attn_module_tmp"):
