@@ -409,7 +409,7 @@ class _ForwardTrace:
         self.order: list[str] = []
         self.inputs: dict[str, Any] = {}
         self.outputs: dict[str, Any] = {}
-        self.copies: dict[str, Any] = {}  # a later in-place add (Falcon adds attention into the MLP's output) spares them
+        self.copies: dict[str, Any] = {}  # a later in-place add into a recorded output (attention added into the MLP's) spares them
         handles = []
         for name, module in model.named_modules():
             if name:

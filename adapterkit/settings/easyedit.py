@@ -126,8 +126,8 @@ def required_fields(info: Mapping[str, Any]) -> list[str]:
 
 
 def check_not_multimodal(document: Mapping[str, Any], alg_name: str, where: str, *, training: bool = False) -> None:
-    """Refuse an EasyEdit multimodal file that carries a text method's alg_name (its MEND files for BLIP-2 and
-    MiniGPT-4 say MEND, as do its MEND training files for those and for LLaVA-OneVision and Qwen-VL): it holds
+    """Refuse an EasyEdit multimodal file that carries a text method's alg_name (its MEND files for vision-language
+    models say MEND, as do its MEND training files for those): it holds
     fields only a multimodal dataclass requires (``training``: a multimodal training dataclass)."""
     text_fields = field_names(alg_name)
     for name, info in _document()["training_multimodal" if training else "multimodal"].items():
