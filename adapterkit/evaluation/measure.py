@@ -6,13 +6,16 @@ Metric names (docs/evaluation.md says how each is measured):
 - ``teacher_forced.rewrite_acc``, ``.rephrase_acc``, ``.portability_acc/<group>``; after an edit also
   ``.locality_acc`` and ``.locality_acc/<group>`` (EasyEdit's, from ``adapterkit.editing.metrics``);
 - ``prob.efficacy_score``, ``prob.paraphrase_score``, ``prob.neighborhood_score`` (ROME / MEMIT's comparisons of
-  the new and the true target's probabilities; None without a true target);
+  the new and the true target's probabilities; None without a true target), and ``prob.rewrite_new_token_prob``
+  (the new target's per-token probability after the prompt, a geometric mean: the number a stream's collapse shows
+  in);
 - ``greedy.rewrite_exact_match``, ``.rewrite_starts_with``, ``.rephrase_exact_match``, ``.rephrase_starts_with``;
   after an edit also ``greedy.locality_unchanged`` (the answer after the edit is the answer before);
 - ``fluency.ngram_entropy`` of the greedy continuations of a record's ``generation_prompts``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -120,6 +123,8 @@ def observe(model, tok, requests: Sequence[EditRequest], settings: MeasureSettin
             "prob.efficacy_score": _mean(map(float, efficacy)),
             "prob.paraphrase_score": _mean(map(float, paraphrase)),
             "prob.neighborhood_score": _mean(map(float, neighbourhood)),
+            "prob.rewrite_new_token_prob": (math.exp(-nll[(i, "rewrite/new", 0)])
+                                            if (i, "rewrite/new", 0) in nll else None),
             "greedy.rewrite_exact_match": float(exact_match(generated["rewrite"], r.target_new)),
             "greedy.rewrite_starts_with": float(starts_with(generated["rewrite"], r.target_new)),
             "greedy.rephrase_exact_match": _mean(float(exact_match(a, r.target_new)) for a in generated["rephrase"]),

@@ -24,7 +24,7 @@ from .rundir import record_unit
 CURVE_FILE, STREAM_DIR = "curve.jsonl", "stream"
 CURVE_METRICS = ("teacher_forced.rewrite_acc", "greedy.rewrite_exact_match", "teacher_forced.rephrase_acc",
                  "greedy.rephrase_exact_match", "teacher_forced.locality_acc", "greedy.locality_unchanged",
-                 "prob.efficacy_score", "prob.neighborhood_score")
+                 "prob.efficacy_score", "prob.neighborhood_score", "prob.rewrite_new_token_prob")
 
 
 def without_fluency(requests):
