@@ -180,3 +180,24 @@ def test_the_value_optimisation_steps_aside_on_a_placed_model(checkpoint):
     plain, _ = load_model(checkpoint["path"])
     assert isinstance(value_optimiser(model), StraightforwardValues)
     assert isinstance(value_optimiser(plain), FastValues)
+
+
+def test_causal_tracing_of_a_split_model_finds_what_the_plain_one_finds(fact_models, tmp_path):
+    from adapterkit.tracing.trace import TraceSettings, causal_trace
+
+    fact = fact_models("llama")
+    fact.model.save_pretrained(tmp_path / "model")
+    fact.tok.save_pretrained(tmp_path / "model")
+    records = list(fact.facts.trained[:2])
+    settings = TraceSettings(samples=3, kinds=("hidden", "mlp"), window=2)
+    plain = causal_trace(fact.model, fact.tok, records, settings, progress=False)
+    layers = fact.model.config.num_hidden_layers
+    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "cpu", "lm_head": "disk",
+                  **{f"model.layers.{i}": "cpu" if i < layers // 2 else "disk" for i in range(layers)}}
+    model, tok = load_model(tmp_path / "model", device_map=device_map, offload_folder=tmp_path / "offload")
+    assert hooked(model)
+    split = causal_trace(model, tok, records, settings, progress=False)
+    assert len(split.facts) == len(plain.facts) > 0
+    for kind in settings.kinds:
+        for token_kind, effects in plain.effects(kind).items():
+            assert split.effects(kind)[token_kind] == pytest.approx(effects, abs=1e-5), (kind, token_kind)
