@@ -12,6 +12,7 @@ from .settings.against_model import check_hparams_against_model
 from .requests import check_requests_fit
 from .editing.stats import check_stats_inputs
 from .arch.registry import get_registry
+from .checkpoints.placement import check_weights_in_memory, written_weights
 from .requests import normalise_requests
 
 
@@ -58,8 +59,10 @@ def edit(model, tok, requests, hparams, *, evaluate: bool = True, archive=None, 
 
 def check_edit_inputs(model, tok, records, settings, hp, spec, method, hparams_source: str, requests_source: str) -> None:
     """Everything an edit checks before any work: the hparams (``hp``, the settings as a dict) against the model,
-    the requests against its tokenizer and positions, the statistics files the settings name."""
+    the requests against its tokenizer and positions, the weights it writes against accelerate's offloading (one
+    not in memory cannot be edited), the statistics files the settings name."""
     check_hparams_against_model(hp, model, spec, hparams_source, method)
+    check_weights_in_memory(model, written_weights(hp), f"{method.name} ({hparams_source})")
     check_requests_fit(records, tok, model, spec, settings, requests_source)
     check_stats_inputs(model, spec, settings)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .devices import check_device
+from .placement import dispatch_built, placement_options
 from ..errors import CheckpointError
 from ..arch.config_checks import check_config_types
 from .checks import check_loading_info, check_safetensors_header, check_weights_cover_model
@@ -100,24 +101,33 @@ def read_tensor_index(path) -> TensorIndex | None:
     return None
 
 
-def load_model(path, *, dtype="auto", device=None, tokenizer: bool = True, allow_partial: bool = False):
+def load_model(path, *, dtype="auto", device=None, tokenizer: bool = True, allow_partial: bool = False,
+               device_map=None, max_memory=None, offload_folder=None):
     """Model and tokenizer from a local checkpoint directory or GGUF file (tokenizer is None where the dir has none).
 
     A GGUF checkpoint (a .gguf file, or a directory holding exactly one and no config.json) is dequantised
     into a plain model of ``dtype`` ("auto": float32) that save_pretrained can write. Weights that do not
     cover the model (missing, unexpected or reshaped tensors) are refused unless ``allow_partial``; then what
     they lack stays randomly initialised.
+
+    ``device_map`` spreads the model over devices with accelerate, as transformers' ``from_pretrained`` does:
+    "auto" (or "balanced", "sequential"), a device, or a dict of module name -> device; ``max_memory`` bounds each
+    device's share of the plan ({0: "70GiB", "cpu": "200GiB"}); ``offload_folder`` holds weights sent to "disk"
+    (docs/big-models.md). ``device`` puts the whole model on one device instead.
     """
     check_device(device)
+    placement = placement_options(device=device, device_map=device_map, max_memory=max_memory,
+                                  offload_folder=offload_folder)
     gguf = gguf_file(path)
     if gguf is not None:
-        return load_gguf(gguf, dtype=dtype, device=device, tokenizer=tokenizer)
+        return load_gguf(gguf, dtype=dtype, device=device, tokenizer=tokenizer, device_map=device_map,
+                         max_memory=max_memory, offload_folder=offload_folder)
     path = checkpoint_dir(path)
     config = read_config(path)
     spec = get_registry().for_config(config, source=str(path / "config.json"), infer=True)
     check_weights_cover_model(read_tensor_index(path), config, spec, path, allow_partial=allow_partial)
     cls = model_class(spec)
-    kwargs = {"dtype": dtype, "output_loading_info": True, "ignore_mismatched_sizes": True}
+    kwargs = {"dtype": dtype, "output_loading_info": True, "ignore_mismatched_sizes": True, **placement}
     if spec.config_class() is not None:
         kwargs["config"] = config_object(config, spec)
     try:
@@ -126,6 +136,12 @@ def load_model(path, *, dtype="auto", device=None, tokenizer: bool = True, allow
         raise CheckpointError(f"{path}: cannot load the weights ({exc})",
                               fix="check that the weight files listed in the index are all present") from None
     except Exception as exc:  # a damaged checkpoint surfaces as many types from transformers and safetensors
+        if placement:
+            raise CheckpointError(f"{path}: cannot load the weights as placed by device_map={placement['device_map']!r} "
+                                  f"({type(exc).__name__}: {exc})",
+                                  fix="check that the device map names every module (or use --device-map auto), that "
+                                      "--max-memory leaves room, and that --offload-folder is given where weights go "
+                                      "to the disk") from None
         raise CheckpointError(f"{path}: cannot load the weights ({type(exc).__name__}: {exc})",
                               fix="re-download or re-save the checkpoint; a partial copy is the usual cause") from None
     check_loading_info(loading, path, allow_partial=allow_partial)
@@ -257,17 +273,21 @@ def _gguf_parsed_once():
         gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
 
 
-def load_gguf(file, *, dtype="auto", device=None, tokenizer: bool = True):
-    """A GGUF checkpoint dequantised by transformers, as a plain model of ``dtype``, and its tokenizer."""
+def load_gguf(file, *, dtype="auto", device=None, tokenizer: bool = True, device_map=None, max_memory=None,
+              offload_folder=None):
+    """A GGUF checkpoint dequantised by transformers, as a plain model of ``dtype``, and its tokenizer; placed by
+    accelerate after dequantising where ``device_map`` is given (``load_model``)."""
     check_device(device)
+    placement = placement_options(device=device, device_map=device_map, max_memory=max_memory,
+                                  offload_folder=offload_folder, where="load_gguf")
     file = Path(file)
     torch_dtype = _torch_dtype(dtype, str(file))
     _require_gguf_support(file, "gguf", "accelerate")
     with _gguf_parsed_once():
-        return _load_gguf(file, torch_dtype, device, tokenizer)
+        return _load_gguf(file, torch_dtype, device, tokenizer, placement)
 
 
-def _load_gguf(file: Path, torch_dtype, device, tokenizer: bool):
+def _load_gguf(file: Path, torch_dtype, device, tokenizer: bool, placement: dict):
     read = _gguf_auto_config(file)  # the metadata is read once, here: loading the weights and tokenizer reuse it
     config = _config_dict(read)
     spec = get_registry().for_config(config, source=str(file))
@@ -284,6 +304,7 @@ def _load_gguf(file: Path, torch_dtype, device, tokenizer: bool):
     del dequantised
     if device is not None:
         model.to(device)
+    model = dispatch_built(model, placement)
     model.eval()
     return model, (load_gguf_tokenizer(file, config=read) if tokenizer else None)
 

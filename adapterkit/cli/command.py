@@ -36,8 +36,32 @@ def registry():
 def model_args(p) -> None:
     p.add_argument("model_path")
     p.add_argument("--hparams", required=True, help="YAML written by `adapterkit detect` (EasyEdit files work too)")
-    p.add_argument("--device")
+    placement_args(p)
     partial_arg(p)
+
+
+def placement_args(p) -> None:
+    """Where the model goes: one ``--device``, or spread by accelerate (``--device-map`` and its options)."""
+    from ..checkpoints.placement import DEVICE_MAP_HELP, MAX_MEMORY_HELP
+
+    p.add_argument("--device", help="put the whole model on this device (cpu, cuda, cuda:N)")
+    p.add_argument("--device-map", help=f"spread the model over devices with accelerate: {DEVICE_MAP_HELP} "
+                                        "(docs/big-models.md)")
+    p.add_argument("--max-memory", help=MAX_MEMORY_HELP)
+    p.add_argument("--offload-folder", help="where weights the device map sends to the disk are kept")
+
+
+def placement_kwargs(args) -> dict:
+    """``load_model``'s placement keywords from ``placement_args``' arguments, checked (exit 2 on a bad
+    --max-memory, or --device beside --device-map)."""
+    from ..checkpoints.placement import parse_max_memory, placement_options
+
+    max_memory = getattr(args, "max_memory", None)
+    kwargs = {"device": getattr(args, "device", None), "device_map": getattr(args, "device_map", None),
+              "max_memory": parse_max_memory(max_memory) if max_memory is not None else None,
+              "offload_folder": getattr(args, "offload_folder", None)}
+    placement_options(**kwargs, where="adapterkit")
+    return kwargs
 
 
 def partial_arg(p) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .command import Command, normalise_loc_arg, timed_reporter, model_args, need_tokenizer
+from .command import Command, normalise_loc_arg, timed_reporter, model_args, need_tokenizer, placement_kwargs
 
 
 def arguments(p) -> None:
@@ -32,6 +32,7 @@ def run_edit(args) -> int:
     from ..requests import load_requests
     from ..settings.hparams import load_settings
 
+    placement = placement_kwargs(args)
     settings = load_settings(args.hparams, strict=args.strict,
                              overrides={"stats_dir": args.stats_dir} if args.stats_dir else None)
     requests = load_requests(args.requests, normalise_loc=args.normalise_loc)
@@ -42,7 +43,7 @@ def run_edit(args) -> int:
                        directory=not args.deltas_only, overwrite=args.overwrite or args.deltas_only)
     say = timed_reporter()
     say(f"loading {args.model_path}")
-    model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
+    model, tok = load_model(args.model_path, allow_partial=args.allow_partial_weights, **placement)
     need_tokenizer(tok, args.model_path)
     if args.out is not None and not args.deltas_only:
         from ..files.atomic import check_free_space

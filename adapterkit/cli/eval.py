@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .command import Command, normalise_loc_arg, partial_arg, timed_reporter
+from .command import Command, normalise_loc_arg, partial_arg, placement_args, placement_kwargs, timed_reporter
 
 
 def arguments(p) -> None:
@@ -29,7 +29,7 @@ def arguments(p) -> None:
     p.add_argument("--heldout", help="held-out texts for perplexity: one per line, or JSONL / JSON of strings or "
                                      "{\"text\": ...} (default: 50 shipped CounterFact sentences)")
     p.add_argument("--archive", help="trained editor directory (MEND, SERAC)")
-    p.add_argument("--device")
+    placement_args(p)
     partial_arg(p)
     normalise_loc_arg(p)
 
@@ -37,13 +37,15 @@ def arguments(p) -> None:
 def run_eval(args) -> int:
     from ..evaluation.run import EvalSettings, run_eval as run
 
+    placement = placement_kwargs(args)
+    device = placement.pop("device")
     settings = EvalSettings(n=args.n, batch=args.batch, chat=args.chat, max_new_tokens=args.max_new_tokens,
                             fluency_max_new_tokens=args.fluency_max_new_tokens, normalise_loc=args.normalise_loc,
                             heldout=args.heldout, sequential=args.sequential, every=args.every)
     say = timed_reporter()
     try:
-        report = run(args.model_path, args.hparams, args.data, args.out, settings, device=args.device,
-                     allow_partial=args.allow_partial_weights, archive=args.archive, say=say)
+        report = run(args.model_path, args.hparams, args.data, args.out, settings, device=device,
+                     allow_partial=args.allow_partial_weights, archive=args.archive, say=say, placement=placement)
     except KeyboardInterrupt:
         print(f"adapterkit: the rows of every finished edit are in {args.out}/rows.jsonl; run the same command "
               "again to resume", file=sys.stderr)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import AdapterkitError
-from .command import Command, model_args, need_tokenizer, partial_arg, registry
+from .command import Command, model_args, need_tokenizer, partial_arg, placement_kwargs, registry
 
 
 def stats_arguments(p) -> None:
@@ -29,25 +29,43 @@ def stats_import_arguments(p) -> None:
 
 def run_stats(args) -> int:
     from ..checkpoints.loading import load_model
+    from ..editing.ranks import launch_size, process_group
     from ..editing.stats import compute_stats
     from ..settings.hparams import load_settings
     from ..files.atomic import check_writable
     from ..methods import LocateThenEditSettings
 
+    placement = placement_kwargs(args)
     settings = load_settings(args.hparams)
     if not isinstance(settings, LocateThenEditSettings):
         raise AdapterkitError(f"{args.hparams}: {settings.alg_name} reads no second-moment statistics",
                               fix="give the hyperparameter file of a locate-then-edit method (ROME, MEMIT, PMET)")
     stats_dir = args.stats_dir or settings.stats_dir
     check_writable(stats_dir, what="statistics directory", directory=True)
-    model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
-    need_tokenizer(tok, args.model_path)
-    spec = registry().for_model(model)
-    paths = compute_stats(model, tok, settings, spec, args.corpus, stats_dir,
-                          n_samples=args.n_samples, batch_size=args.batch_size, device=args.device)
-    for layer, path in paths.items():
+    launched = launch_size() > 1
+    if launched and placement["device_map"] is not None:
+        raise AdapterkitError("--device-map under torchrun: every process would spread its own copy of the model "
+                              "over the same devices",
+                              fix="under torchrun each process holds the model on its own GPU (cuda:LOCAL_RANK, the "
+                                  "default) or --device cpu; spread one process's model with --device-map without torchrun")
+    on_gpu = launched and placement["device"] != "cpu" and _cuda_available()
+    with process_group(on_gpu) as ranks:
+        if on_gpu and placement["device"] in (None, "cuda"):
+            placement["device"] = f"cuda:{ranks.local_rank}"
+        model, tok = load_model(args.model_path, allow_partial=args.allow_partial_weights, **placement)
+        need_tokenizer(tok, args.model_path)
+        spec = registry().for_model(model)
+        paths = compute_stats(model, tok, settings, spec, args.corpus, stats_dir, n_samples=args.n_samples,
+                              batch_size=args.batch_size, device=placement["device"], ranks=ranks)
+    for layer, path in paths.items() if ranks.leader else ():
         print(f"layer {layer}: {path}")
     return 0
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def run_stats_import(args) -> int:

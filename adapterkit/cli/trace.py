@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .command import Command, need_tokenizer
+from .command import Command, need_tokenizer, placement_args, placement_kwargs
 
 
 def arguments(p) -> None:
@@ -15,7 +15,7 @@ def arguments(p) -> None:
     p.add_argument("--window", type=int, default=10, help="MLP / attention layers restored together (default 10, as the paper)")
     p.add_argument("--noise-factor", type=float, default=3.0, help="noise std in units of the subject embeddings' std (default 3)")
     p.add_argument("--limit", type=int, help="trace at most this many known facts")
-    p.add_argument("--device")
+    placement_args(p)
 
 
 def run_trace(args) -> int:
@@ -28,8 +28,9 @@ def run_trace(args) -> int:
 
     settings = TraceSettings(samples=args.samples, kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
                              window=args.window, noise_factor=args.noise_factor, limit=args.limit)
+    placement = placement_kwargs(args)
     facts = load_requests(args.data)
-    model, tok = load_model(args.model_path, device=args.device)
+    model, tok = load_model(args.model_path, **placement)
     need_tokenizer(tok, args.model_path)
     result = causal_trace(model, tok, facts, settings, model_name=str(args.model_path))
     written = [write_trace(result, Path(args.out) / "trace.json")]

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..checkpoints.placement import check_weights_in_memory
 from ..errors import AdapterkitError
 from ..files.atomic import atomic_path, check_free_space
 
@@ -68,6 +69,9 @@ class EditResult:
         """Add ``delta`` (same shape as the weight) in the weight's own dtype and device, keeping the original once."""
         name = self.canonical(name)
         weight = self.parameter(name)
+        if weight.device.type == "meta":  # a method that names its weights to no check before the work
+            self.restore(force=True)
+            check_weights_in_memory(self.model, [name], f"{self.hparams.get('alg_name', 'the edit')}")
         if delta.shape != weight.shape:
             raise AdapterkitError(f"update for {name} has shape {tuple(delta.shape)}, the weight {tuple(weight.shape)}")
         stored = delta.to(device=weight.device, dtype=weight.dtype)
@@ -162,6 +166,7 @@ def apply_deltas(model, path, check_base: bool = True) -> EditResult:
         if bad:
             raise AdapterkitError(f"{path}: the delta of {name} holds {bad} non-finite value(s) (NaN or inf); "
                                   "nothing was applied", fix="write the deltas again from an edit that succeeds")
+    check_weights_in_memory(model, [result.canonical(name) for name in deltas], f"applying {path}")
     for name in deltas:  # every check before the first write: a refused file leaves the model as it was
         if check_base and expected.get(name) and fingerprint(result.parameter(name)) != expected[name]:
             raise AdapterkitError(f"{path}: {name} differs from the weight these deltas were computed on",

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import re
+import sys
 import time
 import warnings
 import zipfile
@@ -32,6 +33,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..checkpoints.placement import readable
 from ..errors import StatsError
 from ..files.atomic import atomic_path, check_free_space
 from ..files.safe_load import load_json, parse_json
@@ -39,6 +41,7 @@ from ..settings.methods import LocateThenEditSettings
 from . import speedups
 from .hooks import frozen, run, trace
 from .moments import SecondMomentSum
+from .ranks import ALONE, Ranks
 from .tokens import model_device, pad_id, pad_rows
 
 FORMAT = "adapterkit-stats/1"
@@ -77,7 +80,7 @@ def model_identity(model, spec, layer: int) -> dict:
     role = "mlp_in" if spec.has_role("mlp_in") else "embed"
     name = spec.weight_name(role, layer if role == "mlp_in" else None)
     return {"config_hash": config_hash(model, spec), "weight": name,
-            "weight_fingerprint": weight_fingerprint(model.get_parameter(name))}
+            "weight_fingerprint": weight_fingerprint(readable(model, name))}
 
 
 def corpus_identity(corpus: str | Path) -> str:
@@ -227,14 +230,20 @@ def _saved_dataset(path: Path) -> Iterator[str]:
 # --- computing ----------------------------------------------------------------------------------
 @torch.no_grad()
 def _accumulate(model, tok, modules: Sequence[str], documents: Sequence[str], batch_size: int, dtype: torch.dtype,
-                device, progress: bool, max_length: int) -> tuple[dict, int]:
-    """Sum of k k^T and token count per module, every module read in one forward that stops after the last one."""
+                device, progress: bool, max_length: int, ranks: Ranks = ALONE) -> tuple[dict, int]:
+    """Sum of k k^T and token count per module, every module read in one forward that stops after the last one.
+
+    Each module's sum stays on the device its keys come from (on a model placed over several devices, that
+    module's own), unless ``device`` names one for them all. In a launch of several ranks the leader's bar shows
+    its own documents, and tokens per second for all ranks together, estimated as its own rate times the ranks."""
     from tqdm.auto import tqdm
 
-    device = torch.device(device) if device is not None else model_device(model)
+    device = torch.device(device) if device is not None else None
     sums = {m: SecondMomentSum(dtype, fast=speedups.active()) for m in modules}
     count, started = 0, time.perf_counter()
-    bar = tqdm(total=len(documents), unit="doc", desc="second moments", disable=not progress)
+    bar = tqdm(total=len(documents), unit="doc", desc="second moments" + (f" (rank 0 of {ranks.world})" if ranks.world > 1 else ""),
+               disable=not (progress and ranks.leader))
+    rate_label = "tokens_per_s" if ranks.world == 1 else f"tokens_per_s_{ranks.world}_ranks"
     with frozen(model), trace(model, inputs=modules, stop=True) as record:
         for lo in range(0, len(documents), batch_size):
             rows = [list(tok(d, truncation=True, max_length=max_length)["input_ids"]) for d in documents[lo: lo + batch_size]]
@@ -249,10 +258,12 @@ def _accumulate(model, tok, modules: Sequence[str], documents: Sequence[str], ba
                 keys = record.inputs[m]
                 if keys.device not in on_device:
                     on_device[keys.device] = tokens.pin_memory().to(keys.device, non_blocking=True) if keys.is_cuda else tokens
-                sums[m].add(keys.reshape(-1, keys.shape[-1]).index_select(0, on_device[keys.device]).to(device))
+                seen = keys.reshape(-1, keys.shape[-1]).index_select(0, on_device[keys.device])
+                sums[m].add(seen.to(device) if device is not None else seen)
             count += len(tokens)
             bar.update(len(rows))
-            bar.set_postfix(tokens_per_s=f"{count / max(time.perf_counter() - started, 1e-9):.0f}", refresh=False)
+            rate = count * ranks.world / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix({rate_label: f"{rate:.0f}"}, refresh=False)
     bar.close()
     return {m: s.total() for m, s in sums.items()}, count
 
@@ -277,10 +288,12 @@ def _documents(corpus, n_samples: int) -> list[str]:
 
 def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, stats_dir=None, *, n_samples: int | None = None,
                   batch_size: int = 8, device=None, progress: bool = True, force: bool = False,
-                  layers=None, templates=None) -> dict[str, Path]:
+                  layers=None, templates=None, ranks: Ranks = ALONE) -> dict[str, Path]:
     """Compute (or find cached) statistics for every rewrite module at every edit layer.
 
-    Returns ``{module name: file}``. One pass over the corpus serves every module still missing.
+    Returns ``{module name: file}``. One pass over the corpus serves every module still missing. ``ranks``: this
+    process's place in a torchrun launch (``ranks.process_group``): each rank sums its share of the documents,
+    the sums are added over the ranks, and the leader writes the files while the others wait.
     """
     if corpus is None:
         raise StatsError("no corpus given for the second-moment statistics", fix=HOW_TO_SUPPLY)
@@ -295,9 +308,18 @@ def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, st
         check_free_space(stats_dir, sum((_input_width(model, spec, w.module) or 0) ** 2 * itemsize for w in missing),
                          what=f"statistics of {len(missing)} module(s)")
         documents = _documents(corpus, missing[0].n_samples)
-        sums, count = _accumulate(model, tok, [w.module for w in missing], documents, batch_size,
+        started = time.perf_counter()
+        sums, count = _accumulate(model, tok, [w.module for w in missing], ranks.share(documents), batch_size,
                                   DTYPES[missing[0].dtype], device, progress,
-                                  spec.max_positions(model.config) or DEFAULT_MAX_LENGTH)
+                                  spec.max_positions(model.config) or DEFAULT_MAX_LENGTH, ranks)
+        sums, count = ranks.summed(sums, count, {w.module: _input_width(model, spec, w.module) for w in missing})
+        if ranks.world > 1 and progress and ranks.leader:
+            seconds = time.perf_counter() - started
+            print(f"second moments: {count} tokens over {ranks.world} ranks in {seconds:.1f} s: "
+                  f"{count / max(seconds, 1e-9):.0f} tokens/s together", file=sys.stderr)
+        if not ranks.leader:
+            ranks.wait_for_all()  # the leader writes the files
+            return {w.module: w.path for w in wanted}
         _warn_if_singular(sums, count, corpus)
         for w in missing:
             meta = {"format": FORMAT, "module": w.module, "layer": w.layer, **w.identity, "corpus": str(corpus),
@@ -305,6 +327,7 @@ def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, st
                     "created": _now()}
             write_npz(w.path, sums[w.module], count, meta)
             announce(w.path, w.module, meta, "wrote")
+        ranks.wait_for_all()
     return {w.module: w.path for w in wanted}
 
 

@@ -102,7 +102,11 @@ def pad_id(tok) -> int:
 
 
 def model_device(model) -> torch.device:
-    return next(model.parameters()).device
+    """Where a forward's inputs go: the embedding's device. On a model accelerate placed over several devices its
+    hooks carry the activations on from there; what a module gives stays on that module's own device."""
+    from ..checkpoints.placement import input_device
+
+    return input_device(model)
 
 
 def padded(rows: Sequence[Sequence[int]], pad: int, side: str = "right",

@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints.placement import is_placed, module_device
 from ..errors import AdapterkitError
 from ..settings.methods import LocateThenEditSettings
 from . import graphs, speedups
@@ -291,7 +292,7 @@ class StraightforwardValues(ValueOptimiser):
         active = torch.ones(len(chunk.requests), dtype=torch.bool, device=chunk.device)
         for step in range(chunk.settings.steps):
             losses = chunk.forward()
-            active = active & (losses.detach() >= STOP_LOSS)
+            active = active & (losses.detach() >= STOP_LOSS).to(active.device)  # the head may sit on another device
             if step == chunk.settings.steps - 1 or not bool(active.any()):
                 break
             optimiser.zero_grad()
@@ -314,6 +315,11 @@ class FastValues(ValueOptimiser):
     graph on a GPU), and the keys read from the forward that records the reference outputs."""
 
     keys_from_reference_forward = True
+
+    def optimise(self, model, tok, requests, *args, **options) -> TargetValues:
+        if is_placed(model):
+            return StraightforwardValues().optimise(model, tok, requests, *args, **options)
+        return super().optimise(model, tok, requests, *args, **options)
 
     def _head_cut_is_exact(self, model, tok, requests, templates, fact_token, lm_head) -> bool:
         return _head_cut_is_exact(model, tok, requests, templates, fact_token, lm_head)
@@ -379,15 +385,20 @@ def _refuse_non_finite(values: dict[str, torch.Tensor], requests) -> None:
                     "kl_factor: finite and of ordinary size), and edit a float32 copy of a 16-bit model")
 
 
-def value_optimiser() -> ValueOptimiser:
-    """The optimiser for one edit: ``FastValues``, or ``StraightforwardValues`` inside ``speedups.enabled(False)``."""
-    return FastValues() if speedups.active() else StraightforwardValues()
+def value_optimiser(model=None) -> ValueOptimiser:
+    """The optimiser for one edit of ``model``: ``FastValues``, or ``StraightforwardValues`` inside
+    ``speedups.enabled(False)`` and for a model accelerate placed over several devices or offloaded (its steps
+    cross devices and load weights, which a captured or replayed step cannot; ``FastValues`` steps aside by
+    itself there too, where it was picked without the model)."""
+    if not speedups.active() or (model is not None and is_placed(model)):
+        return StraightforwardValues()
+    return FastValues()
 
 
 def optimise_values(model, tok, requests, points: Sequence[str], templates: Sequence[Sequence[str]], fact_token: str,
                     settings: LossSettings, **options) -> dict[str, torch.Tensor]:
-    """``value_optimiser().optimise(...).values``: target values ``{point: [R, d]}`` where no keys are wanted."""
-    return value_optimiser().optimise(model, tok, requests, points, templates, fact_token, settings, **options).values
+    """``value_optimiser(model).optimise(...).values``: target values ``{point: [R, d]}`` where no keys are wanted."""
+    return value_optimiser(model).optimise(model, tok, requests, points, templates, fact_token, settings, **options).values
 
 
 class _Chunk:
@@ -508,7 +519,10 @@ def head_logits(model, vb: ValueBatch, loss_module, lm_head: str | None) -> torc
         with trace(model, outputs=[layer], stop=True) as record:
             run(model, vb.batch)
         hidden = at_positions(record.outputs[layer], rows, positions)
-        return model.get_submodule(head)(model.get_submodule(ln_f)(hidden)).float()
+        ln_f, head = model.get_submodule(ln_f), model.get_submodule(head)
+        # called outside the model's forward: on a placed model, to the device each runs on
+        normed = ln_f(_to_module(hidden, ln_f))
+        return head(_to_module(normed, head)).float()
     if lm_head is None:
         return at_positions(run(model, vb.batch), rows, positions).float()
     cut = lambda module, args: (at_positions(args[0], rows, positions)[None], *args[1:])  # noqa: E731
@@ -573,6 +587,11 @@ def _check_prefix_split(model, tok, requests, templates, fact_token, loss_module
     # about the spread itself (benchmarks/RESULTS.md).
     spread, difference = float(full.std()), (split - full).abs()
     return float(difference.mean()) <= 0.1 * spread and float(difference.max()) <= 0.5 * spread
+
+
+def _to_module(tensor: torch.Tensor, module) -> torch.Tensor:
+    device = module_device(module)
+    return tensor if device is None or device == tensor.device else tensor.to(device)
 
 
 def _kl_log_probs(logits: torch.Tensor, vb: ValueBatch) -> torch.Tensor:

@@ -29,11 +29,13 @@ def config_fingerprint(config) -> dict:
 @torch.no_grad()
 def weights_sha256(model) -> str:
     """sha256 over every parameter and buffer as loaded (name, dtype, shape, bytes), in name order: the weights that
-    were measured, whatever file format and dtype they came from."""
+    were measured, whatever file format and dtype they came from (and wherever accelerate placed them)."""
+    from ..checkpoints.placement import readable
+
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         shape = tuple(tensor.shape)
-        tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
+        tensor = readable(model, name, tensor).detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}|{tensor.dtype}|{shape}|".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()

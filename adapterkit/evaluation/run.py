@@ -77,9 +77,10 @@ def _jsonable(value):
 
 
 def prepare(model_path, hparams, data, settings: EvalSettings, *, device=None, allow_partial: bool = False,
-            archive=None, say=lambda line: None) -> Prepared:
+            archive=None, say=lambda line: None, placement: dict | None = None) -> Prepared:
     from ..arch.registry import get_registry
     from ..checkpoints.loading import load_model
+    from ..checkpoints.placement import describe_placement
     from ..api import check_edit_inputs
     from ..requests import load_requests
     from ..settings.hparams import load_settings
@@ -103,7 +104,7 @@ def prepare(model_path, hparams, data, settings: EvalSettings, *, device=None, a
     heldout.check_texts_left(texts, source)
 
     say(f"loading {model_path}")
-    model, tok = load_model(model_path, device=device, allow_partial=allow_partial)
+    model, tok = load_model(model_path, device=device, allow_partial=allow_partial, **(placement or {}))
     if tok is None:
         raise AdapterkitError(f"{model_path}: no tokenizer files found",
                               fix="copy the tokenizer files (tokenizer.json / tokenizer_config.json) into the checkpoint directory")
@@ -129,7 +130,7 @@ def prepare(model_path, hparams, data, settings: EvalSettings, *, device=None, a
         "heldout": {"source": source, "sha256": heldout.texts_digest(texts), "count": len(texts)},
     }
     environment = {"model_path": str(model_path), "hparams_path": str(hparams), "data_path": str(data),
-                   "device": str(next(model.parameters()).device), "versions": package_versions()}
+                   "device": describe_placement(model), "versions": package_versions()}
     run_info = {"format": FORMAT, "identity": _jsonable(identity), "environment": environment}
     return Prepared(model, tok, requests, method_settings, run_info, texts, wrap)
 
@@ -139,9 +140,10 @@ def prepare(model_path, hparams, data, settings: EvalSettings, *, device=None, a
 
 # --- the loop -------------------------------------------------------------------------------------
 def run_eval(model_path, hparams, data, out, settings: EvalSettings = EvalSettings(), *, device=None,
-             allow_partial: bool = False, archive=None, say=None, on_unit_done=None) -> dict:
+             allow_partial: bool = False, archive=None, say=None, on_unit_done=None, placement: dict | None = None) -> dict:
     """Run (or resume) an evaluation into ``out``; returns the report (also written as out/report.json).
-    ``on_unit_done(unit, rows)`` is called after each unit's rows are written."""
+    ``on_unit_done(unit, rows)`` is called after each unit's rows are written. ``placement``: ``load_model``'s
+    ``device_map`` / ``max_memory`` / ``offload_folder``."""
     from .. import api
     from ..editing.progress import counter
     from .metrics import perplexity
@@ -151,7 +153,7 @@ def run_eval(model_path, hparams, data, out, settings: EvalSettings = EvalSettin
     out = Path(out)
     check_out_dir(out)
     prepared = prepare(model_path, hparams, data, settings, device=device, allow_partial=allow_partial,
-                       archive=archive, say=say)
+                       archive=archive, say=say, placement=placement)
     requests, model, tok = prepared.requests, prepared.model, prepared.tok
     units = plan_units(len(requests), settings.batch)
     rows = open_run(out, prepared.run_info, units, say)

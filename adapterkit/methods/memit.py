@@ -24,7 +24,7 @@ class MEMIT(described.MEMIT):
     def apply(self, model, tok, requests, settings: MEMITSettings, *, spec, ledger, archive=None, carried=None):
         num_layers, layers = self.edit_layers(model, settings, spec)
         top = settings.layer_module_tmp.format(layers[-1])
-        optimiser = value_optimiser()
+        optimiser = value_optimiser(model)
         with frozen(model):
             templates = context_templates(model, tok, settings)
             zs = optimiser.optimise(model, tok, requests, [top], templates, settings.fact_token, LossSettings.from_settings(settings),

@@ -21,6 +21,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from ..editing.tokens import model_device
 from ..editing import batches, losses
 from ..editing.hooks import frozen
 from ..editing.result import tensor_aliases
@@ -248,7 +249,7 @@ class MEND(described.MEND):
     # --- editing ----------------------------------------------------------------------------------
     def apply(self, model, tok, requests, settings: MENDSettings, *, spec, ledger, archive=None):
         editor = self.load_editor(archive or settings.archive, model, spec, settings)
-        device = next(model.parameters()).device
+        device = model_device(model)  # the embedding's: on a placed model, where the inputs go
         editor.to(device).eval()
         with frozen(model):
             factors = edit_factors(model, tok, requests, editor.names, editor.dims, device)

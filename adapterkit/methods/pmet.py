@@ -31,7 +31,7 @@ class PMET(described.PMET):
         components = [settings.attn_module_tmp, settings.mlp_module_tmp]
         rewrites = self.rewrite_templates(settings, components)
         points = [c.format(layers[-1]) for c in components]
-        optimiser = value_optimiser()
+        optimiser = value_optimiser(model)
         with frozen(model):
             templates = context_templates(model, tok, settings)
             zs = optimiser.optimise(model, tok, requests, points, templates, settings.fact_token, LossSettings.from_settings(settings),

@@ -23,7 +23,7 @@ from ..settings.methods import ROMESettings
 class ROME(described.ROME):
     def apply(self, model, tok, requests, settings: ROMESettings, *, spec, ledger, archive=None):
         num_layers, layers = self.edit_layers(model, settings, spec)
-        optimiser = value_optimiser()
+        optimiser = value_optimiser(model)
         with frozen(model):
             templates = [[c for group in context_templates(model, tok, settings) for c in group]]  # ROME averages them flat
             for request in progress(requests, desc="ROME edits", unit="edit"):

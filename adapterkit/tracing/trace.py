@@ -410,7 +410,7 @@ def subject_embedding_std(model, tok, spec, requests: Sequence[EditRequest]) -> 
 def _adding(noise: torch.Tensor, first: int):
     def add(output: torch.Tensor) -> torch.Tensor:
         output = output.clone()
-        output[:, first: first + noise.shape[1]] += noise.to(output.dtype)
+        output[:, first: first + noise.shape[1]] += noise.to(output.device, output.dtype)
         return output
     return add
 
@@ -419,7 +419,8 @@ def _restoring(clean: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor)
     """Set row ``rows[i]`` at position ``positions[i]`` to the clean run's state there."""
     def restore(output: torch.Tensor) -> torch.Tensor:
         output = output.clone()
-        output[rows, positions] = clean[0, positions].to(output.dtype)
+        here = positions.to(output.device)  # on a placed model each module's output is on its own device
+        output[rows.to(output.device), here] = clean[0, positions.to(clean.device)].to(output.device, output.dtype)
         return output
     return restore
 

@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ...editing.tokens import model_device
 from ...errors import AdapterkitError
 from ...requests import EditRequest
 from .counterfactual import conditioned_logits, edit_ids
@@ -26,7 +27,7 @@ class SeracAnswerer(nn.Module):
         self.features, self.tok, self.threshold = features, tok, threshold
         self.requests = list(requests)
         self.contexts = [edit_ids(tok, r) for r in self.requests]
-        device = next(base.parameters()).device
+        device = model_device(base)
         with torch.no_grad():
             self.keys = editor.classifier.keys(features, tok, self.requests, device)
 

@@ -1,6 +1,7 @@
 """SERAC, the method: load a trained editor and return the answerer."""
 from __future__ import annotations
 
+from ...editing.tokens import model_device
 from .. import described
 from ...settings.methods import SERACSettings
 from .answerer import SeracAnswerer
@@ -11,7 +12,7 @@ from .task import SeracTask
 
 class SERAC(described.SERAC):
     def apply(self, model, tok, requests, settings: SERACSettings, *, spec, ledger, archive=None):
-        device = next(model.parameters()).device
+        device = model_device(model)
         editor = self.load_editor(archive or settings.archive, model, spec, settings)
         editor.to(device).eval()
         features = frozen_features(settings, model, spec, tok, device)
