@@ -12,6 +12,7 @@ from .settings.against_model import check_hparams_against_model
 from .requests import check_requests_fit
 from .editing.stats import check_stats_inputs
 from .arch.registry import get_registry
+from .checkpoints.first_layers import FULL_DEPTH
 from .checkpoints.placement import check_weights_in_memory, written_weights
 from .requests import normalise_requests
 
@@ -61,10 +62,20 @@ def check_edit_inputs(model, tok, records, settings, hp, spec, method, hparams_s
     """Everything an edit checks before any work: the hparams (``hp``, the settings as a dict) against the model,
     the requests against its tokenizer and positions, the weights it writes against accelerate's offloading (one
     not in memory cannot be edited), the statistics files the settings name."""
+    check_whole_model(model, spec)
     check_hparams_against_model(hp, model, spec, hparams_source, method)
     check_weights_in_memory(model, written_weights(hp), f"{method.name} ({hparams_source})")
     check_requests_fit(records, tok, model, spec, settings, requests_source)
     check_stats_inputs(model, spec, settings)
+
+
+def check_whole_model(model, spec) -> None:
+    """A model loaded with only its first layers (for the statistics) computes other outputs than the checkpoint."""
+    full = getattr(model, FULL_DEPTH, None)
+    if full is not None:
+        raise AdapterkitError(f"this model holds only its first {spec.num_layers(model.config)} of {full} layers "
+                              "(loaded by load_first_layers for the statistics pass); an edit needs the whole model",
+                              fix="load it with adapterkit.load_model")
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from ..arch.config_checks import check_config_types
 from .checks import check_loading_info, check_safetensors_header, check_weights_cover_model
 from ..files.safe_load import CONFIG_LIMIT, load_json
 from ..arch.registry import get_registry
+from ..arch.spec import get_module
 from .build import TensorIndex, build_model, config_object, model_class
 
 SAFETENSORS_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -126,12 +127,67 @@ def load_model(path, *, dtype="auto", device=None, tokenizer: bool = True, allow
     config = read_config(path)
     spec = get_registry().for_config(config, source=str(path / "config.json"), infer=True)
     check_weights_cover_model(read_tensor_index(path), config, spec, path, allow_partial=allow_partial)
+    model = _from_pretrained(path, config, spec, dtype, device, placement, allow_partial)
+    return model, (load_tokenizer(path) if tokenizer else None)
+
+
+def load_first_layers(path, layers: int, *, dtype="auto", device=None, tokenizer: bool = True,
+                      allow_partial: bool = False, device_map=None, max_memory=None, offload_folder=None):
+    """``load_model`` building only the first ``layers`` layers (the statistics pass, which stops after the
+    deepest edit layer, needs no more): the weights above them are not loaded. Returns (model, tok,
+    ``FirstLayers``), which says what was loaded; where the declaration cannot tell the config's layer-count key
+    (or the checkpoint is a GGUF file, dequantised whole), the whole model is loaded and the ``FirstLayers`` says
+    why. The model keeps the checkpoint's depth (``first_layers.FULL_DEPTH``): statistics it computes carry the
+    identity of the whole model."""
+    from .build import meta_model
+    from .first_layers import FULL_DEPTH, FirstLayers, dropped_layer_pattern, parameter_count, shallow_config
+
+    gguf = gguf_file(path)
+    config = gguf_config(gguf) if gguf is not None else read_config(path)
+    spec = get_registry().for_config(config, source=str(config_source(path)), infer=True)
+    total_layers = spec.num_layers(config)
+    total_parameters = parameter_count(meta_model(config, spec, str(config_source(path))))
+    shallow, note = (None, "a GGUF checkpoint is dequantised whole") if gguf is not None else \
+        shallow_config(config, spec, layers)
+    if shallow is not None:
+        try:
+            depth = len(get_module(meta_model(shallow, spec), spec.layers_path))
+        except Exception as exc:  # a family whose model class rejects a shallower config: load it whole
+            shallow, note = None, f"a shallower {spec.name} config does not build ({type(exc).__name__}: {exc})"
+        else:
+            if depth != layers:
+                shallow, note = None, (f"lowering the layer-count keys still builds {depth} layers (the {spec.name} "
+                                       "model class reads its depth elsewhere)")
+    if shallow is None:
+        model, tok = load_model(path, dtype=dtype, device=device, tokenizer=tokenizer, allow_partial=allow_partial,
+                                device_map=device_map, max_memory=max_memory, offload_folder=offload_folder)
+        loaded = parameter_count(model)
+        return model, tok, FirstLayers(total_layers, total_layers, loaded, max(total_parameters, loaded), note)
+    check_device(device)
+    placement = placement_options(device=device, device_map=device_map, max_memory=max_memory,
+                                  offload_folder=offload_folder)
+    path = checkpoint_dir(path)
+    check_weights_cover_model(read_tensor_index(path), config, spec, path, allow_partial=allow_partial)
+    model = _from_pretrained(path, shallow, spec, dtype, device, placement, allow_partial,
+                             dropped=dropped_layer_pattern(spec, layers), keep=layers)
+    setattr(model, FULL_DEPTH, total_layers)
+    first = FirstLayers(layers, total_layers, parameter_count(model), total_parameters)
+    return model, (load_tokenizer(path) if tokenizer else None), first
+
+
+def _from_pretrained(path: Path, config: dict, spec, dtype, device, placement: dict, allow_partial: bool, *,
+                     dropped=None, keep: int | None = None):
+    """The model of ``config`` with the checkpoint's weights; with ``dropped`` (a pattern of layer tensor names),
+    the weights of layers ``keep`` and above are expected to be left unread."""
+    from .first_layers import is_dropped
+
     cls = model_class(spec)
     kwargs = {"dtype": dtype, "output_loading_info": True, "ignore_mismatched_sizes": True, **placement}
-    if spec.config_class() is not None:
+    if spec.config_class() is not None or dropped is not None:
         kwargs["config"] = config_object(config, spec)
     try:
-        model, loading = cls.from_pretrained(str(path), local_files_only=True, **kwargs)
+        with _quiet_about_dropped_layers(dropped is not None):
+            model, loading = cls.from_pretrained(str(path), local_files_only=True, **kwargs)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot load the weights ({exc})",
                               fix="check that the weight files listed in the index are all present") from None
@@ -144,11 +200,30 @@ def load_model(path, *, dtype="auto", device=None, tokenizer: bool = True, allow
                                       "to the disk") from None
         raise CheckpointError(f"{path}: cannot load the weights ({type(exc).__name__}: {exc})",
                               fix="re-download or re-save the checkpoint; a partial copy is the usual cause") from None
+    if dropped is not None:
+        loading = {**loading, "unexpected_keys": [name for name in loading.get("unexpected_keys") or ()
+                                                  if not is_dropped(name, dropped, keep)]}
     check_loading_info(loading, path, allow_partial=allow_partial)
     if device is not None:
         model.to(device)
     model.eval()
-    return model, (load_tokenizer(path) if tokenizer else None)
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_about_dropped_layers(quiet: bool):
+    """transformers reports the weights of the layers left out as unused; they are left out on purpose."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 def load_tokenizer(path):

@@ -1,6 +1,8 @@
 """`adapterkit stats`: compute second-moment statistics, or adopt a ROME / EasyEdit file."""
 from __future__ import annotations
 
+import sys
+
 from ..errors import AdapterkitError
 from .command import Command, model_args, need_tokenizer, partial_arg, placement_kwargs, registry
 
@@ -11,6 +13,12 @@ def stats_arguments(p) -> None:
     p.add_argument("--stats-dir")
     p.add_argument("--n-samples", type=int)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--all-layers", action="store_true",
+                   help="load every layer of the model (default: only the layers up to the deepest edit layer, where "
+                        "the pass stops; the statistics are the same)")
+    p.add_argument("--checkpoint-every", type=int, metavar="DOCUMENTS",
+                   help="write a checkpoint of the pass every DOCUMENTS documents of each process's share, from which "
+                        "a killed run continues (default: a tenth of the share, at least 1000; 0: none)")
 
 
 def stats_import_arguments(p) -> None:
@@ -28,7 +36,7 @@ def stats_import_arguments(p) -> None:
 
 
 def run_stats(args) -> int:
-    from ..checkpoints.loading import load_model
+    from ..checkpoints.loading import load_first_layers, load_model
     from ..editing.ranks import launch_size, process_group
     from ..editing.stats import compute_stats
     from ..settings.hparams import load_settings
@@ -40,6 +48,9 @@ def run_stats(args) -> int:
     if not isinstance(settings, LocateThenEditSettings):
         raise AdapterkitError(f"{args.hparams}: {settings.alg_name} reads no second-moment statistics",
                               fix="give the hyperparameter file of a locate-then-edit method (ROME, MEMIT, PMET)")
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise AdapterkitError(f"--checkpoint-every {args.checkpoint_every}: a number of documents",
+                              fix="give a positive number of documents between checkpoints, or 0 for none")
     stats_dir = args.stats_dir or settings.stats_dir
     check_writable(stats_dir, what="statistics directory", directory=True)
     launched = launch_size() > 1
@@ -52,11 +63,18 @@ def run_stats(args) -> int:
     with process_group(on_gpu) as ranks:
         if on_gpu and placement["device"] in (None, "cuda"):
             placement["device"] = f"cuda:{ranks.local_rank}"
-        model, tok = load_model(args.model_path, allow_partial=args.allow_partial_weights, **placement)
+        if args.all_layers or min(settings.layers) < 0:
+            model, tok = load_model(args.model_path, allow_partial=args.allow_partial_weights, **placement)
+        else:
+            model, tok, loaded = load_first_layers(args.model_path, max(settings.layers) + 1,
+                                                   allow_partial=args.allow_partial_weights, **placement)
+            if ranks.leader:
+                print(f"adapterkit: {loaded.describe()}", file=sys.stderr)
         need_tokenizer(tok, args.model_path)
         spec = registry().for_model(model)
         paths = compute_stats(model, tok, settings, spec, args.corpus, stats_dir, n_samples=args.n_samples,
-                              batch_size=args.batch_size, device=placement["device"], ranks=ranks)
+                              batch_size=args.batch_size, device=placement["device"], ranks=ranks,
+                              checkpoint_every=args.checkpoint_every)
     for layer, path in paths.items() if ranks.leader else ():
         print(f"layer {layer}: {path}")
     return 0

@@ -26,8 +26,24 @@ class SecondMomentSum:
         self.partial: torch.Tensor | None = None
         self.pending = 0
         self.bounds: list[tuple[int, int]] | None = None
+        self.restored = False
+
+    def state(self) -> dict:
+        """Everything the sum holds, on the CPU: ``restore`` continues it exactly where it stood."""
+        cpu = lambda t: None if t is None else t.detach().to("cpu")  # noqa: E731
+        return {"sum": cpu(self.sum), "partial": cpu(self.partial), "pending": self.pending,
+                "bounds": None if self.bounds is None else [list(b) for b in self.bounds]}
+
+    def restore(self, state: dict) -> None:
+        self.sum, self.partial, self.pending = state["sum"], state["partial"], int(state["pending"])
+        self.bounds = None if state["bounds"] is None else [tuple(b) for b in state["bounds"]]
+        self.restored = True
 
     def add(self, keys: torch.Tensor) -> None:
+        if self.restored:  # a restored sum continues on the device of the keys, as a new one starts there
+            self.sum = None if self.sum is None else self.sum.to(keys.device)
+            self.partial = None if self.partial is None else self.partial.to(keys.device)
+            self.restored = False
         if not self.fast or self.dtype not in (torch.float32, *_HALF):
             product = (keys.to(self.dtype).T @ keys.to(self.dtype)).double()
             self.sum = product if self.sum is None else self.sum.add_(product)

@@ -33,6 +33,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..checkpoints.first_layers import full_num_layers
 from ..checkpoints.placement import readable
 from ..errors import StatsError
 from ..files.atomic import atomic_path, check_free_space
@@ -41,6 +42,7 @@ from ..settings.methods import LocateThenEditSettings
 from . import speedups
 from .hooks import frozen, run, trace
 from .moments import SecondMomentSum
+from .resume import PassCheckpoint, default_interval
 from .ranks import ALONE, Ranks
 from .tokens import model_device, pad_id, pad_rows
 
@@ -59,8 +61,10 @@ _moment_cache: dict = {}
 
 # --- identities ---------------------------------------------------------------------------------
 def config_hash(model, spec) -> str:
+    """The shape of the checkpoint: a model loaded with only its first layers (``load_first_layers``) hashes as
+    the whole one, so that its statistics serve an edit of the whole model."""
     config = model.config
-    shape = {"model_type": getattr(config, "model_type", None), "num_layers": spec.num_layers(config),
+    shape = {"model_type": getattr(config, "model_type", None), "num_layers": full_num_layers(model, spec),
              "hidden_size": spec.hidden_size(config), "intermediate_size": spec.intermediate_size(config),
              "vocab_size": spec.vocab_size(config)}
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
@@ -230,42 +234,59 @@ def _saved_dataset(path: Path) -> Iterator[str]:
 # --- computing ----------------------------------------------------------------------------------
 @torch.no_grad()
 def _accumulate(model, tok, modules: Sequence[str], documents: Sequence[str], batch_size: int, dtype: torch.dtype,
-                device, progress: bool, max_length: int, ranks: Ranks = ALONE) -> tuple[dict, int]:
+                device, progress: bool, max_length: int, ranks: Ranks = ALONE,
+                checkpoint: PassCheckpoint | None = None) -> tuple[dict, int]:
     """Sum of k k^T and token count per module, every module read in one forward that stops after the last one.
 
     Each module's sum stays on the device its keys come from (on a model placed over several devices, that
     module's own), unless ``device`` names one for them all. In a launch of several ranks the leader's bar shows
-    its own documents, and tokens per second for all ranks together, estimated as its own rate times the ranks."""
+    its own documents, and tokens per second for all ranks together, estimated as its own rate times the ranks.
+    ``checkpoint``: where the pass starts (its last checkpoint, if one of this pass exists) and where it writes one
+    every ``checkpoint.every`` documents; resumed, the pass runs the batches it had not run, as they were."""
     from tqdm.auto import tqdm
 
     device = torch.device(device) if device is not None else None
     sums = {m: SecondMomentSum(dtype, fast=speedups.active()) for m in modules}
-    count, started = 0, time.perf_counter()
-    bar = tqdm(total=len(documents), unit="doc", desc="second moments" + (f" (rank 0 of {ranks.world})" if ranks.world > 1 else ""),
+    count, done = 0, 0
+    resumed = checkpoint.load() if checkpoint is not None else None
+    if resumed is not None:
+        for m in modules:
+            sums[m].restore(resumed.states[m])
+        count, done = resumed.count, resumed.done
+    counted_before, started = count, time.perf_counter()
+    bar = tqdm(total=len(documents), initial=done, unit="doc",
+               desc="second moments" + (f" (rank 0 of {ranks.world})" if ranks.world > 1 else ""),
                disable=not (progress and ranks.leader))
     rate_label = "tokens_per_s" if ranks.world == 1 else f"tokens_per_s_{ranks.world}_ranks"
     with frozen(model), trace(model, inputs=modules, stop=True) as record:
-        for lo in range(0, len(documents), batch_size):
+        for lo in range(done, len(documents), batch_size):
             rows = [list(tok(d, truncation=True, max_length=max_length)["input_ids"]) for d in documents[lo: lo + batch_size]]
             rows = [r for r in rows if r]
-            if not rows:
-                continue
-            batch = pad_rows(rows, [0] * len(rows), pad_id(tok))
-            tokens = batch.attention_mask.flatten().nonzero()[:, 0]  # found on the host: no wait on the device
-            run(model, batch.to(model_device(model)))  # from page-locked memory: no wait on queued work
-            on_device = {}  # the positions, copied once per device the modules' keys are on
-            for m in modules:
-                keys = record.inputs[m]
-                if keys.device not in on_device:
-                    on_device[keys.device] = tokens.pin_memory().to(keys.device, non_blocking=True) if keys.is_cuda else tokens
-                seen = keys.reshape(-1, keys.shape[-1]).index_select(0, on_device[keys.device])
-                sums[m].add(seen.to(device) if device is not None else seen)
-            count += len(tokens)
-            bar.update(len(rows))
-            rate = count * ranks.world / max(time.perf_counter() - started, 1e-9)
+            if rows:
+                count += _add_batch(model, tok, rows, modules, record, sums, device)
+            done = min(lo + batch_size, len(documents))
+            bar.update(done - lo)
+            rate = (count - counted_before) * ranks.world / max(time.perf_counter() - started, 1e-9)
             bar.set_postfix({rate_label: f"{rate:.0f}"}, refresh=False)
+            if checkpoint is not None and checkpoint.due(done):
+                checkpoint.save(sums, count, done)
     bar.close()
     return {m: s.total() for m, s in sums.items()}, count
+
+
+def _add_batch(model, tok, rows, modules, record, sums, device) -> int:
+    """One batch's keys added to ``sums``; returns its token count."""
+    batch = pad_rows(rows, [0] * len(rows), pad_id(tok))
+    tokens = batch.attention_mask.flatten().nonzero()[:, 0]  # found on the host: no wait on the device
+    run(model, batch.to(model_device(model)))  # from page-locked memory: no wait on queued work
+    on_device = {}  # the positions, copied once per device the modules' keys are on
+    for m in modules:
+        keys = record.inputs[m]
+        if keys.device not in on_device:
+            on_device[keys.device] = tokens.pin_memory().to(keys.device, non_blocking=True) if keys.is_cuda else tokens
+        seen = keys.reshape(-1, keys.shape[-1]).index_select(0, on_device[keys.device])
+        sums[m].add(seen.to(device) if device is not None else seen)
+    return len(tokens)
 
 
 def _warn_if_singular(sums: dict, count: int, corpus) -> None:
@@ -288,15 +309,23 @@ def _documents(corpus, n_samples: int) -> list[str]:
 
 def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, stats_dir=None, *, n_samples: int | None = None,
                   batch_size: int = 8, device=None, progress: bool = True, force: bool = False,
-                  layers=None, templates=None, ranks: Ranks = ALONE) -> dict[str, Path]:
+                  layers=None, templates=None, ranks: Ranks = ALONE, checkpoint_every: int | None = None) -> dict[str, Path]:
     """Compute (or find cached) statistics for every rewrite module at every edit layer.
 
     Returns ``{module name: file}``. One pass over the corpus serves every module still missing. ``ranks``: this
     process's place in a torchrun launch (``ranks.process_group``): each rank sums its share of the documents,
     the sums are added over the ranks, and the leader writes the files while the others wait.
+
+    The pass writes a checkpoint every ``checkpoint_every`` documents of this rank's share (None: a tenth of the
+    share, at least ``resume.MIN_INTERVAL``; 0: none) and continues from a checkpoint of the same pass that a killed
+    run left (``editing.resume``); the checkpoint is removed once the files are written. ``model`` may hold only
+    its first layers (``load_first_layers``): the files then carry the whole model's identity.
     """
     if corpus is None:
         raise StatsError("no corpus given for the second-moment statistics", fix=HOW_TO_SUPPLY)
+    if checkpoint_every is not None and checkpoint_every < 0:
+        raise StatsError(f"checkpoint_every={checkpoint_every}: a number of documents, 0 for no checkpoints",
+                         fix="give a positive number of documents between checkpoints, or 0")
     stats_dir = stats_dir or settings.stats_dir
     wanted = stats_requests(model, spec, settings, stats_dir, layers, templates, n_samples, corpus=corpus)
     corpus_id = corpus_identity(corpus)
@@ -308,10 +337,13 @@ def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, st
         check_free_space(stats_dir, sum((_input_width(model, spec, w.module) or 0) ** 2 * itemsize for w in missing),
                          what=f"statistics of {len(missing)} module(s)")
         documents = _documents(corpus, missing[0].n_samples)
+        share = ranks.share(documents)
+        max_length = spec.max_positions(model.config) or DEFAULT_MAX_LENGTH
+        checkpoint = _pass_checkpoint(missing, corpus_id, len(documents), len(share), batch_size, max_length, ranks,
+                                      checkpoint_every)
         started = time.perf_counter()
-        sums, count = _accumulate(model, tok, [w.module for w in missing], ranks.share(documents), batch_size,
-                                  DTYPES[missing[0].dtype], device, progress,
-                                  spec.max_positions(model.config) or DEFAULT_MAX_LENGTH, ranks)
+        sums, count = _accumulate(model, tok, [w.module for w in missing], share, batch_size,
+                                  DTYPES[missing[0].dtype], device, progress, max_length, ranks, checkpoint)
         sums, count = ranks.summed(sums, count, {w.module: _input_width(model, spec, w.module) for w in missing})
         if ranks.world > 1 and progress and ranks.leader:
             seconds = time.perf_counter() - started
@@ -319,6 +351,7 @@ def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, st
                   f"{count / max(seconds, 1e-9):.0f} tokens/s together", file=sys.stderr)
         if not ranks.leader:
             ranks.wait_for_all()  # the leader writes the files
+            checkpoint.remove()
             return {w.module: w.path for w in wanted}
         _warn_if_singular(sums, count, corpus)
         for w in missing:
@@ -327,8 +360,19 @@ def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, st
                     "created": _now()}
             write_npz(w.path, sums[w.module], count, meta)
             announce(w.path, w.module, meta, "wrote")
+        checkpoint.remove()
         ranks.wait_for_all()
     return {w.module: w.path for w in wanted}
+
+
+def _pass_checkpoint(missing: Sequence[StatsRequest], corpus_id: str, documents: int, share: int, batch_size: int,
+                     max_length: int, ranks: Ranks, every: int | None) -> PassCheckpoint:
+    """This rank's checkpoint of the pass, beside the first file it computes, keyed by all its numbers depend on."""
+    key = {"modules": [w.module for w in missing], "identities": {w.module: w.identity for w in missing},
+           "corpus_id": corpus_id, "documents": documents, "n_samples": missing[0].n_samples,
+           "dtype": missing[0].dtype, "batch_size": batch_size, "max_length": max_length,
+           "fast": speedups.active(), "rank": ranks.rank, "world": ranks.world}
+    return PassCheckpoint(missing[0].path, key, default_interval(share) if every is None else every, share)
 
 
 def _usable(wanted: StatsRequest, corpus_id: str) -> bool:
