@@ -13,7 +13,7 @@ from .requests import check_requests_fit
 from .editing.stats import check_stats_inputs
 from .arch.registry import get_registry
 from .checkpoints.first_layers import FULL_DEPTH
-from .checkpoints.placement import check_weights_in_memory, written_weights
+from .checkpoints.placement import check_weights_in_memory
 from .requests import normalise_requests
 
 
@@ -64,7 +64,7 @@ def check_edit_inputs(model, tok, records, settings, hp, spec, method, hparams_s
     not in memory cannot be edited), the statistics files the settings name."""
     check_whole_model(model, spec)
     check_hparams_against_model(hp, model, spec, hparams_source, method)
-    check_weights_in_memory(model, written_weights(hp), f"{method.name} ({hparams_source})")
+    check_weights_in_memory(model, settings.written_weights, f"{method.name} ({hparams_source})")
     check_requests_fit(records, tok, model, spec, settings, requests_source)
     check_stats_inputs(model, spec, settings)
 

@@ -244,17 +244,6 @@ def check_weights_in_memory(model, names, what: str = "the edit") -> None:
                 "modules on a GPU or \"cpu\" in the --device-map file; the layers the edit only reads may stay offloaded")
 
 
-def written_weights(hparams: dict) -> list[str]:
-    """The weights a locate-then-edit or gradient-editor hparams dict names for writing: each ``rewrite_module_tmp``
-    (or ``rewrite_module_tmps`` entry) at each of ``layers``, and ``inner_params``."""
-    names = [str(n) for n in hparams.get("inner_params") or []]
-    templates = hparams.get("rewrite_module_tmps") or hparams.get("rewrite_module_tmp")
-    templates = [templates] if isinstance(templates, str) else list(templates or [])
-    for layer in hparams.get("layers") or []:
-        names += [f"{t.format(layer)}.weight" for t in templates if isinstance(t, str)]
-    return names
-
-
 def describe_placement(model) -> str:
     """The devices a model runs on, for reports: ``cpu`` or ``cuda:0`` alone, or the device map's devices and counts."""
     placement = getattr(model, "hf_device_map", None)

@@ -39,6 +39,11 @@ class MethodSettings:
     architecture: str | None = None    # the plugin declaration detect used (informational)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def written_weights(self) -> list[str]:
+        """The parameters an edit with these settings writes, by name (checked against offloading before any work)."""
+        return []
+
     # EasyEdit keys this implementation accepts and does not read; they stay in ``extra``
     ignored: ClassVar[frozenset[str]] = frozenset()
     # other names for a setting (EasyEdit's): alias -> field; the field's own name wins when both are given
@@ -151,6 +156,10 @@ class LocateThenEditSettings(MethodSettings):
         """The modules whose weights an edit rewrites."""
         return [self.rewrite_module_tmp]
 
+    @property
+    def written_weights(self) -> list[str]:
+        return [f"{template.format(layer)}.weight" for layer in self.layers for template in self.rewrite_templates]
+
 
 @dataclass(frozen=True, kw_only=True)
 class ROMESettings(LocateThenEditSettings):
@@ -260,6 +269,10 @@ class MENDSettings(TrainedEditorSettings):
     random_targets: bool = published(True)      # train on edits with targets drawn from the training answers
 
     ignored = TrainedEditorSettings.ignored | {"hidden_dim", "cbase"}
+
+    @property
+    def written_weights(self) -> list[str]:
+        return list(self.inner_params)
 
 
 @dataclass(frozen=True, kw_only=True)
