@@ -205,7 +205,7 @@ class TargetValues:
 
 
 class ValueOptimiser(abc.ABC):
-    """Target values for a call's requests; ``value_optimiser()`` picks the straightforward or the fast one, once
+    """Target values for a call's requests; ``value_optimiser(model)`` picks the straightforward or the fast one, once
     per edit, and every step of that edit runs it."""
 
     keys_from_reference_forward: bool  # the keys are read in the forward that records the reference outputs
@@ -316,11 +316,6 @@ class FastValues(ValueOptimiser):
 
     keys_from_reference_forward = True
 
-    def optimise(self, model, tok, requests, *args, **options) -> TargetValues:
-        if is_placed(model):
-            return StraightforwardValues().optimise(model, tok, requests, *args, **options)
-        return super().optimise(model, tok, requests, *args, **options)
-
     def _head_cut_is_exact(self, model, tok, requests, templates, fact_token, lm_head) -> bool:
         return _head_cut_is_exact(model, tok, requests, templates, fact_token, lm_head)
 
@@ -385,12 +380,11 @@ def _refuse_non_finite(values: dict[str, torch.Tensor], requests) -> None:
                     "kl_factor: finite and of ordinary size), and edit a float32 copy of a 16-bit model")
 
 
-def value_optimiser(model=None) -> ValueOptimiser:
+def value_optimiser(model) -> ValueOptimiser:
     """The optimiser for one edit of ``model``: ``FastValues``, or ``StraightforwardValues`` inside
     ``speedups.enabled(False)`` and for a model accelerate placed over several devices or offloaded (its steps
-    cross devices and load weights, which a captured or replayed step cannot; ``FastValues`` steps aside by
-    itself there too, where it was picked without the model)."""
-    if not speedups.active() or (model is not None and is_placed(model)):
+    cross devices and load weights, which a captured or replayed step cannot). Decided once per edit, here."""
+    if not speedups.active() or is_placed(model):
         return StraightforwardValues()
     return FastValues()
 
