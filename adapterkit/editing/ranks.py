@@ -100,6 +100,21 @@ def process_group(on_gpu: bool):
         dist.init_process_group(backend)
     try:
         yield Ranks(dist.get_rank(), dist.get_world_size(), local_rank, backend)
-    finally:
+    except BaseException:
         if started:
             dist.destroy_process_group()
+        raise
+    if started:
+        _leave_together()
+
+
+def _leave_together() -> None:
+    """Every rank tears the group down at the same point, and while the interpreter is whole: a rank whose gloo
+    threads outlive its group's Python objects can abort at exit after its work is done."""
+    import gc
+
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()
+    gc.collect()
