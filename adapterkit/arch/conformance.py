@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -476,7 +477,9 @@ def _hparams(method, fact, spec, settings: ConformanceSettings, say) -> dict:
         hp["context_template_length_params"] = []
     if method.trainable:
         hp.update(max_iters=settings.editor_iters, val_every=max(settings.editor_iters // 2, 1))
-        archive = settings.cache() / "editors" / f"{method.name.lower()}-{settings.editor_iters}-{model_id}"
+        # keyed by the training settings too: an editor trained with other ones is refused by its archive check
+        trained_with = hashlib.sha256(json.dumps(hp, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        archive = settings.cache() / "editors" / f"{method.name.lower()}-{settings.editor_iters}-{model_id}-{trained_with}"
         hp["archive"] = str(archive)
         if not (archive / EDITOR_FILE).is_file():
             say(f"[conformance] {spec.name}: training a {method.name} editor ({settings.editor_iters} steps)")
