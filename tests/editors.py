@@ -23,6 +23,26 @@ def split(facts):
             list(facts.trained[32:48]))
 
 
+def with_unrelated_facts(records: list[dict]) -> list[dict]:
+    """Each record with the other records of other relations (another prompt template) as the locality group
+    ``unrelated_facts``: locality as MEND's paper measures it, on inputs unrelated to the edit (the share of their
+    answer tokens predicted as before), beside CounterFact's neighbourhood prompts (same relation, same answer)
+    that the ROME paper measures."""
+    requests = normalise_requests(records)
+    return [{**record, "locality": {UNRELATED: [{"prompt": o.prompt, "ground_truth": o.ground_truth.lstrip()}
+                                                for o in requests if o.template != request.template]}}
+            for record, request in zip(records, requests)]
+
+
+UNRELATED = "unrelated_facts"
+
+
+def both_localities(measured: dict) -> dict:
+    """``summarise``'s metrics with each locality named by how it was measured."""
+    return {"efficacy": measured["efficacy"], "generalisation": measured["generalisation"],
+            "neighbourhood_locality": measured["locality"], "unrelated_locality": measured[f"locality/{UNRELATED}"]}
+
+
 def editor_hparams(model, method: str, **overrides) -> dict:
     """What `detect` writes for ``model``, with the settings for models of this size."""
     spec = get_registry().for_model(model)

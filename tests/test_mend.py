@@ -23,11 +23,13 @@ from adapterkit.arch.registry import get_registry
 from adapterkit.requests import normalise_requests
 from checkpoints import random_model, records_tokenizer
 from conftest import ARCHS, QUALITY_ARCHS, skip_without_fact_model
-from editors import (assert_refused_by_another_architecture, assert_refused_with_changed_hparams, editor_hparams,
-                     resaved_archive, split, trained_editors_fixture)
+from editors import (assert_refused_by_another_architecture, assert_refused_with_changed_hparams, both_localities,
+                     editor_hparams, resaved_archive, split, trained_editors_fixture, with_unrelated_facts)
+from realmodel import check_targets
 
 mend_hparams = functools.partial(editor_hparams, method="MEND")
 trained = trained_editors_fixture(MEND)
+UNRELATED_FLOOR = 0.7
 
 
 # --- gradient factors in every layout ---------------------------------------------------------------
@@ -64,29 +66,27 @@ def test_weights_of_one_shape_share_a_network_with_their_own_scale_and_shift():
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", QUALITY_ARCHS)
 def test_mend_edits_held_out_facts(arch, trained, quality):
+    """Efficacy and both localities: CounterFact's neighbourhood prompts (same relation, same answer), as the ROME
+    paper measures MEND, and the other held-out facts (other relations), as MEND's paper measures locality on
+    unrelated inputs. tiny_hparams.yaml trains locality on unrelated prompts (loc_unrelated, cloc); a one-shot
+    update of the last MLPs that flips a fact still flips most of its neighbours, whose last-token MLP inputs point
+    the same way, so only the unrelated-fact locality has a target (benchmarks/RESULTS.md, "MEND's two
+    localities")."""
     fact, hp = trained(arch)
     _, _, test = split(fact.facts)
     rows = []
-    for record in test:
+    for record in with_unrelated_facts(test):
         with adapterkit.edited(fact.model, fact.tok, record, hp) as result:
             rows += result.metrics
             assert sorted(result.touched) == sorted(hp["inner_params"])
-    measured = summarise(rows)
+    measured = both_localities(summarise(rows))
     quality(f"MEND {arch}", measured)
     assert all(row["pre"]["rewrite_acc"] == 0.0 for row in rows)  # the new targets were not there before
-    # floors: most edits land. Fact models trained on another CPU differ as another seed would: on 16 edits
-    # chatglm3 measured .69/.69 under one thread and llama fell under .75 on CI's machine, .875-.94 elsewhere
+    # floors: most edits land and most unrelated facts stay. Fact models and editors trained on another CPU (or
+    # thread count) differ as another seed would, by an edit or two of the 16
     assert measured["efficacy"] >= 0.6 and measured["generalisation"] >= 0.6, measured
-    missed = [k for k, target in (("efficacy", 0.9), ("locality", 0.7)) if measured[k] < target]
-    if missed:
-        # Measured on the 4-layer, 64-wide fact models (2 CPU threads): efficacy .875-.94, locality .0-.19. A
-        # one-shot update of the last three MLPs that flips a fact also flips its CounterFact neighbours (same
-        # relation, same answer), whose last-token MLP inputs point the same way (centred cosine .4-.9 on the
-        # subject-recall models, ~0 for another relation's prompt). cloc 5-10, 600 steps or only the last
-        # layer trade efficacy for locality; so does preconditioning the update with C^-1 as ROME does (the
-        # whitened overlap there is .07-.31); none reached both targets. The ROME paper's MEND trained on
-        # CounterFact (GPT-2 XL) kept 5.5 % of neighbourhood prompts at 100 % efficacy (README).
-        pytest.xfail(f"MEND {measured} misses the targets (efficacy 0.9, locality 0.7) on {missed}")
+    assert measured["unrelated_locality"] >= UNRELATED_FLOOR, measured
+    check_targets(f"MEND {arch}", measured, {"efficacy": 0.9, "unrelated_locality": 0.85})
 
 
 def test_early_stopping_on_a_validation_key(fact_models, tmp_path):

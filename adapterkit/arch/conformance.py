@@ -460,7 +460,7 @@ def _hparams(method, fact, spec, settings: ConformanceSettings, say) -> dict:
     statistics over the facts it was trained on, and a briefly trained editor for MEND and SERAC."""
     from .detect import method_hparams
     from ..demo.factmodels import tiny_hparams, write_stats_corpus
-    from ..editing.archive import EDITOR_FILE
+    from ..editing.archive import EDITOR_FILE, settings_digest
     from ..requests import normalise_requests
 
     hp = {**method_hparams(spec, fact.model.config.to_dict(), method, model_name=f"conformance-{spec.name}"),
@@ -476,7 +476,7 @@ def _hparams(method, fact, spec, settings: ConformanceSettings, say) -> dict:
         hp["context_template_length_params"] = []
     if method.trainable:
         hp.update(max_iters=settings.editor_iters, val_every=max(settings.editor_iters // 2, 1))
-        archive = settings.cache() / "editors" / f"{method.name.lower()}-{settings.editor_iters}-{model_id}"
+        archive = settings.cache() / "editors" / f"{method.name.lower()}-{settings.editor_iters}-{model_id}-{settings_digest(hp)}"
         hp["archive"] = str(archive)
         if not (archive / EDITOR_FILE).is_file():
             say(f"[conformance] {spec.name}: training a {method.name} editor ({settings.editor_iters} steps)")

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 import yaml
 
-from ..editing.archive import EDITOR_FILE
+from ..editing.archive import EDITOR_FILE, settings_digest
 from ..editing.metrics import summarise
 from ..errors import AdapterkitError
 
@@ -59,7 +59,7 @@ def demo_hparams(fact, method_name: str, cache_dir: Path, say: Callable[[str], N
                   stats_dir=str(cache_dir / "stats"))
     if method.trainable:
         fact_model_id = Path(fact.model.name_or_path).name  # the fact model's cache key: a retrained model gets a new editor
-        archive = cache_dir / "editors" / f"{method.name.lower()}-{fact_model_id}"
+        archive = cache_dir / "editors" / f"{method.name.lower()}-{fact_model_id}-{settings_digest(hp)}"
         hp["archive"] = str(archive)
         if (archive / EDITOR_FILE).is_file():
             say(f"using the {method.name} editor trained before ({archive})")

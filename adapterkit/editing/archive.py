@@ -94,6 +94,14 @@ def archive_file(archive) -> Path:
     return path
 
 
+def settings_digest(hparams: Mapping[str, Any]) -> str:
+    """A short digest of the settings an editor is trained with: part of a cached editor's name, so that one trained
+    with other settings is trained again rather than refused by the archive check."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(dict(hparams), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def save_archive(path: Path, editor: torch.nn.Module, metadata: Mapping[str, Any]) -> None:
     tensors, aliases = module_tensors(editor)
     write_safetensors(path, tensors, {"format": ARCHIVE_FORMAT, "aliases": aliases, **metadata})
