@@ -166,11 +166,46 @@ def test_the_commands_take_placement_options_and_refuse_conflicts(checkpoint, tm
                     ["edit", str(checkpoint["path"]), "--hparams", str(checkpoint["ROME"]), "--requests", "r.json"],
                     ["eval", str(checkpoint["path"]), "--hparams", str(checkpoint["ROME"]), "--data", "r.json",
                      "--out", str(tmp_path / "run")],
-                    ["trace", str(checkpoint["path"]), "--data", "r.json", "--out", str(tmp_path / "trace")]):
+                    ["trace", str(checkpoint["path"]), "--data", "r.json", "--out", str(tmp_path / "trace")],
+                    ["evaluate", str(checkpoint["path"]), "--requests", "r.json"]):
         assert main([*command, "--device", "cpu", "--device-map", "auto"]) == 2
         assert "both place the model" in capsys.readouterr().err
         assert main([*command, "--device-map", "auto", "--max-memory", "cpu=lots"]) == 2
         assert "'lots' is not a size" in capsys.readouterr().err
+
+
+def test_the_evaluate_alias_measures_a_split_model_as_the_plain_one(checkpoint, tmp_path, capsys):
+    from adapterkit.cli import main
+
+    requests = tmp_path / "requests.json"
+    requests.write_text(json.dumps(REQUESTS))
+    deltas = tmp_path / "rome.safetensors"
+    assert main(["edit", str(checkpoint["path"]), "--hparams", str(checkpoint["ROME"]), "--requests", str(requests),
+                 "--out", str(deltas), "--deltas-only"]) == 0
+    capsys.readouterr()
+    device_map = tmp_path / "device_map.json"
+    device_map.write_text(json.dumps(LAST_TWO_ON_DISK))
+    common = ["evaluate", str(checkpoint["path"]), "--requests", str(requests), "--deltas", str(deltas)]
+    assert main(common) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*common, "--device-map", str(device_map), "--offload-folder", str(tmp_path / "offload")]) == 0
+    split = json.loads(capsys.readouterr().out)
+    assert split == plain and plain["weights"].startswith("with deltas")
+
+
+def test_training_an_editor_on_a_spread_model_is_refused_with_exit_2(checkpoint, tmp_path, capsys):
+    from adapterkit.cli import main
+
+    records = tmp_path / "train.json"
+    records.write_text(json.dumps(REQUESTS))
+    hparams = detected_hparams(checkpoint["path"], "MEND", tmp_path / "mend.yaml")
+    for flags in (["--device-map", "auto"], ["--device-map", "auto", "--max-memory", "cpu=1GiB"],
+                  ["--device-map", "cpu", "--offload-folder", str(tmp_path / "offload")]):
+        assert main(["train", str(checkpoint["path"]), "--hparams", str(hparams), "--train", str(records),
+                     "--out", str(tmp_path / "editor"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert "trains an editor on a model held on one device" in err and "--device" in err, err
+    assert not (tmp_path / "editor").exists()
 
 
 def test_the_value_optimisation_steps_aside_on_a_placed_model(checkpoint):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import sys
 
-from .command import Command, normalise_loc_arg, need_tokenizer, partial_arg, registry
+from .command import Command, normalise_loc_arg, need_tokenizer, partial_arg, placement_args, placement_kwargs, registry
 
 
 def arguments(p) -> None:
     p.add_argument("model_path")
     p.add_argument("--requests", required=True, help="JSON / JSONL edit records, in any form `edit` reads")
     p.add_argument("--deltas")
-    p.add_argument("--device")
+    placement_args(p)
     partial_arg(p)
     normalise_loc_arg(p)
 
@@ -23,11 +23,12 @@ def run_evaluate(args) -> int:
     from ..editing.result import apply_deltas
     from ..requests import check_requests_fit, load_requests
 
+    placement = placement_kwargs(args)
     print("adapterkit: note: `evaluate` is kept as an alias and works as before (teacher-forced metrics, printed); "
           "`adapterkit eval` measures by generation and probabilities too, with confidence intervals, and writes "
           "a resumable report (docs/evaluation.md)", file=sys.stderr)
     requests = load_requests(args.requests, normalise_loc=args.normalise_loc)
-    model, tok = load_model(args.model_path, device=args.device, allow_partial=args.allow_partial_weights)
+    model, tok = load_model(args.model_path, allow_partial=args.allow_partial_weights, **placement)
     need_tokenizer(tok, args.model_path)
     check_requests_fit(requests, tok, model, registry().for_model(model), source=str(args.requests))
     before = evaluate(model, tok, requests) if args.deltas else None  # locality compares before and after

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import AdapterkitError
-from .command import Command, normalise_loc_arg, model_args, need_tokenizer, registry
+from .command import Command, normalise_loc_arg, model_args, need_tokenizer, placement_kwargs, registry
 
 
 def arguments(p) -> None:
@@ -22,6 +22,13 @@ def run_train(args) -> int:
     from ..settings.hparams import load_settings
     from ..files.atomic import check_writable
 
+    placement = placement_kwargs(args)
+    spread = [flag for flag, key in (("--device-map", "device_map"), ("--max-memory", "max_memory"),
+                                     ("--offload-folder", "offload_folder")) if placement[key] is not None]
+    if spread:
+        raise AdapterkitError(f"{spread[0]}: `adapterkit train` trains an editor on a model held on one device, "
+                              "not on one spread by a device map",
+                              fix="train on one device with --device (cpu, or a GPU that holds the model)")
     settings = load_settings(args.hparams)
     method = registry().method(settings.alg_name)
     if not method.trainable:
