@@ -18,7 +18,7 @@ from .requests import normalise_requests
 
 
 def edit(model, tok, requests, hparams, *, evaluate: bool = True, archive=None, hparams_source: str | None = None,
-         requests_source: str = "request", say=None, carried=None) -> EditResult:
+         requests_source: str = "request", say=None, carried=None, originals_on: str = "cpu") -> EditResult:
     """Apply edits in place and return an EditResult (originals, deltas, per-request metrics).
 
     ``hparams``: a hyperparameter file, a dict, or settings built before. ``archive``: a trained editor
@@ -27,6 +27,8 @@ def edit(model, tok, requests, hparams, *, evaluate: bool = True, archive=None, 
     and the requests against its positions; ``hparams_source`` and ``requests_source`` name them in messages.
     ``say(line)``, where given, is told each step as it starts (the CLI prints them). ``carried``: the state a
     method keeps across a stream's batches (``EditStream`` passes it; see ``EditMethod.carries_state``).
+    ``originals_on``: where the result keeps the touched weights' originals and its deltas: ``"cpu"`` (host memory,
+    the default) or ``"device"`` (each weight's own device, for a model spread over GPUs with room to spare).
     """
     say = say or (lambda line: None)
     registry = get_registry()
@@ -37,7 +39,7 @@ def edit(model, tok, requests, hparams, *, evaluate: bool = True, archive=None, 
     hp = settings.to_dict()
     check_edit_inputs(model, tok, records, settings, hp, spec, method,
                       hparams_source or (str(hparams) if isinstance(hparams, (str, PathLike)) else "hparams"), requests_source)
-    result = EditResult(model=model, hparams=hp, requests=records)
+    result = EditResult(model=model, hparams=hp, requests=records, originals_on=originals_on)
     if evaluate:
         say(f"measuring {len(records)} request(s) before the edit")
     before = metrics.evaluate(model, tok, records) if evaluate else None

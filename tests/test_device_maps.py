@@ -87,6 +87,43 @@ def test_a_split_model_edits_as_the_plain_one_and_restores_bit_for_bit(checkpoin
     assert all(torch.equal(p, before[n]) for n, p in weights(model).items())
 
 
+def kept_where(result) -> set:
+    return {t.device.type for t in [*result.originals.values(), *result.deltas.values()]}
+
+
+def test_originals_kept_on_the_weights_device_give_the_same_edit_restore_and_deltas(checkpoint, tmp_path):
+    model, tok = load_model(checkpoint["path"])
+    before = weights(model)
+    on_host = adapterkit.edit(model, tok, REQUESTS, checkpoint["ROME"], evaluate=False)
+    edited = weights(model)
+    on_host.restore()
+    on_device = adapterkit.edit(model, tok, REQUESTS, checkpoint["ROME"], evaluate=False, originals_on="device")
+    assert all(torch.equal(p, edited[n]) for n, p in weights(model).items())
+    assert sorted(on_device.deltas) == sorted(on_host.deltas) and on_device.deltas
+    assert all(torch.equal(on_device.deltas[n], on_host.deltas[n]) for n in on_host.deltas)
+    on_device.save(tmp_path / "deltas.safetensors")
+    on_device.restore()
+    assert all(torch.equal(p, before[n]) for n, p in weights(model).items())
+    replayed = adapterkit.apply_deltas(model, tmp_path / "deltas.safetensors")
+    assert all(torch.equal(p, edited[n]) for n, p in weights(model).items())
+    replayed.restore()
+    with pytest.raises(AdapterkitError, match="originals_on='gpu' is not a place") as refused:
+        adapterkit.edit(model, tok, REQUESTS, checkpoint["ROME"], evaluate=False, originals_on="gpu")
+    assert "'device'" in refused.value.fix
+    assert all(torch.equal(p, before[n]) for n, p in weights(model).items())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: on the CPU both places are the host")
+def test_originals_stay_on_the_gpu_when_asked_and_go_to_the_host_by_default(checkpoint):
+    model, tok = load_model(checkpoint["path"], device="cuda")
+    before = weights(model)
+    for place, kept in (("cpu", {"cpu"}), ("device", {"cuda"})):
+        result = adapterkit.edit(model, tok, REQUESTS, checkpoint["ROME"], evaluate=False, originals_on=place)
+        assert kept_where(result) == kept, place
+        result.restore()
+        assert all(torch.equal(p, before[n]) for n, p in weights(model).items())
+
+
 @pytest.mark.parametrize("method, refused", [("ROME", "model.layers.2.mlp.down_proj.weight"),
                                              ("MEMIT", "model.layers.2.mlp.down_proj.weight")])
 def test_an_edit_of_an_offloaded_weight_is_refused_before_any_work(checkpoint, method, refused, tmp_path):

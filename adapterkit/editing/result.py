@@ -32,6 +32,9 @@ def host_copy(tensor: torch.Tensor) -> torch.Tensor:
     return torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True).copy_(tensor.detach())
 
 
+KEEP_PLACES = ("cpu", "device")
+
+
 def fingerprint(tensor: torch.Tensor) -> str:
     data = tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes()
     return hashlib.sha256(data).hexdigest()[:16]
@@ -47,7 +50,18 @@ class EditResult:
     metrics: list[dict] = field(default_factory=list)
     answerer: Any = None   # what to query after the edit: the model itself, or a method's wrapper (SERAC)
     restored: bool = False
+    originals_on: str = "cpu"  # where originals and deltas are kept: "cpu", or "device" (each weight's own)
     _aliases: dict | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.originals_on not in KEEP_PLACES:
+            raise AdapterkitError(f"originals_on={self.originals_on!r} is not a place to keep the originals",
+                                  fix="use 'cpu' (host memory, the default) or 'device' (each weight's own device: "
+                                      "faster to restore, at the cost of that device's memory)")
+
+    def _kept(self, fresh: torch.Tensor) -> torch.Tensor:
+        """Where this result keeps ``fresh`` (a tensor no one else holds): a host copy, or the tensor itself."""
+        return host_copy(fresh) if self.originals_on == "cpu" else fresh
 
     # --- used by methods ----------------------------------------------------------------------
     def canonical(self, name: str) -> str:
@@ -79,7 +93,7 @@ class EditResult:
             self._refuse_non_finite(name, "the update holds")
         if name not in self.originals:
             original = weight.detach().clone()
-            self.originals[name] = host_copy(original)
+            self.originals[name] = self._kept(original)
         else:
             original = self.originals[name].to(weight.device)
         weight.add_(stored)
@@ -87,7 +101,7 @@ class EditResult:
             weight.copy_(original)  # the sum overflowed the weight's dtype
             self._refuse_non_finite(name, f"adding the update overflows {weight.dtype} and gives")
         wide = _delta_dtype(weight.dtype)
-        self.deltas[name] = host_copy(weight.detach().to(wide) - original.to(wide))
+        self.deltas[name] = self._kept(weight.detach().to(wide) - original.to(wide))
 
     def _refuse_non_finite(self, name: str, what: str) -> None:
         """Put every weight this edit touched back, then refuse: no NaN or inf ever stays in the model."""
@@ -112,7 +126,7 @@ class EditResult:
         for name, original in self.originals.items() if not force else ():
             weight = self.parameter(name)
             expected = (original.to(self.deltas[name].dtype) + self.deltas[name]).to(weight.dtype)
-            if not torch.equal(weight.detach().cpu(), expected):
+            if not torch.equal(weight.detach(), expected.to(weight.device)):
                 raise AdapterkitError(
                     f"{name} changed after this edit was applied (a later edit?); restoring would undo that too",
                     fix="restore later edits first (newest first), or call restore(force=True)")
@@ -130,7 +144,7 @@ class EditResult:
         }
         check_free_space(path, sum(d.numel() * d.element_size() for d in self.deltas.values()), what="deltas file")
         with atomic_path(path) as tmp:
-            save_file({n: d.contiguous() for n, d in self.deltas.items()}, str(tmp), metadata=metadata)
+            save_file({n: d.to("cpu").contiguous() for n, d in self.deltas.items()}, str(tmp), metadata=metadata)
 
     def __enter__(self):
         return self
