@@ -12,6 +12,7 @@ Set ADAPTERKIT_TEST_CACHE to a directory to keep the trained models between sess
 """
 from __future__ import annotations
 
+import collections
 import functools
 import os
 from pathlib import Path
@@ -161,10 +162,12 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_collection_modifyitems(items):
-    """xdist hands out whole files in collection order (``--dist loadfile``): the longest go first, so that no
-    worker starts one of them while the others run out of work."""
+    """xdist hands out whole files in collection order (``--dist loadfile --no-loadscope-reorder``): the longest
+    go first, so that no worker starts one of them while the others run out of work, then the files with the most
+    tests (xdist's own order, which alone would put the longest two last)."""
     rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    per_file = collections.Counter(item.path for item in items)
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), -per_file[item.path]))
 
 
 @pytest.fixture(scope="session")
