@@ -32,3 +32,36 @@ def timed(fn, device):
     out = fn()
     synchronise(device)
     return time.perf_counter() - started, out
+
+
+class TimedBookkeeping:
+    """Seconds an ``EditStream`` spends outside the method's edit, per part: recording the batch in the ledger
+    (``ledger``) and folding its keys into the carried state (``carried``), each between two device
+    synchronisations."""
+
+    def __init__(self, stream):
+        self.parts = {"ledger": 0.0, "carried": 0.0}
+        self._wrap("ledger", stream.ledger, "record")
+        self._wrap("carried", stream.carried, "commit")
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.parts.values())
+
+    @staticmethod
+    def synchronise() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def _wrap(self, part, owner, name):
+        inner = getattr(owner, name)
+
+        def timed_part(*args, **kwargs):
+            self.synchronise()
+            started = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.synchronise()
+                self.parts[part] += time.perf_counter() - started
+        setattr(owner, name, timed_part)

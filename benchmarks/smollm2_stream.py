@@ -26,35 +26,8 @@ from adapterkit.evaluation.generation import greedy_generate
 from adapterkit.evaluation.heldout import default_texts
 from adapterkit.evaluation.metrics import normalise_answer, perplexity, starts_with, target_nll
 
+from common import TimedBookkeeping
 from smollm2_batches import TESTS_DATA, detected_hparams, emitter
-
-
-def synchronise() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-class TimedBookkeeping:
-    """Seconds the stream spends outside the method's edit: recording the batch in the ledger, committing keys."""
-
-    def __init__(self, stream):
-        self.seconds = 0.0
-        for owner, name in ((stream.ledger, "record"), (stream.carried, "commit")):
-            self._wrap(owner, name)
-        self.stream = stream
-
-    def _wrap(self, owner, name):
-        inner = getattr(owner, name)
-
-        def timed(*args, **kwargs):
-            synchronise()
-            started = time.perf_counter()
-            try:
-                return inner(*args, **kwargs)
-            finally:
-                synchronise()
-                self.seconds += time.perf_counter() - started
-        setattr(owner, name, timed)
 
 
 def answers(model, tok, prompts):
@@ -104,10 +77,10 @@ def main() -> None:
         prompts, targets = [r["prompt"] for r in batch], [" " + r["target_new"] for r in batch]
         prob_before = [math.exp(-v) for v in target_nll(model, tok, prompts, targets)]
         booked = bookkeeping.seconds
-        synchronise()
+        bookkeeping.synchronise()
         t0 = time.perf_counter()
         stream.apply(batch)
-        synchronise()
+        bookkeeping.synchronise()
         seconds = time.perf_counter() - t0
         prob_after = [math.exp(-v) for v in target_nll(model, tok, prompts, targets)]
         done = lo + len(batch)
