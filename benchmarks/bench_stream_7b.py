@@ -4,7 +4,7 @@ of ``--batch`` distinct requests one on top of the last, on a 7B-shaped LLaMA wi
 Per batch: the seconds of ``stream.apply`` and of the stream's own bookkeeping inside it (the ledger's record of the
 batch, the carried keys' fold; ``common.TimedBookkeeping``), and the GPU memory allocated after it (the stream must
 keep it flat). ``--save-every K`` saves the stream every K batches with ``keep_in_memory=False`` (the ledger's deltas
-spilled to disk), timed apart. Before the stream, ``--calls`` independent ``adapterkit.edit`` calls of the same size
+spilled to disk), timed apart. ``--carried-on cpu device`` runs one stream per place of the carried moments. Before the stream, ``--calls`` independent ``adapterkit.edit`` calls of the same size
 (each undone) give the per-request cost without a stream. Prints the projection to 10,000 edits.
 Run: python benchmarks/bench_stream_7b.py [--batches 100] [--batch 100] [--max-seconds S] [--tiny] [--json FILE]
 """
@@ -23,6 +23,44 @@ from adapterkit.arch.registry import get_registry
 from bench_7b import DTYPES, LLAMA_7B, TINY, build, environment
 from bench_memit_scale import unique_requests
 from common import TimedBookkeeping, setup, timed
+
+
+def run_stream(model, tok, hp, stream_requests, place, device, scratch, call_seconds) -> dict:
+    """One stream over ``stream_requests`` with the carried moments ``place``d; undone after."""
+    stream = adapterkit.EditStream(model, tok, hp, keep_in_memory=not ARGS.save_every, carried_on=place)
+    bookkeeping = TimedBookkeeping(stream)
+    base_memory = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    rows, started, saving = [], time.perf_counter(), 0.0
+    for number, lo in enumerate(range(0, len(stream_requests), ARGS.batch), start=1):
+        before = dict(bookkeeping.parts)
+        seconds, _ = timed(lambda: stream.apply(stream_requests[lo: lo + ARGS.batch]), device)
+        row = {"batch": number, "seconds": seconds,
+               **{f"{part}_seconds": bookkeeping.parts[part] - before[part] for part in before},
+               "memory_gib": ((torch.cuda.memory_allocated(device) - base_memory) / 2**30 if device.type == "cuda" else None)}
+        if ARGS.save_every and number % ARGS.save_every == 0:
+            row["save_seconds"], _ = timed(lambda: stream.save(scratch / f"stream-{place}"), device)
+            saving += row["save_seconds"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if time.perf_counter() - started > ARGS.max_seconds:
+            print(f"stopped after batch {number}: --max-seconds {ARGS.max_seconds} passed")
+            break
+    edits = sum(min(ARGS.batch, len(stream_requests) - (r["batch"] - 1) * ARGS.batch) for r in rows)
+    total = sum(r["seconds"] for r in rows)
+    kept = sum(r["ledger_seconds"] + r["carried_seconds"] for r in rows)
+    steady = [r["seconds"] for r in rows[1:]] or [rows[0]["seconds"]]
+    out = {"rows": rows, "edits": edits, "stream_seconds": total, "bookkeeping_share": kept / total,
+           "save_seconds": saving, "per_request_s": total / edits,
+           "projected_10000_min": statistics.mean(steady) / ARGS.batch * 10000 / 60,
+           "memory_growth_gib": (rows[-1]["memory_gib"] - rows[0]["memory_gib"]) if device.type == "cuda" else None,
+           "carried_keys": {w: stream.carried.count(w) for w in stream.carried.weights}}
+    print(f"carried on {place}: {edits} edits in {len(rows)} batches: {total:.1f} s ({total / edits:.3f} s/request; "
+          f"independent calls {statistics.mean(call_seconds) / ARGS.batch if call_seconds else float('nan'):.3f} "
+          f"s/request); bookkeeping {kept:.1f} s = {kept / total:.1%} of the stream's time; saves {saving:.1f} s; "
+          f"10,000 projected {out['projected_10000_min']:.1f} min; GPU memory after the first batch -> after the "
+          f"last: {rows[0]['memory_gib']} -> {rows[-1]['memory_gib']} GiB")
+    stream.restore(to=0)
+    return out
 
 
 def main() -> None:
@@ -54,37 +92,8 @@ def main() -> None:
         print(f"an independent edit call of {ARGS.batch} (undone after): {seconds:.2f} s")
     out["independent_calls_seconds"] = call_seconds
 
-    stream = adapterkit.EditStream(model, tok, hp, keep_in_memory=not ARGS.save_every)
-    bookkeeping = TimedBookkeeping(stream)
-    base_memory = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    rows, started, saving = [], time.perf_counter(), 0.0
-    for number, lo in enumerate(range(0, len(stream_requests), ARGS.batch), start=1):
-        before = dict(bookkeeping.parts)
-        seconds, _ = timed(lambda: stream.apply(stream_requests[lo: lo + ARGS.batch]), device)
-        row = {"batch": number, "seconds": seconds,
-               **{f"{part}_seconds": bookkeeping.parts[part] - before[part] for part in before},
-               "memory_gib": ((torch.cuda.memory_allocated(device) - base_memory) / 2**30 if device.type == "cuda" else None)}
-        if ARGS.save_every and number % ARGS.save_every == 0:
-            row["save_seconds"], _ = timed(lambda: stream.save(scratch / "stream"), device)
-            saving += row["save_seconds"]
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        if time.perf_counter() - started > ARGS.max_seconds:
-            print(f"stopped after batch {number}: --max-seconds {ARGS.max_seconds} passed")
-            break
-    edits = sum(min(ARGS.batch, len(stream_requests) - (r["batch"] - 1) * ARGS.batch) for r in rows)
-    total = sum(r["seconds"] for r in rows)
-    kept = sum(r["ledger_seconds"] + r["carried_seconds"] for r in rows)
-    steady = [r["seconds"] for r in rows[1:]] or [rows[0]["seconds"]]
-    out.update(rows=rows, edits=edits, stream_seconds=total, bookkeeping_share=kept / total, save_seconds=saving,
-               per_request_s=total / edits, projected_10000_min=statistics.mean(steady) / ARGS.batch * 10000 / 60,
-               memory_growth_gib=(rows[-1]["memory_gib"] - rows[0]["memory_gib"]) if device.type == "cuda" else None,
-               carried_keys={w: stream.carried.count(w) for w in stream.carried.weights})
-    print(f"{edits} edits in {len(rows)} batches: {total:.1f} s ({total / edits:.3f} s/request; independent calls "
-          f"{statistics.mean(call_seconds) / ARGS.batch if call_seconds else float('nan'):.3f} s/request); bookkeeping "
-          f"{kept:.1f} s = {kept / total:.1%} of the stream's time; saves {saving:.1f} s; 10,000 projected "
-          f"{out['projected_10000_min']:.1f} min; GPU memory after the first batch -> after the last: "
-          f"{rows[0]['memory_gib']} -> {rows[-1]['memory_gib']} GiB")
+    for place in ARGS.carried_on:
+        out[f"carried_on_{place}"] = run_stream(model, tok, hp, stream_requests, place, device, scratch, call_seconds)
     if ARGS.json:
         Path(ARGS.json).write_text(json.dumps(out, indent=1))
 
@@ -97,6 +106,8 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=2, help="independent edit calls timed before the stream")
     parser.add_argument("--save-every", type=int, default=0, help="save (and spill the deltas) every K batches")
     parser.add_argument("--max-seconds", type=float, default=float("inf"), help="stop after the batch that passes it")
+    parser.add_argument("--carried-on", nargs="+", default=["device"], choices=["device", "cpu"],
+                        help="where the carried moments live; several: one stream each, in turn")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--json")

@@ -3,8 +3,12 @@
 AlphaEdit's sequential algorithm (and MEMIT or PMET with ``stream_preserve_edits``) preserves the outputs of every
 earlier edit's key K_p in each later update through the second moment K_p K_p^T. The stream keeps each batch's keys
 themselves (n rows per weight, small) with that batch, and the running sum of their second moments in float64;
-the sum after batch k is rebuilt from batches 1..k's keys in the same order, so a restored or reloaded stream
-carries exactly what an uninterrupted one does.
+the sum after batch k is rebuilt from batches 1..k's keys in the same order and on the same device, so a restored
+or reloaded stream carries exactly what an uninterrupted one does.
+
+Each running sum lives where ``place(weight)`` says: beside the weight, where the update is solved (a batch's fold
+is then one product on the accelerator), or in host memory (an [in, in] float64 matrix per edited weight kept off
+the accelerator, moved to it for every batch).
 """
 from __future__ import annotations
 
@@ -18,19 +22,21 @@ class CarriedState:
     ``add_keys(weight, keys)``; the stream calls ``commit()`` once the batch is applied (or ``discard()``).
     """
 
-    def __init__(self):
+    def __init__(self, place=None):
+        self._place = place or (lambda weight: torch.device("cpu"))
         self._moments: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
         self._pending: dict[str, list[torch.Tensor]] = {}
 
     # --- for methods -----------------------------------------------------------------------------
     def keys_moment(self, weight: str) -> torch.Tensor | None:
-        """sum K_p^T K_p over the earlier batches' keys at ``weight`` ([in, in], float64, on the CPU), or None."""
+        """sum K_p^T K_p over the earlier batches' keys at ``weight`` ([in, in], float64, where ``place`` keeps it), or
+        None."""
         return self._moments.get(weight)
 
     def add_keys(self, weight: str, keys: torch.Tensor) -> None:
         """This batch's keys [n, in] at ``weight``; they count for the batches after this one."""
-        self._pending.setdefault(weight, []).append(keys.detach().float().to("cpu", copy=True))
+        self._pending.setdefault(weight, []).append(keys.detach().float().clone())
 
     # --- for the stream --------------------------------------------------------------------------
     def count(self, weight: str) -> int:
@@ -42,29 +48,29 @@ class CarriedState:
         return list(self._moments)
 
     def commit(self) -> dict[str, torch.Tensor]:
-        """Fold the batch in progress into the carried moments; returns its keys per weight (kept with the batch)."""
+        """Fold the batch in progress into the carried moments; returns its keys per weight, on the CPU (kept with
+        the batch)."""
         batch = {weight: torch.cat(parts) for weight, parts in self._pending.items()}
         self._pending = {}
         self.fold(batch)
-        return batch
+        return {weight: keys.to("cpu") for weight, keys in batch.items()}
 
     def discard(self) -> None:
         self._pending = {}
 
     @torch.no_grad()
     def fold(self, batch_keys: dict[str, torch.Tensor]) -> None:
-        """Add one batch's keys; on the CPU in float64, so the sum is the same whenever it is rebuilt."""
+        """Add one batch's keys, in float64 where ``place`` keeps the sum, so it is the same whenever it is rebuilt."""
         for weight, keys in batch_keys.items():
-            k = keys.to("cpu", torch.float64)
-            moment = k.T @ k
+            k = keys.to(self._place(weight), torch.float64)
             kept = self._moments.get(weight)
-            self._moments[weight] = moment if kept is None else kept + moment
+            self._moments[weight] = k.T @ k if kept is None else kept.addmm_(k.T, k)
             self._counts[weight] = self.count(weight) + keys.shape[0]
 
     @classmethod
-    def rebuilt(cls, batches_keys) -> "CarriedState":
-        """The state after the given batches' keys (oldest first)."""
-        state = cls()
+    def rebuilt(cls, batches_keys, place=None) -> "CarriedState":
+        """The state after the given batches' keys (oldest first), each sum kept where ``place`` says."""
+        state = cls(place)
         for batch_keys in batches_keys:
             state.fold(batch_keys)
         return state

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import AdapterkitError, UnsupportedMethodError
 from . import folder as stream_folder
+from ..editing.result import KEEP_PLACES
 from .carried import CarriedState
 from .ledger import Batch, Ledger
 
@@ -25,9 +26,14 @@ class EditStream:
     ``hparams``: a hyperparameter file, a dict or built settings, fixed for the stream's life. ``keep_in_memory``:
     keep every batch's deltas in memory (on the CPU); False reads them back from the folder of the last ``save``
     instead (a loaded stream reads them from its folder), which keeps memory flat over a long stream.
+    ``carried_on``: where the earlier edits' keys' second moments live (methods that carry them: AlphaEdit, MEMIT
+    and PMET with ``stream_preserve_edits``), one [in, in] float64 matrix per edited weight: ``"device"`` (each
+    weight's own, the default: the update reads it where it is solved) or ``"cpu"`` (host memory, for an
+    accelerator without room for them; each batch then moves them to it and folds its keys in on the CPU).
     """
 
-    def __init__(self, model, tok, hparams, *, keep_in_memory: bool = True, hparams_source: str | None = None):
+    def __init__(self, model, tok, hparams, *, keep_in_memory: bool = True, hparams_source: str | None = None,
+                 carried_on: str = "device"):
         from ..arch.registry import get_registry
         from ..settings.hparams import load_settings
 
@@ -38,8 +44,18 @@ class EditStream:
         self.hparams = self.settings.to_dict()
         self.hparams_source = hparams_source or (str(hparams) if isinstance(hparams, (str, PathLike)) else None)
         self.keep_in_memory = keep_in_memory
+        if carried_on not in KEEP_PLACES:
+            raise AdapterkitError(f"carried_on={carried_on!r} is not a place to keep the carried keys' moments",
+                                  fix="use 'device' (beside each edited weight, the default) or 'cpu' (host memory)")
+        self.carried_on = carried_on
         self.ledger = Ledger()
-        self.carried = CarriedState()
+        self.carried = self._carried()
+
+    def _carried(self, batches_keys=()) -> CarriedState:
+        """The carried state after ``batches_keys`` (oldest first), each moment where ``carried_on`` says."""
+        if self.carried_on == "cpu":
+            return CarriedState.rebuilt(batches_keys)
+        return CarriedState.rebuilt(batches_keys, place=lambda weight: self.model.get_parameter(weight).device)
 
     # --- what it holds ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -93,7 +109,7 @@ class EditStream:
                                   fix=f"pass a whole number from 0 (before the first batch) to {len(self)}")
         self.ledger.write_into(self.model, self.ledger.weights_after(to))
         self.ledger.truncate(to)
-        self.carried = CarriedState.rebuilt(b.keys() for b in self.ledger.batches)
+        self.carried = self._carried(b.keys() for b in self.ledger.batches)
 
     @torch.no_grad()
     def as_edit_result(self):
@@ -117,7 +133,7 @@ class EditStream:
     @classmethod
     @torch.no_grad()
     def load(cls, path, model, tok, hparams=None, *, keep_in_memory: bool = False,
-             hparams_source: str | None = None) -> "EditStream":
+             hparams_source: str | None = None, carried_on: str = "device") -> "EditStream":
         """The stream saved in ``path``, on ``model`` as it was before the stream (the unedited checkpoint): the
         batches are applied again, so the weights are the saved stream's, bit for bit. ``hparams``: checked against
         the stream's (default: the stream's own)."""
@@ -128,7 +144,7 @@ class EditStream:
         path = Path(path)
         manifest = stream_folder.read_manifest(path)
         stream = cls(model, tok, manifest["hparams"] if hparams is None else hparams, keep_in_memory=keep_in_memory,
-                     hparams_source=hparams_source)
+                     hparams_source=hparams_source, carried_on=carried_on)
         stream_folder.check_settings(manifest, stream.hparams, path)
         stream_folder.check_model(manifest, model, path)
         for entry in manifest["batches"]:
@@ -139,5 +155,5 @@ class EditStream:
             stream.ledger.batches.append(batch)
         stream.ledger.originals = {n: host_copy(model.get_parameter(n)) for n in manifest["model"]["originals"]}
         stream.ledger.write_into(model, stream.ledger.weights_after(len(stream)))
-        stream.carried = CarriedState.rebuilt(b.keys() for b in stream.ledger.batches)
+        stream.carried = stream._carried(b.keys() for b in stream.ledger.batches)
         return stream
