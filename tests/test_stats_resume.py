@@ -31,6 +31,16 @@ DOCUMENTS = 40
 BATCH = 2  # 20 batches: more than moments.FOLD_EVERY, so a resumed pass crosses a fold of its float32 partial sums
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One thread, as the killed command's subprocess (OMP_NUM_THREADS=1) and every xdist worker (conftest): a
+    pass resumed in this process adds in the same order as one that ran in the subprocess, bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A tiny four-layer checkpoint with a word tokenizer, MEMIT hparams at layers 0 and 1, a corpus of 40 documents
