@@ -17,7 +17,7 @@ import adapterkit
 from adapterkit.checkpoints.first_layers import FULL_DEPTH, parameter_count
 from adapterkit.checkpoints.loading import load_first_layers, load_model
 from adapterkit.editing import stats
-from adapterkit.editing.resume import checkpoint_path
+from adapterkit.editing.resume import PassCheckpoint, checkpoint_path
 from adapterkit.arch.registry import get_registry
 from adapterkit.errors import AdapterkitError
 from adapterkit.settings.hparams import load_settings
@@ -29,6 +29,16 @@ SENTENCES = ["The Eiffel Tower is in Paris", "Danielle Darrieux speaks French", 
 REQUESTS = [{"prompt": "The Eiffel Tower is in", "subject": "Eiffel Tower", "target_new": " Rome", "ground_truth": " Paris"}]
 DOCUMENTS = 40
 BATCH = 2  # 20 batches: more than moments.FOLD_EVERY, so a resumed pass crosses a fold of its float32 partial sums
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One thread, as the killed command's subprocess (OMP_NUM_THREADS=1) and every xdist worker (conftest): a
+    pass resumed in this process adds in the same order as one that ran in the subprocess, bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +203,21 @@ def test_a_checkpoint_of_another_pass_is_not_used(setup, uninterrupted, tmp_path
             assert np.array_equal(files(tmp_path)[name].mom2, one.mom2)
     else:
         assert_same_statistics(tmp_path, uninterrupted)
+
+
+def test_removing_a_checkpoint_removes_what_a_killed_write_of_it_left(tmp_path):
+    """A kill inside a checkpoint's write leaves its partial; a resumed pass that writes no further checkpoint
+    would otherwise leave it beside the statistics for good."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    checkpoint = PassCheckpoint(tmp_path / "m_float32_mom2_4.npz", {"modules": ["m"], "rank": 1, "world": 2}, 1, 4)
+    checkpoint.path.write_bytes(b"checkpoint")
+    cut_short, other_rank = (tmp_path / f".{path.name}.{dead.pid}-abcd1234.partial"
+                             for path in (checkpoint.path, checkpoint_path(checkpoint.final, 0, 2)))
+    cut_short.write_bytes(b"half a checkpoint")
+    other_rank.write_bytes(b"half of rank 0's checkpoint")
+    checkpoint.remove()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other_rank.name]  # rank 0 removes its own
 
 
 def test_only_the_layers_up_to_the_deepest_edit_layer_are_loaded_with_the_same_statistics_and_identity(setup, tmp_path, capsys):

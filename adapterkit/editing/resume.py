@@ -6,8 +6,8 @@ atomically, to ``{first statistics file}.rank{R}-of-{W}.resume``. A run of the s
 same model, corpus, sample count, dtype, batch size, token limit, speed-up switch, rank and world size) finds the
 checkpoint and continues with the next batch: the same batches in the same order, so its result is the
 uninterrupted run's, bit for bit on one device. A checkpoint of another pass is ignored with a warning that names
-what differs, never mixed in; it is replaced by this pass's first checkpoint. Each rank removes its own checkpoint
-once the statistics files are written.
+what differs, never mixed in; it is replaced by this pass's first checkpoint. Each rank removes its own checkpoint,
+and what a killed write of it left, once the statistics files are written.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from ..files.atomic import atomic_path, check_free_space
+from ..files.atomic import atomic_path, check_free_space, remove_stale_partials
 from .moments import SecondMomentSum
 
 FORMAT = "adapterkit-stats-resume/1"
@@ -124,6 +124,7 @@ class PassCheckpoint:
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        remove_stale_partials(self.path)  # a write of it that a kill cut short: no later write of it would clear that
 
 
 def _tensor(array) -> torch.Tensor | None:
