@@ -268,3 +268,20 @@ def test_a_negative_checkpoint_interval_is_refused(setup, tmp_path, capsys):
     assert main(["stats", str(setup["path"]), "--hparams", str(setup["hparams"]), "--corpus", str(setup["corpus"]),
                  "--stats-dir", str(tmp_path), "--checkpoint-every", "-1"]) == 2
     assert "--checkpoint-every -1" in capsys.readouterr().err
+
+
+def test_checkpoints_left_beside_written_files_are_removed_when_the_files_are_reused(setup, uninterrupted, tmp_path):
+    """A launch killed after the leader wrote the files but before another rank removed its checkpoint (or between
+    two files) leaves checkpoints whose pass is over: the next run, finding the files, removes them."""
+    import shutil
+
+    folder = tmp_path / "stats"
+    shutil.copytree(uninterrupted, folder)
+    written = sorted(folder.rglob("*.npz"))
+    planted = [checkpoint_path(written[0], 1, 2), checkpoint_path(written[1], 0, 1)]
+    for path in planted:
+        path.write_bytes(b"a checkpoint of a pass that is over")
+    assert len(leftovers(folder)) == 2
+    computed(setup, folder)
+    assert leftovers(folder) == []
+    assert_same_statistics(folder, uninterrupted)

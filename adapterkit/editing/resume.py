@@ -43,6 +43,18 @@ def checkpoint_path(final: Path, rank: int, world: int) -> Path:
     return final.with_name(f"{final.name}.rank{rank}-of-{world}.resume")
 
 
+def remove_leftover_checkpoints(final: Path) -> list[Path]:
+    """Every rank's checkpoint beside ``final``, a statistics file now written, that a run killed after the file was
+    written (or while other ranks were removing theirs) left: its pass is over. Returns what was removed."""
+    removed = []
+    for path in sorted(final.parent.glob(f"{final.name}.rank*-of-*.resume")):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+        remove_stale_partials(path)
+    return removed
+
+
 @dataclass
 class Resumed:
     """Where a checkpoint left the pass: documents done, tokens counted, each module's running sum."""

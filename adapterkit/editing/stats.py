@@ -42,7 +42,7 @@ from ..settings.methods import LocateThenEditSettings
 from . import speedups
 from .hooks import frozen, run, trace
 from .moments import SecondMomentSum
-from .resume import PassCheckpoint, default_interval
+from .resume import PassCheckpoint, default_interval, remove_leftover_checkpoints
 from .ranks import ALONE, Ranks
 from .tokens import model_device, pad_id, pad_rows
 
@@ -332,6 +332,8 @@ def compute_stats(model, tok, settings: LocateThenEditSettings, spec, corpus, st
     missing = [w for w in wanted if force or not _usable(w, corpus_id)]
     for reused in (w for w in wanted if w not in missing):
         announce(reused.path, reused.module, read_meta(reused.path), "reusing")
+        if ranks.leader:
+            remove_leftover_checkpoints(reused.path)
     if missing:
         itemsize = DTYPES[missing[0].dtype].itemsize
         check_free_space(stats_dir, sum((_input_width(model, spec, w.module) or 0) ** 2 * itemsize for w in missing),
