@@ -187,40 +187,58 @@ def big(device, tok, records) -> dict:
 
 
 def layers(device) -> dict:
-    """Per-layer costs of a 70B-shaped decoder layer on this device."""
+    """Per-layer costs of a 70B-shaped decoder layer on this device, at the shapes docs/big-models.md's plan uses:
+    F and B, a layer's forward and backward over one value-optimisation batch (11 rows of 20 tokens: 10 context
+    templates and the KL row); H, the head and loss over it, forward and backward; a layer's forward over a
+    statistics batch (16 x 512 tokens); MEMIT's float64 solve for one layer; moving a layer's weights from host
+    memory (what an offloaded layer costs each forward)."""
     config = {**(TINY if ARGS.tiny else LLAMA_70B), "num_hidden_layers": 1}
     spec = get_registry().architecture("llama")
     with torch.device(device):
         model = build_model(config, spec, dtype=torch.bfloat16).eval()
-    layer, rotary = model.model.layers[0], model.model.rotary_emb
-    hidden = config["hidden_size"]
+    model.requires_grad_(False)
+    layer, rotary, norm, head = model.model.layers[0], model.model.rotary_emb, model.model.norm, model.lm_head
+    hidden, inner = config["hidden_size"], config["intermediate_size"]
+    rows, length = len(TEMPLATES) * 2 - 1, 20
 
-    def forward(batch, length, grad=False):
-        x = torch.randn(batch, length, hidden, device=device, dtype=torch.bfloat16, requires_grad=grad)
-        positions = torch.arange(length, device=device)[None].expand(batch, -1)
-        out = layer(x, position_embeddings=rotary(x, positions), attention_mask=None)
-        out = out[0] if isinstance(out, tuple) else out
-        if grad:
-            out.float().sum().backward()
+    def inputs(batch, tokens, grad):
+        x = torch.randn(batch, tokens, hidden, device=device, dtype=torch.bfloat16, requires_grad=grad)
+        positions = torch.arange(tokens, device=device)[None].expand(batch, -1)
+        return x, rotary(x, positions)
+
+    def layer_out(x, position_embeddings):
+        out = layer(x, position_embeddings=position_embeddings, attention_mask=None)
+        return out[0] if isinstance(out, tuple) else out
 
     def best(fn, repeats=5):
         fn()
         return min(timed(fn, device)[0] for _ in range(repeats))
+
+    x, rope = inputs(rows, length, True)
+    forward = best(lambda: layer_out(x, rope))
+    forward_backward = best(lambda: layer_out(x, rope).float().sum().backward())
+    labels = torch.randint(0, config["vocab_size"], (rows * length,), device=device)
+    head_step = best(lambda: torch.nn.functional.cross_entropy(
+        head(norm(x)).float().flatten(0, 1), labels).backward())
     with torch.no_grad():
-        stats_forward = best(lambda: forward(16, 512))
-    value_step = best(lambda: forward(len(TEMPLATES) + 1, 24, grad=True))
-    weights = {n: p.detach() for n, p in layer.named_parameters()}
-    host = {n: w.cpu() for n, w in weights.items()}
+        stats_x, stats_rope = inputs(16, 512, False)
+        stats_forward = best(lambda: layer_out(stats_x, stats_rope))
+    system = torch.eye(inner, device=device, dtype=torch.float64) * 2
+    right = torch.randn(inner, hidden, device=device, dtype=torch.float64)
+    solve = best(lambda: torch.linalg.solve(system, right), repeats=2)
+    del system, right
+    host = {n: w.detach().cpu() for n, w in layer.named_parameters()}
     pinned = {n: w.pin_memory() for n, w in host.items()} if device.type == "cuda" else host
     layer_bytes = sum(w.numel() * w.element_size() for w in host.values())
     copy_pageable = best(lambda: [w.to(device) for w in host.values()])
     copy_pinned = best(lambda: [w.to(device, non_blocking=True) for w in pinned.values()])
-    out = {"layer_gib": gib(layer_bytes), "stats_forward_16x512_s": stats_forward,
-           "stats_tokens_per_s_per_layer": 16 * 512 / stats_forward, "rome_value_step_fwd_bwd_s": value_step,
+    out = {"layer_gib": gib(layer_bytes), "value_batch": f"{rows} x {length} tokens", "F_s": forward,
+           "B_s": forward_backward - forward, "H_s": head_step, "stats_forward_16x512_s": stats_forward,
+           "stats_tokens_per_s_per_layer": 16 * 512 / stats_forward, "memit_solve_float64_s": solve,
            "host_to_device_pageable_s": copy_pageable, "host_to_device_pinned_s": copy_pinned,
            "host_to_device_pageable_gb_s": layer_bytes / copy_pageable / 1e9,
            "host_to_device_pinned_gb_s": layer_bytes / copy_pinned / 1e9}
-    print("one 70B-shaped layer: " + ", ".join(f"{k} {v:.4g}" for k, v in out.items()))
+    print("one 70B-shaped layer: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in out.items()))
     return out
 
 
