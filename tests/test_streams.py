@@ -100,6 +100,29 @@ def test_memit_preserves_earlier_edits_only_when_asked(stats):
     assert float((delta @ earlier.T).norm() / (delta @ own.T).norm()) < 0.05
 
 
+def test_the_carried_sums_live_where_carried_on_says_and_a_bad_place_is_refused(stats):
+    model, tok, hp = fresh("AlphaEdit", stats)
+    with pytest.raises(AdapterkitError) as refused:
+        EditStream(model, tok, hp, carried_on="gpu")
+    assert "carried_on='gpu'" in refused.value.message and "'device'" in refused.value.fix
+    stream = EditStream(model, tok, hp, carried_on="cpu")
+    stream.apply(BATCHES[0])
+    assert stream.carried.weights and all(stream.carried.keys_moment(w).device.type == "cpu" for w in stream.carried.weights)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: the sums beside weights on an accelerator")
+def test_on_a_gpu_the_carried_sums_stay_beside_the_weights_and_rebuild_to_the_same_bits(stats):
+    model, tok, hp = fresh("AlphaEdit", stats)
+    model.to("cuda")
+    stream = EditStream(model, tok, hp)
+    for batch in BATCHES[:2]:
+        stream.apply(batch)
+    sums = {w: stream.carried.keys_moment(w).clone() for w in stream.carried.weights}
+    assert all(s.device.type == "cuda" for s in sums.values())
+    stream.restore(to=2)  # rebuilt from the kept keys, on the same device
+    assert all(torch.equal(stream.carried.keys_moment(w), s) for w, s in sums.items())
+
+
 # --- restore -------------------------------------------------------------------------------------
 def test_restore_goes_back_to_any_batch_bit_for_bit(stats):
     model, tok, hp = fresh("AlphaEdit", stats)
