@@ -1,6 +1,7 @@
 """Tiny random checkpoints of every registered architecture, written to disk as save_pretrained does."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from pathlib import Path
@@ -18,10 +19,10 @@ INFERRED_FAMILIES = ["starcoder2", "gpt_bigcode", "phi", "stablelm"]  # no plugi
 TRAINED_INFERRED_FAMILIES = ["phi"]
 
 
-def inferred_fact_model(family: str, cache: Path):
-    """(declaration, fact model) of a family no plugin declares: its inferred declaration, with a tiny_config,
-    registered while the fact-model machinery trains (or loads) the model, then only the inferred one remains."""
-    from adapterkit.demo.factmodels import load_or_train
+@contextlib.contextmanager
+def trainable_inferred(family: str):
+    """The inferred declaration of ``family`` with a tiny_config, registered while the block runs (the fact-model
+    machinery looks architectures up by name), then only the inferred one remains."""
     from adapterkit.arch.spec import ArchSpec
     from adapterkit.arch.tinyconfig import tiny_config
 
@@ -32,9 +33,25 @@ def inferred_fact_model(family: str, cache: Path):
                          plugin=inferred.plugin, distribution=inferred.distribution, extras=inferred.extras)
     registry.architectures.append(trainable)
     try:
-        return trainable, load_or_train(trainable.name, cache, recipe="subject_recall")
+        yield trainable
     finally:
         registry.architectures.remove(trainable)
+
+
+def inferred_fact_model(family: str, cache: Path):
+    """(declaration, fact model) of a family no plugin declares, trained (or loaded) with its inferred declaration."""
+    from adapterkit.demo.factmodels import load_or_train
+
+    with trainable_inferred(family) as trainable:
+        return trainable, load_or_train(trainable.name, cache, recipe="subject_recall")
+
+
+def inferred_fact_model_entry(family: str) -> str:
+    """The cache entry's name of ``inferred_fact_model(family)``."""
+    from adapterkit.demo.factmodels import cache_entry_name
+
+    with trainable_inferred(family) as trainable:
+        return cache_entry_name(trainable.name, recipe="subject_recall")
 
 
 def write_tiny_checkpoint(arch: str, directory: Path, tokenizer=None, **overrides) -> Path:

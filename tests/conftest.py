@@ -8,7 +8,9 @@ Use ``fact_model`` with indirect parametrisation over ``ARCHS``::
 
 or the ``fact_models`` factory (``fact_models("llama")``). Either way each call loads fresh weights from
 the session's cache, so a test may edit its model in place without affecting any other test.
-Set ADAPTERKIT_TEST_CACHE to a directory to keep the trained models between sessions.
+The models the suite shares are bundled, trained, in tests/data/fact_models/ (tests/suite_fact_models.py): those
+load from there, read only, and only a model whose recipe changed since is trained. Set ADAPTERKIT_TEST_CACHE to a
+directory to keep the trained models between sessions.
 """
 from __future__ import annotations
 
@@ -60,6 +62,11 @@ _CONFIG = None
 def pytest_configure(config):
     global _CONFIG
     _CONFIG = config
+    from suite_fact_models import BUNDLED, PREBUILT_FACT_MODELS
+
+    # set before xdist starts its workers, so they and every process a test starts find the bundled models too;
+    # an empty value set beforehand trains them all
+    os.environ.setdefault(PREBUILT_FACT_MODELS, str(BUNDLED))
     if XDIST_WORKER:
         # The fact models are too small for a second thread to pay: one thread per worker (and per subprocess a
         # test starts) keeps n workers on n cores instead of 2n threads taking turns.
@@ -98,20 +105,15 @@ def _train_timed(label_and_job) -> str:
 
 
 def pretrain_jobs(root: Path) -> list[tuple[str, functools.partial]]:
-    """(label, job) for the fact models most of the slow suite shares, the longest to train first."""
-    from adapterkit.arch.conformance import ConformanceSettings, load_fact_model
-    from adapterkit.demo.factmodels import RECIPES, load_or_train
-    from checkpoints import TRAINED_INFERRED_FAMILIES, inferred_fact_model
+    """(label, job) for the fact models most of the slow suite shares that are not bundled, the longest first."""
+    from adapterkit.demo.factmodels import prebuilt_entry
+    from suite_fact_models import suite_fact_models
 
-    facts = shared_cache(root, "fact-models")
-    trained = {recipe: [(f"{arch} ({recipe})", functools.partial(load_or_train, arch, facts, recipe=recipe))
-                        for arch in QUALITY_ARCHS] for recipe in RECIPES}
-    inferred = [(f"{family} (subject_recall, inferred)", functools.partial(inferred_fact_model, family, facts))
-                for family in TRAINED_INFERRED_FAMILIES]
-    settings = ConformanceSettings(cache_dir=shared_cache(root, "conformance"))
-    conformance = [(f"gpt2 (conformance, {recipe})", functools.partial(load_fact_model, "gpt2", settings, recipe))
-                   for recipe in ("subject_recall", "plain")]
-    return trained["subject_recall"] + inferred + conformance + trained["plain"]
+    def cache(model) -> Path:
+        return shared_cache(root, "conformance") / "fact-models" if model.conformance else shared_cache(root, "fact-models")
+
+    return [(model.label, functools.partial(model.load, cache(model)))
+            for model in suite_fact_models() if prebuilt_entry(model.entry()) is None]
 
 
 def pytest_sessionstart(session):
@@ -128,6 +130,9 @@ def pytest_sessionstart(session):
     jobs = pretrain_jobs(config._tmp_path_factory.getbasetemp())
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     say = reporter.write_line if reporter else print
+    if not jobs:
+        say("the shared fact models are all bundled (tests/data/fact_models): nothing to train")
+        return
     say(f"training {len(jobs)} fact models before the tests, {workers} at a time (cached ones load at once; "
         f"trained from scratch this takes several minutes): {', '.join(label for label, _ in jobs)}")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -172,7 +177,10 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def fact_model_cache(tmp_path_factory) -> Path:
-    return shared_cache(run_root(tmp_path_factory), "fact-models")
+    """Where the session's fact models that are not bundled are trained (it stays empty while all are)."""
+    cache = shared_cache(run_root(tmp_path_factory), "fact-models")
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
 
 
 @pytest.fixture(scope="session")

@@ -378,8 +378,13 @@ def load_fact_model(arch: str, settings: ConformanceSettings, recipe: str = "sub
     the locate-then-edit methods, ``plain`` for the trained editors (the kinds the test suite edits with each)."""
     from ..demo.factmodels import load_or_train
 
-    return load_or_train(arch, settings.cache() / "fact-models", settings.n_facts, recipe=recipe,
-                         steps=settings.train_steps if recipe == "subject_recall" else None, seed=settings.seed)
+    return load_or_train(arch, settings.cache() / "fact-models", **fact_model_options(settings, recipe))
+
+
+def fact_model_options(settings: ConformanceSettings, recipe: str) -> dict:
+    """load_or_train's arguments for conformance's ``recipe`` model (cache_entry_name takes them too)."""
+    return {"n_facts": settings.n_facts, "recipe": recipe, "seed": settings.seed,
+            "steps": settings.train_steps if recipe == "subject_recall" else None}
 
 
 def _edit_rows(spec, settings: ConformanceSettings, say) -> list[Check]:

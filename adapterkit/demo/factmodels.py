@@ -175,33 +175,71 @@ def _cache_key(arch_name: str, facts: FactSet, config: dict, settings: dict) -> 
     return f"{arch_name}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def load_or_train(arch_name: str, cache_dir, n_facts: int | None = None, *, recipe: str = "plain",
-                  steps: int | None = None, seed: int = 0, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
-                  verbose: bool = False) -> FactModel:
-    """The fact model of ``arch_name``: loaded from ``cache_dir`` when trained before, else trained and saved.
+# os.pathsep-separated folders of fact models trained before (as a repository may ship for its tests): an entry
+# whose name matches is loaded from there, read only, instead of being trained into the cache
+PREBUILT_FACT_MODELS = "ADAPTERKIT_PREBUILT_FACT_MODELS"
 
-    The cache entry ``<arch>-<hash of data, config and settings>`` is written into a temporary
-    directory and renamed into place, so a reader never sees half a checkpoint.
-    """
+
+class _Plan(NamedTuple):
+    spec: ArchSpec
+    facts: FactSet
+    tokenizer: object
+    settings: dict
+    entry: str  # the cache entry's name: <arch>-<hash of data, config and settings>
+
+
+def _plan(arch_name: str, n_facts: int | None, recipe: str, steps: int | None, seed: int, lr: float,
+          batch_size: int) -> _Plan:
     spec = get_registry().architecture(arch_name)
     facts = FactSet.from_sample(n_facts or DEFAULT_N_FACTS.get(recipe, DEFAULT_N_FACTS["plain"]))
     tokenizer = build_tokenizer(vocabulary_texts(facts.all, recipe))
     settings = {"recipe": recipe, "steps": steps or DEFAULT_STEPS.get(recipe), "seed": seed, "lr": lr, "batch_size": batch_size}
-    cache_dir = Path(cache_dir)
-    path = cache_dir / _cache_key(arch_name, facts, fact_model_config(spec, tokenizer), settings)
-    if not (path / "config.json").is_file():
-        lock = cache_dir / f".{path.name}.lock"
-        with exclusive(lock):  # another process training the same model: wait for it
-            if not (path / "config.json").is_file():
-                started = time.perf_counter()
-                model = train_fact_model(spec, facts.trained, tokenizer, **settings)
-                if verbose:
-                    print(f"trained the {arch_name} fact model ({recipe}) in {time.perf_counter() - started:.1f}s")
-                _save_atomically(model, tokenizer, path)
-            # a process that comes later finds the model and takes no lock, so the file can go
-            lock.unlink(missing_ok=True)
+    return _Plan(spec, facts, tokenizer, settings,
+                 _cache_key(arch_name, facts, fact_model_config(spec, tokenizer), settings))
+
+
+def cache_entry_name(arch_name: str, n_facts: int | None = None, *, recipe: str = "plain", steps: int | None = None,
+                     seed: int = 0, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE) -> str:
+    """The name of the cache entry ``load_or_train`` reads or writes for these arguments, without training."""
+    return _plan(arch_name, n_facts, recipe, steps, seed, lr, batch_size).entry
+
+
+def prebuilt_entry(entry: str) -> Path | None:
+    """The folder of a fact model named ``entry`` among those PREBUILT_FACT_MODELS lists (None if there is none)."""
+    for folder in filter(None, os.environ.get(PREBUILT_FACT_MODELS, "").split(os.pathsep)):
+        if (Path(folder) / entry / "config.json").is_file():
+            return Path(folder) / entry
+    return None
+
+
+def load_or_train(arch_name: str, cache_dir, n_facts: int | None = None, *, recipe: str = "plain",
+                  steps: int | None = None, seed: int = 0, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
+                  verbose: bool = False) -> FactModel:
+    """The fact model of ``arch_name``: loaded from a prebuilt folder (PREBUILT_FACT_MODELS) or from ``cache_dir``
+    when trained before, else trained and saved in ``cache_dir``.
+
+    The cache entry ``<arch>-<hash of data, config and settings>`` is written into a temporary
+    directory and renamed into place, so a reader never sees half a checkpoint. A prebuilt entry is only read:
+    the model's weights are loaded into memory, so editing it leaves the folder as it was.
+    """
+    plan = _plan(arch_name, n_facts, recipe, steps, seed, lr, batch_size)
+    path = prebuilt_entry(plan.entry)
+    if path is None:
+        cache_dir = Path(cache_dir)
+        path = cache_dir / plan.entry
+        if not (path / "config.json").is_file():
+            lock = cache_dir / f".{path.name}.lock"
+            with exclusive(lock):  # another process training the same model: wait for it
+                if not (path / "config.json").is_file():
+                    started = time.perf_counter()
+                    model = train_fact_model(plan.spec, plan.facts.trained, plan.tokenizer, **plan.settings)
+                    if verbose:
+                        print(f"trained the {arch_name} fact model ({recipe}) in {time.perf_counter() - started:.1f}s")
+                    _save_atomically(model, plan.tokenizer, path)
+                # a process that comes later finds the model and takes no lock, so the file can go
+                lock.unlink(missing_ok=True)
     model, tokenizer = load_model(path, dtype=torch.float32)
-    return FactModel(model, tokenizer, facts, recipe)
+    return FactModel(model, tokenizer, plan.facts, recipe)
 
 
 def _save_atomically(model, tokenizer, path: Path) -> None:
