@@ -109,10 +109,8 @@ def pretrain_jobs(root: Path) -> list[tuple[str, functools.partial]]:
     from adapterkit.demo.factmodels import prebuilt_entry
     from suite_fact_models import suite_fact_models
 
-    def cache(model) -> Path:
-        return shared_cache(root, "conformance") / "fact-models" if model.conformance else shared_cache(root, "fact-models")
-
-    return [(model.label, functools.partial(model.load, cache(model)))
+    fact_models, conformance = shared_cache(root, "fact-models"), shared_cache(root, "conformance")
+    return [(model.label, functools.partial(model.load, model.cache_folder(fact_models, conformance)))
             for model in suite_fact_models() if prebuilt_entry(model.entry()) is None]
 
 

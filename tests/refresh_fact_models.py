@@ -22,15 +22,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from suite_fact_models import BUNDLED, PREBUILT_FACT_MODELS, suite_fact_models  # noqa: E402
 
 
-def cache_folder(cache: Path, model) -> Path:
-    """Where a test run with ADAPTERKIT_TEST_CACHE=cache keeps ``model``'s entry (conftest.shared_cache)."""
-    return cache / "conformance" / "fact-models" if model.conformance else cache
-
-
 def source_of(model, entry: str, cache: Path) -> Path:
     if (BUNDLED / entry / "config.json").is_file():
         return BUNDLED / entry
-    folder = cache_folder(cache, model)
+    folder = model.cache_folder(cache, cache / "conformance")  # the layout a run with ADAPTERKIT_TEST_CACHE=cache leaves
     if not (folder / entry / "config.json").is_file():
         print(f"training {model.label} into {folder} (minutes)", flush=True)
         started = time.perf_counter()

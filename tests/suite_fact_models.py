@@ -32,6 +32,10 @@ class SuiteFactModel:
 
         return inferred_fact_model_entry(self.arch) if self.inferred else cache_entry_name(self.arch, **self.options)
 
+    def cache_folder(self, fact_models: Path, conformance: Path) -> Path:
+        """Where load_or_train keeps its entry, given the tests' fact-model cache and conformance's cache."""
+        return conformance / "fact-models" if self.conformance else fact_models
+
     def load(self, cache: Path):
         """Loads it (bundled or cached) or trains it into ``cache``, the folder load_or_train keeps entries in."""
         from adapterkit.demo.factmodels import load_or_train

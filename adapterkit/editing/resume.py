@@ -11,7 +11,6 @@ and what a killed write of it left, once the statistics files are written.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import logging
@@ -46,13 +45,19 @@ def checkpoint_path(final: Path, rank: int, world: int) -> Path:
 def remove_leftover_checkpoints(final: Path) -> list[Path]:
     """Every rank's checkpoint beside ``final``, a statistics file now written, that a run killed after the file was
     written (or while other ranks were removing theirs) left: its pass is over. Returns what was removed."""
-    removed = []
-    for path in sorted(final.parent.glob(f"{final.name}.rank*-of-*.resume")):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-            removed.append(path)
-        remove_stale_partials(path)
-    return removed
+    return [path for path in sorted(final.parent.glob(f"{final.name}.rank*-of-*.resume")) if _remove_checkpoint(path)]
+
+
+def _remove_checkpoint(path: Path) -> bool:
+    """Delete the checkpoint ``path`` and what a killed write of it left (no later write of it would clear that);
+    whether the checkpoint itself was there."""
+    try:
+        path.unlink()
+        found = True
+    except FileNotFoundError:
+        found = False
+    remove_stale_partials(path)
+    return found
 
 
 @dataclass
@@ -134,9 +139,7 @@ class PassCheckpoint:
         self.last = done
 
     def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        remove_stale_partials(self.path)  # a write of it that a kill cut short: no later write of it would clear that
+        _remove_checkpoint(self.path)
 
 
 def _tensor(array) -> torch.Tensor | None:
