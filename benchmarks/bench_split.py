@@ -32,7 +32,7 @@ from adapterkit.editing import speedups
 from adapterkit.evaluation.metrics import target_nll
 from bench_7b import LLAMA_7B, TINY, build, environment
 from bench_memit_scale import unique_requests
-from common import setup, synchronise, timed
+from common import setup, timed
 
 LLAMA_30B = {**LLAMA_7B, "hidden_size": 6656, "intermediate_size": 17920, "num_hidden_layers": 60,
              "num_attention_heads": 52, "num_key_value_heads": 52}

@@ -45,7 +45,7 @@ def run_stream(model, tok, hp, stream_requests, place, device, scratch, call_sec
         if time.perf_counter() - started > ARGS.max_seconds:
             print(f"stopped after batch {number}: --max-seconds {ARGS.max_seconds} passed")
             break
-    edits = sum(min(ARGS.batch, len(stream_requests) - (r["batch"] - 1) * ARGS.batch) for r in rows)
+    edits = min(len(rows) * ARGS.batch, len(stream_requests))
     total = sum(r["seconds"] for r in rows)
     kept = sum(r["ledger_seconds"] + r["carried_seconds"] for r in rows)
     steady = [r["seconds"] for r in rows[1:]] or [rows[0]["seconds"]]
