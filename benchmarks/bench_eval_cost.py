@@ -1,22 +1,31 @@
 """What `adapterkit eval` adds to each ROME edit on a 7B-shaped LLaMA (bench_7b.py's shape, random weights): the
-edit's own seconds beside the measurement's, per request, as the run does them (every metric before the edit and
-after it: teacher-forced accuracies, the probability comparisons, and greedy answers of up to 32 new tokens for the
-rewrite, one rephrasing and one locality prompt, batched). Random weights never stop a generation early, so every
-answer runs the whole 32 tokens: the measurement's worst case. No statistics (``mom2_adjustment: false``): the
-statistics are read once per run, not per edit. Target (the evaluation issue's): measurement <= the edit's time.
-Run: python benchmarks/bench_eval_cost.py [--edits 5] [--dtype bf16|fp32] [--tiny] [--json FILE]
+edit's own seconds beside the measurement's, per request, as a single-edit run does them:
+
+- before the edits, every metric of a window of requests in one pass (the run measures ``BEFORE_WINDOW`` requests
+  together on the unedited weights), counted per request;
+- after each edit, every metric of its request (teacher-forced accuracies, the probability comparisons, greedy
+  answers of up to 32 new tokens for the rewrite, one rephrasing and one locality prompt, batched) and the
+  held-out perplexity.
+
+Twice: decoding step by step (the default), then through the static cache with the forward compiled (``eval
+--compile``); the compile is timed apart, as a run pays it once. Random weights never stop a generation early, so
+every answer runs the whole 32 tokens: the measurement's worst case. No statistics (``mom2_adjustment: false``):
+they are read once per run, not per edit. Target (the evaluation issue's): measurement <= the edit's time.
+Run: python benchmarks/bench_eval_cost.py [--edits 8] [--dtype bf16|fp32] [--tiny] [--json FILE]
 """
 import argparse
 import json
 import statistics
 from pathlib import Path
 
-import torch
-
 import adapterkit
 from adapterkit.arch.detect import method_hparams
 from adapterkit.arch.registry import get_registry
+from adapterkit.evaluation.generation import decodes_through_static_cache
+from adapterkit.evaluation.heldout import default_texts
 from adapterkit.evaluation.measure import MeasureSettings, observe
+from adapterkit.evaluation.metrics import perplexity
+from adapterkit.evaluation.run import BEFORE_WINDOW
 from adapterkit.requests import normalise_requests
 from bench_7b import DTYPES, LLAMA_7B, TINY, build, environment
 from common import setup, timed
@@ -32,6 +41,30 @@ def one_prompt_each(records) -> list[dict]:
     return out
 
 
+def answers(observed) -> list:
+    return [o["generations"] for o in observed]
+
+
+def measured_run(model, tok, records, hp, settings, heldout, device) -> dict:
+    requests = normalise_requests(records)
+    before_s, before = timed(lambda: observe(model, tok, requests, settings), device)
+    rows, after_answers = [], []
+    for record, request in zip(records, requests):
+        edit_s, result = timed(lambda: adapterkit.edit(model, tok, [record], hp, evaluate=False), device)
+        after_s, after = timed(lambda: observe(model, tok, [request], settings), device)
+        perplexity_s, _ = timed(lambda: perplexity(model, tok, heldout), device)
+        result.restore()
+        after_answers += answers(after)
+        rows.append({"edit_s": edit_s, "after_s": after_s, "perplexity_s": perplexity_s})
+        print(json.dumps(rows[-1]), flush=True)
+    per_request_before = before_s / len(records)
+    edit = statistics.median(r["edit_s"] for r in rows)
+    measure = per_request_before + statistics.median(r["after_s"] + r["perplexity_s"] for r in rows)
+    return {"before_window_s": before_s, "before_per_request_s": per_request_before, "median_edit_s": edit,
+            "median_measure_s": measure, "measure_over_edit": measure / edit, "rows": rows,
+            "answers": {"before": answers(before), "after": after_answers}}
+
+
 def main() -> None:
     device, name, _, records, tok = setup()
     config = TINY if ARGS.tiny else LLAMA_7B
@@ -39,32 +72,37 @@ def main() -> None:
     hp = {**method_hparams(spec, config, get_registry().method("ROME"), model_name="llama-7b-shaped"),
           "layers": [5], "v_num_grad_steps": 25, "mom2_adjustment": False}
     chosen = one_prompt_each(records)[: ARGS.edits + 1]
-    settings = MeasureSettings(max_new_tokens=32)
-    adapterkit.edit(model, tok, chosen[:1], hp, evaluate=False).restore()  # warm-up: templates, captured steps
-    observe(model, tok, normalise_requests(chosen[:1]), settings)
-    rows = []
-    for record in chosen[1:]:
-        request = normalise_requests([record])
-        before_s, _ = timed(lambda: observe(model, tok, request, settings), device)
-        edit_s, result = timed(lambda: adapterkit.edit(model, tok, [record], hp, evaluate=False), device)
-        after_s, _ = timed(lambda: observe(model, tok, request, settings), device)
-        result.restore()
-        rows.append({"edit_s": edit_s, "measure_before_s": before_s, "measure_after_s": after_s})
-        print(json.dumps(rows[-1]), flush=True)
-    edit = statistics.median(r["edit_s"] for r in rows)
-    measure = statistics.median(r["measure_before_s"] + r["measure_after_s"] for r in rows)
+    warm_up, chosen = chosen[0], chosen[1:]
+    heldout = default_texts()
+    adapterkit.edit(model, tok, [warm_up], hp, evaluate=False).restore()  # templates, captured steps
     summary = {"environment": environment(name), "dtype": ARGS.dtype, "layers": config["num_hidden_layers"],
-               "hidden_size": config["hidden_size"], "edits": len(rows), "median_edit_s": edit,
-               "median_measure_s": measure, "measure_over_edit": measure / edit, "rows": rows}
-    print(f"{name}, {ARGS.dtype}, {config['num_hidden_layers']} x {config['hidden_size']}: ROME edit median {edit:.3f} s, "
-          f"eval's measurement before + after median {measure:.3f} s: {measure / edit:.2f} x the edit (target <= 1)")
+               "hidden_size": config["hidden_size"], "edits": len(chosen), "window": len(chosen),
+               "run_window": BEFORE_WINDOW}
+    for engine, compiled in (("step_by_step", False), ("compiled", True)):
+        if compiled and not decodes_through_static_cache(model):
+            continue
+        settings = MeasureSettings(max_new_tokens=32, compile_generation=compiled)
+        warm_s, _ = timed(lambda: (observe(model, tok, normalise_requests(chosen), settings),
+                                   observe(model, tok, normalise_requests([warm_up]), settings)), device)
+        result = measured_run(model, tok, chosen, hp, settings, heldout, device)
+        summary[engine] = {"warm_up_s": warm_s, **result}
+        print(f"{name}, {ARGS.dtype}, {config['num_hidden_layers']} x {config['hidden_size']}, {engine}: ROME edit "
+              f"median {result['median_edit_s']:.3f} s; measurement per edit {result['median_measure_s']:.3f} s "
+              f"(before {result['before_per_request_s']:.3f} of a {len(chosen)}-request window, after + perplexity "
+              f"the rest): {result['measure_over_edit']:.2f} x the edit (target <= 1); warm-up {warm_s:.1f} s",
+              flush=True)
+    if "compiled" in summary:
+        pairs = [(a, b) for when in ("before", "after") for a, b in zip(summary["step_by_step"]["answers"][when],
+                                                                       summary["compiled"]["answers"][when])]
+        summary["compiled_answers_equal"] = sum(a == b for a, b in pairs) / len(pairs)
+        print(f"compiled answers equal to step-by-step ones: {summary['compiled_answers_equal']:.2f} of requests")
     if ARGS.json:
         Path(ARGS.json).write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--edits", type=int, default=5)
+    parser.add_argument("--edits", type=int, default=8)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--json")

@@ -7,12 +7,18 @@ greedy answers that begin with the new target), locality on known facts the stre
 (teacher-forced predictions of their true answers unchanged, greedy answers unchanged) and held-out perplexity.
 benchmarks/RESULTS.md ("Streams on SmolLM2-135M-Instruct") holds what this printed on the GPU.
 
+With ``--checkpoint FILE`` a run stopped by ``--max-seconds`` writes the edited weights and every batch's carried
+keys to FILE, and a run started with the same FILE goes on from there (a ``"kind": "resumed"`` line): a stream
+longer than one GPU call runs over several. A checkpoint holds no undo history (the ledger's deltas are
+35 MB an edit here, in float64), so the resumed stream can be restored only as far back as the resume.
+
 Run: python benchmarks/smollm2_stream.py MODEL_DIR --method memit --batch 1 --n 1000 --every 100 \\
-         --records counterfact.json --out stream.jsonl [--max-seconds 540] [--set KEY=VALUE ...]
+         --records counterfact.json --out stream.jsonl [--max-seconds 540] [--checkpoint FILE] [--set KEY=VALUE ...]
 """
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -34,6 +40,21 @@ def answers(model, tok, prompts):
     return [g.text for g in greedy_generate(model, tok, prompts, max_new_tokens=8, batch_size=64)]
 
 
+def save_checkpoint(path: str, stream, done: int, earlier_keys: list) -> None:
+    state = {"edits": done, "weights": {n: stream.model.get_parameter(n).detach().cpu() for n in stream.touched},
+             "keys": earlier_keys + [batch.keys() for batch in stream.ledger.batches]}
+    torch.save(state, path + ".partial")
+    os.replace(path + ".partial", path)
+
+
+def resume(path: str, stream) -> tuple[int, list]:
+    """The edits done and the carried keys of the checkpoint, its weights written into the stream's model."""
+    state = torch.load(path)
+    stream.ledger.write_into(stream.model, state["weights"])
+    stream.carried = stream._carried(state["keys"])
+    return state["edits"], state["keys"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
@@ -48,6 +69,8 @@ def main() -> None:
     parser.add_argument("--stats-dir", default="/tmp/smollm2-stats")
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE (YAML) over detect's settings")
     parser.add_argument("--max-seconds", type=float, default=float("inf"), help="stop after the batch that passes it")
+    parser.add_argument("--checkpoint", help="where a stopped run leaves its weights and carried keys, and a run "
+                                             "resumes from")
     parser.add_argument("--out")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -71,8 +94,12 @@ def main() -> None:
     emit({"kind": "start", "method": args.method, "batch": args.batch, "n": len(records), "device": device,
           "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "settings": stream.hparams,
           "carries_state": stream.carries_state, "known_facts": len(known), "perplexity": base_perplexity})
-    started, mark = time.perf_counter(), args.every
-    for lo in range(0, len(records), args.batch):
+    resumed_at, earlier_keys = 0, []
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        resumed_at, earlier_keys = resume(args.checkpoint, stream)
+        emit({"kind": "resumed", "edits": resumed_at, "checkpoint": args.checkpoint})
+    started, mark = time.perf_counter(), (resumed_at // args.every + 1) * args.every
+    for lo in range(resumed_at, len(records), args.batch):
         batch = records[lo: lo + args.batch]
         prompts, targets = [r["prompt"] for r in batch], [" " + r["target_new"] for r in batch]
         prob_before = [math.exp(-v) for v in target_nll(model, tok, prompts, targets)]
@@ -106,7 +133,10 @@ def main() -> None:
                   "known_facts.greedy_unchanged": sum(a == b for a, b in zip(base_answers, now_answers)) / len(known),
                   "perplexity": perplexity(model, tok, heldout), "perplexity_before": base_perplexity})
             if time.perf_counter() - started > args.max_seconds:
-                emit({"kind": "stopped", "edits": done, "reason": f"--max-seconds {args.max_seconds} passed"})
+                if args.checkpoint:
+                    save_checkpoint(args.checkpoint, stream, done, earlier_keys)
+                emit({"kind": "stopped", "edits": done, "reason": f"--max-seconds {args.max_seconds} passed",
+                      "checkpoint": args.checkpoint})
                 break
 
 

@@ -15,10 +15,10 @@ from adapterkit.arch.registry import get_registry
 from adapterkit.cli import main
 from adapterkit.demo.factmodels import tiny_hparams, write_stats_corpus
 from adapterkit.evaluation import chat
-from adapterkit.evaluation.generation import greedy_generate
+from adapterkit.evaluation.generation import decodes_through_static_cache, greedy_generate
 from adapterkit.evaluation.intervals import normal_interval, summarise_values, wilson_interval
 from adapterkit.evaluation.metrics import exact_match, ngram_entropy, normalise_answer, starts_with
-from adapterkit.evaluation.run import EvalSettings, run_eval
+from adapterkit.evaluation.run import EvalSettings, plan_units, plan_windows, run_eval
 from adapterkit.requests import normalise_requests
 from checkpoints import records_tokenizer, write_tiny_checkpoint
 
@@ -119,6 +119,27 @@ def test_batched_left_padded_greedy_decoding_equals_one_prompt_at_a_time(fact_mo
     # the fact model answers its facts and ends them: the true answer, then end of sequence
     assert [g.text for g in batched[:5]] == [r["ground_truth"] for r in fact.facts.trained[:5]]
     assert {g.stopped_by for g in batched[:5]} == {"eos"}
+
+
+def test_units_are_measured_before_their_edits_in_windows_of_about_32_requests():
+    assert plan_windows(plan_units(70, 1), 32) == [list(range(0, 32)), list(range(32, 64)), list(range(64, 70))]
+    assert plan_windows(plan_units(250, 100), 32) == [[0], [1], [2]]
+    assert plan_windows(plan_units(50, 20), 32) == [[0, 1], [2]]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_decoding_through_the_static_cache_gives_the_step_by_step_answers(fact_models, arch):
+    fact = fact_models(arch)
+    assert decodes_through_static_cache(fact.model)
+    prompts = [r["prompt"] for r in fact.facts.trained[:5]] + ["The", "The the the"]
+    stopped = set()
+    for settings in ({"max_new_tokens": 6}, {"max_new_tokens": 1}, {"max_new_tokens": 9, "stop_at_newline": False},
+                     {"max_new_tokens": 6, "max_positions": 12}):
+        static = greedy_generate(fact.model, fact.tok, prompts, compiled=True, **settings)
+        assert static == greedy_generate(fact.model, fact.tok, prompts, **settings), settings
+        stopped |= {g.stopped_by for g in static}
+    assert stopped == {"eos", "limit"}
+    assert not decodes_through_static_cache(ScriptedModel())
 
 
 # --- chat templates -------------------------------------------------------------------------------

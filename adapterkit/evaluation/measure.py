@@ -31,6 +31,7 @@ class MeasureSettings:
     max_new_tokens: int = 32               # greedy answers: also stop at EOS or a newline
     fluency_max_new_tokens: int = 100      # fluency continuations: stop at EOS only
     batch_size: int = 32
+    compile_generation: bool = False       # greedy_generate's ``compiled``
 
 
 def generation_prompts(request: EditRequest) -> list[str]:
@@ -92,12 +93,13 @@ def observe(model, tok, requests: Sequence[EditRequest], settings: MeasureSettin
                       for kind, prompts in (("rewrite", [r.prompt]), ("rephrase", r.rephrase_prompts),
                                             ("locality", r.locality_prompts)) for p in prompts]
     limit = max_positions(model)
+    decoding = {"batch_size": settings.batch_size, "max_positions": limit, "compiled": settings.compile_generation}
     answers = greedy_generate(model, tok, [p for _, _, p in answer_prompts], max_new_tokens=settings.max_new_tokens,
-                              batch_size=settings.batch_size, max_positions=limit)
+                              **decoding)
     fluency_prompts = [(i, p) for i, r in enumerate(requests) for p in generation_prompts(r)]
     continuations = greedy_generate(model, tok, [wrap(p) if wrap else p for _, p in fluency_prompts],
                                     max_new_tokens=settings.fluency_max_new_tokens, stop_at_newline=False,
-                                    batch_size=settings.batch_size, max_positions=limit) if fluency_prompts else []
+                                    **decoding) if fluency_prompts else []
 
     out = []
     for i, r in enumerate(requests):

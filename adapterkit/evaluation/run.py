@@ -9,7 +9,8 @@ in one write followed by fsync, so a kill loses at most the unit in progress. St
 units not yet done; the report is built from run.json and rows.jsonl alone, so it is the same as an
 uninterrupted run's.
 
-A unit is a list of request indices and the model is restored after each; with ``sequential`` the units are
+A unit is a list of request indices and the model is restored after each, so the units of a window of about
+``BEFORE_WINDOW`` requests are all measured before their edits in one pass; with ``sequential`` the units are
 applied one after another and never undone, and every earlier edit is measured again as they pile up
 (sequential.py).
 """
@@ -37,13 +38,15 @@ class EvalSettings:
     heldout: str | None = None            # a file of held-out texts; None: the shipped default (heldout.py)
     sequential: bool = False              # batches kept, one on top of the last (sequential.py)
     every: int | None = None              # sequential: measure every earlier edit again after this many (None: batch)
+    compile_generation: bool = False      # greedy answers through a static cache, compiled on CUDA (generation.py)
 
     @property
     def mode(self) -> str:
         return "sequential" if self.sequential else "single" if self.batch == 1 else "batch"
 
     def measure_settings(self) -> MeasureSettings:
-        return MeasureSettings(max_new_tokens=self.max_new_tokens, fluency_max_new_tokens=self.fluency_max_new_tokens)
+        return MeasureSettings(max_new_tokens=self.max_new_tokens, fluency_max_new_tokens=self.fluency_max_new_tokens,
+                               compile_generation=self.compile_generation)
 
     def check(self) -> None:
         for name, value in (("--n", self.n), ("--batch", self.batch), ("--max-new-tokens", self.max_new_tokens),
@@ -58,6 +61,24 @@ class EvalSettings:
 def plan_units(count: int, batch: int) -> list[list[int]]:
     """Request indices of each unit, in order: consecutive slices of ``batch``."""
     return [list(range(lo, min(lo + batch, count))) for lo in range(0, count, batch)]
+
+
+BEFORE_WINDOW = 32  # requests measured before their edits in one pass
+
+
+def plan_windows(units: list[list[int]], size: int) -> list[list[int]]:
+    """Consecutive units grouped until a group holds ``size`` requests or more. Every edit is undone before the
+    next, so the units of a window share the unedited weights, and measuring them together before any of their
+    edits batches the generation of many requests at the cost of one."""
+    windows: list[list[int]] = [[]]
+    held = 0
+    for u, unit in enumerate(units):
+        if held >= size:
+            windows.append([])
+            held = 0
+        windows[-1].append(u)
+        held += len(unit)
+    return [w for w in windows if w]
 
 
 @dataclass
@@ -135,16 +156,12 @@ def prepare(model_path, hparams, data, settings: EvalSettings, *, device=None, a
     return Prepared(model, tok, requests, method_settings, run_info, texts, wrap)
 
 
-# --- the output directory ---------------------------------------------------------------------------
-
-
 # --- the loop -------------------------------------------------------------------------------------
 def run_eval(model_path, hparams, data, out, settings: EvalSettings = EvalSettings(), *, device=None,
              allow_partial: bool = False, archive=None, say=None, on_unit_done=None, placement: dict | None = None) -> dict:
     """Run (or resume) an evaluation into ``out``; returns the report (also written as out/report.json).
     ``on_unit_done(unit, rows)`` is called after each unit's rows are written. ``placement``: ``load_model``'s
     ``device_map`` / ``max_memory`` / ``offload_folder``."""
-    from .. import api
     from ..editing.progress import counter
     from .metrics import perplexity
     from .report import write_run_report
@@ -170,21 +187,37 @@ def run_eval(model_path, hparams, data, out, settings: EvalSettings = EvalSettin
     bar = counter(len(requests), desc="eval", unit="edit")
     bar.update(len(rows))
     try:
-        for u, indices in enumerate(units):
-            if u in done:
+        for window in plan_windows(units, BEFORE_WINDOW):
+            if all(u in done for u in window):
                 continue
-            unit = [requests[i] for i in indices]
-            before = observe(model, tok, unit, measure, prepared.wrap)
-            with api.edited(model, tok, unit, prepared.method_settings, evaluate=False, archive=archive,
-                            hparams_source=str(hparams), requests_source=str(data)) as result:
-                after = observe(result.answerer, tok, unit, measure, prepared.wrap)
-                edited_perplexity = perplexity(result.answerer, tok, prepared.heldout)
-            unit_rows = record_unit(out, unit, indices, u, before, after, baseline, edited_perplexity)
-            rows += unit_rows
-            bar.update(len(unit_rows))
-            if on_unit_done is not None:
-                on_unit_done(u, unit_rows)
+            # The same window is measured whole on resuming, so its rows match an uninterrupted run's bit for bit.
+            measured = observe(model, tok, [requests[i] for u in window for i in units[u]], measure, prepared.wrap)
+            for u in window:
+                before, measured = measured[: len(units[u])], measured[len(units[u]):]
+                if u in done:
+                    continue
+                rows += _edit_and_measure(prepared, out, units[u], u, before, baseline, measure, hparams=hparams,
+                                          data=data, archive=archive, bar=bar, on_unit_done=on_unit_done)
     finally:
         bar.close()
     rows.sort(key=lambda row: row["index"])
     return write_run_report(out, read_run_info(out), rows)
+
+
+def _edit_and_measure(prepared: Prepared, out: Path, indices: list[int], u: int, before: list[dict], baseline: float,
+                      measure: MeasureSettings, *, hparams, data, archive, bar, on_unit_done) -> list[dict]:
+    """One unit: edited, measured after, its rows written, undone."""
+    from .. import api
+    from .metrics import perplexity
+
+    model, tok = prepared.model, prepared.tok
+    unit = [prepared.requests[i] for i in indices]
+    with api.edited(model, tok, unit, prepared.method_settings, evaluate=False, archive=archive,
+                    hparams_source=str(hparams), requests_source=str(data)) as result:
+        after = observe(result.answerer, tok, unit, measure, prepared.wrap)
+        edited_perplexity = perplexity(result.answerer, tok, prepared.heldout)
+    unit_rows = record_unit(out, unit, indices, u, before, after, baseline, edited_perplexity)
+    bar.update(len(unit_rows))
+    if on_unit_done is not None:
+        on_unit_done(u, unit_rows)
+    return unit_rows
