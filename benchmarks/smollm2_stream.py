@@ -138,6 +138,8 @@ def main() -> None:
                 emit({"kind": "stopped", "edits": done, "reason": f"--max-seconds {args.max_seconds} passed",
                       "checkpoint": args.checkpoint})
                 break
+    else:
+        emit({"kind": "finished", "edits": len(records)})
 
 
 if __name__ == "__main__":
