@@ -58,8 +58,10 @@ class Ledger:
         for name, delta in result.deltas.items():
             weight = model.get_parameter(name)
             before = result.originals[name]
-            rebuilt = (before.to(delta.dtype) + delta).to(weight.dtype)
-            if torch.equal(rebuilt, weight.detach().cpu()):
+            # Checked where the weight lives: a GPU weight is not copied to the CPU and summed there every batch.
+            rebuilt = (before.to(weight.device, delta.dtype, non_blocking=True)
+                       + delta.to(weight.device, non_blocking=True)).to(weight.dtype)
+            if torch.equal(rebuilt, weight.detach()):
                 tensors[DELTA + name] = delta.contiguous()
             else:
                 tensors[SNAPSHOT + name] = host_copy(weight)
