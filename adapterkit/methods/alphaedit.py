@@ -16,11 +16,13 @@ which keeps Delta K_p small, so the earlier edits' outputs stay as they were. A 
 """
 from __future__ import annotations
 
+import math
+import warnings
 import weakref
 
 import torch
 
-from ..errors import AdapterkitError
+from ..errors import AdapterkitError, AdapterkitWarning
 from . import described
 from .memit import MEMIT
 from ..settings.methods import AlphaEditSettings
@@ -50,17 +52,41 @@ class AlphaEdit(described.AlphaEdit, MEMIT):
         return kept[1]
 
 
+CROWDED_NULL_SPACE = 0.05  # share of the preserved keys' second moment a null space may hold before a warning
+SUGGESTED_NULL_SPACE = 0.02
+
+
 def null_space(mom2: torch.Tensor, threshold: float) -> torch.Tensor:
-    """An orthonormal basis [in, m] of the directions in which ``mom2`` has eigenvalues below ``threshold``."""
+    """An orthonormal basis [in, m] of the directions in which ``mom2`` has eigenvalues below ``threshold``.
+    Warns where those directions hold more than ``CROWDED_NULL_SPACE`` of the moment's trace: the threshold is an
+    absolute eigenvalue, and keys of another scale than the published models' put used directions under it."""
     eigenvalues, eigenvectors = torch.linalg.eigh(mom2.double())
-    basis = eigenvectors[:, eigenvalues < threshold]
+    inside = eigenvalues < threshold
+    basis = eigenvectors[:, inside]
     if basis.shape[1] == 0:
         raise AdapterkitError(
             f"AlphaEdit's null space is empty: every eigenvalue of the keys' second moment is at least "
             f"nullspace_threshold ({threshold:g}; the smallest is {eigenvalues[0].item():.3g})",
             fix=f"raise nullspace_threshold above {eigenvalues[0].item():.3g}: the published 0.02 is for "
                 "Wikipedia statistics of billion-parameter models")
+    share = (eigenvalues[inside].sum() / eigenvalues.sum()).item()
+    if share > CROWDED_NULL_SPACE:
+        kept = int((torch.cumsum(eigenvalues, 0) / eigenvalues.sum() < SUGGESTED_NULL_SPACE).sum())
+        suggestion = _rounded_down(eigenvalues[max(kept, 1)].item())
+        size = int((eigenvalues < suggestion).sum())
+        warnings.warn(
+            f"AlphaEdit's null space at nullspace_threshold {threshold:g} is {basis.shape[1]} of "
+            f"{len(eigenvalues)} key directions, holding {share:.0%} of the preserved keys' second moment: "
+            f"updates there move what the statistics preserve (locality falls as edits pile up). "
+            f"nullspace_threshold {suggestion:g} keeps {size} directions holding under "
+            f"{SUGGESTED_NULL_SPACE:.0%} of it", AdapterkitWarning, stacklevel=2)
     return basis
+
+
+def _rounded_down(value: float) -> float:
+    """``value`` cut to two significant digits, never above it: a threshold just under an eigenvalue stays under."""
+    step = 10 ** (math.floor(math.log10(value)) - 1)
+    return math.floor(value / step) * step
 
 
 def null_space_update(keys: torch.Tensor, residuals: torch.Tensor, basis: torch.Tensor, l2: float,
