@@ -229,7 +229,7 @@ def test_the_null_space_update_leaves_the_preserved_keys_alone_and_fits_the_new_
     assert "nullspace_threshold" in empty.value.fix
 
 
-def test_a_null_space_holding_used_key_directions_is_warned_about_with_a_threshold_that_is_not():
+def test_a_null_space_holding_used_key_directions_is_warned_about():
     import warnings
 
     from adapterkit.errors import AdapterkitWarning
@@ -239,13 +239,11 @@ def test_a_null_space_holding_used_key_directions_is_warned_about_with_a_thresho
     axes, _ = torch.linalg.qr(torch.randn(40, 40, dtype=torch.float64))
     spectrum = torch.cat([torch.full((10,), 1e-4), torch.linspace(0.01, 1, 30)]).double()  # no gap: every key used
     c = axes @ torch.diag(spectrum) @ axes.T
-    with pytest.warns(AdapterkitWarning, match=r"is 20 of 40 key directions, holding 11% .*nullspace_threshold") as w:
+    with pytest.warns(AdapterkitWarning, match=r"is 20 of 40 key directions, holding 11% of the preserved keys'"):
         assert null_space(c, 0.35).shape == (40, 20)
-    suggested = float(str(w[0].message).split("nullspace_threshold ")[-1].split(" ")[0])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        quiet = null_space(c, suggested)
-    assert (spectrum[spectrum < suggested].sum() / spectrum.sum()) < 0.02 and quiet.shape[1] >= 10
+        assert null_space(c, 1e-3).shape == (40, 10)  # only the unused directions: no warning
 
 
 # --- ROME, MEMIT, PMET mechanics on random models -----------------------------------------------
