@@ -69,11 +69,11 @@ def target_nll(model, tok, prompts: Sequence[str], targets: Sequence[str], batch
     device = model_device(model)
     for lo in range(0, len(prompts), batch_size):
         ids, mask, spans = encode_pairs(tok, prompts[lo: lo + batch_size], targets[lo: lo + batch_size])
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        log_probs = torch.log_softmax(logits, dim=-1).cpu()
-        for row, (start, stop) in enumerate(spans):
-            picked = log_probs[row, start - 1: stop - 1].gather(-1, ids[row, start:stop].unsqueeze(-1))
-            out.append(-picked.mean().item())
+        ids = ids.to(device)
+        logits = model(input_ids=ids, attention_mask=mask.to(device)).logits
+        picked = [torch.log_softmax(logits[row, start - 1: stop - 1].float(), dim=-1).gather(
+            -1, ids[row, start:stop].unsqueeze(-1)).mean() for row, (start, stop) in enumerate(spans)]
+        out += (-torch.stack(picked)).tolist()  # the vocabulary-wide logits stay on the device
     return out
 
 
@@ -86,8 +86,10 @@ def perplexity(model, tok, texts: Sequence[str], batch_size: int = 16) -> float:
     rows = [ids for ids in (token_ids(tok, t) for t in texts) if len(ids) > 1]
     for lo in range(0, len(rows), batch_size):
         ids, mask, _ = padded(rows[lo: lo + batch_size], pad_id(tok))
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
-        nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="none")
+        ids, mask = ids.to(device), mask.to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(),
+                                                reduction="none")
         predicted = mask[:, 1:].flatten().bool()
         total_nll += nll[predicted].sum().item()
         total_tokens += int(predicted.sum())
