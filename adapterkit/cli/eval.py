@@ -28,7 +28,7 @@ def arguments(p) -> None:
                    help="length of the continuations of generation_prompts scored for fluency (default 100)")
     p.add_argument("--compile", action="store_true",
                    help="decode greedy answers through transformers' static cache, compiled (CUDA graphs) on a CUDA "
-                        "device: the same answers several times faster per step, after a compile of about a minute")
+                        "device: the same answers up to rounding, several times faster per step, after a compile of about a minute")
     p.add_argument("--heldout", help="held-out texts for perplexity: one per line, or JSONL / JSON of strings or "
                                      "{\"text\": ...} (default: 50 shipped CounterFact sentences)")
     p.add_argument("--archive", help="trained editor directory (MEND, SERAC)")

@@ -38,8 +38,9 @@ def greedy_generate(model, tok, prompts: Sequence[str], *, max_new_tokens: int =
     """The greedy continuation of each prompt (see the module docstring for when a row stops). ``max_positions``:
     the model's position limit, which no row's prompt and continuation together pass (a row there stops by limit).
     ``compiled``: decode through transformers' static cache, which on a CUDA device compiles the model's forward
-    (CUDA graphs), where the model allows it (``decodes_through_static_cache``): the same greedy answers without
-    Python's cost at every step, after a compile of about a minute at 7B (each new batch shape records again)."""
+    (CUDA graphs), where the model allows it (``decodes_through_static_cache``): the same greedy answers up to
+    floating-point rounding (a near-tie may part them), without Python's cost at every step, after a compile of
+    about a minute at 7B (each new batch shape records again)."""
     static = compiled and decodes_through_static_cache(model)
     generate_batch = _generate_batch_static if static else _generate_batch
     out = []
