@@ -9,7 +9,7 @@ import inspect
 
 import torch
 
-from ..editing.tokens import model_device, pad_id, padded, token_ids
+from ..editing.tokens import model_device, pad_id, padded, rounded_up, token_ids
 
 STOPPED_BY = ("eos", "newline", "limit")
 
@@ -84,14 +84,8 @@ def _generate_batch(model, tok, prompts, max_new_tokens: int, stop_at_newline: b
         past = _returned_cache(output) if cache_name else None
         chosen = output.logits[:, -1].argmax(-1)
         for row, token in enumerate(chosen.tolist()):
-            if stopped[row] is not None:
-                continue
-            if token in stops:
-                stopped[row] = "eos"
-                continue
-            new[row].append(token)
-            if stop_at_newline and "\n" in tok.decode(new[row], skip_special_tokens=True):
-                stopped[row] = "newline"
+            if stopped[row] is None:
+                stopped[row] = _taken(tok, token, new[row], stops, stop_at_newline)
         if all(s is not None for s in stopped):
             break
         mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=1)
@@ -102,14 +96,25 @@ def _generate_batch(model, tok, prompts, max_new_tokens: int, stop_at_newline: b
             step_ids, step_positions = ids, positions
         else:
             step_ids, step_positions = chosen.view(-1, 1), next_positions
-    generations = []
-    for row, tokens in enumerate(new):
-        text = tok.decode(tokens, skip_special_tokens=True)
-        if stop_at_newline:
-            text = text.split("\n", 1)[0]
-        full_text = tok.decode(prompt_ids[row] + tokens, skip_special_tokens=True)
-        generations.append(Generation(text, stopped[row] or "limit", len(tokens), full_text))
-    return generations
+    return [_generation(tok, prompt, tokens, stop, stop_at_newline) for prompt, tokens, stop in zip(prompt_ids, new, stopped)]
+
+
+def _taken(tok, token: int, new: list[int], stops: set[int], stop_at_newline: bool) -> str | None:
+    """Take the next ``token`` of a row whose continuation so far is ``new``: why the row stops there, if it does
+    (an end-of-sequence token is not kept; a token that brings a newline is)."""
+    if token in stops:
+        return "eos"
+    new.append(token)
+    if stop_at_newline and "\n" in tok.decode(new, skip_special_tokens=True):
+        return "newline"
+    return None
+
+
+def _generation(tok, prompt: list[int], tokens: list[int], stopped: str | None, stop_at_newline: bool) -> Generation:
+    text = tok.decode(tokens, skip_special_tokens=True)
+    if stop_at_newline:
+        text = text.split("\n", 1)[0]
+    return Generation(text, stopped or "limit", len(tokens), tok.decode(prompt + tokens, skip_special_tokens=True))
 
 
 # --- through a static cache, compiled -------------------------------------------------------------
@@ -146,15 +151,16 @@ def _generate_batch_static(model, tok, prompts, max_new_tokens: int, stop_at_new
     stops = stop_token_ids(model, tok)
     prompt_ids = [token_ids(tok, p) for p in prompts]
     longest = max(len(ids) for ids in prompt_ids)
-    width = -(-longest // STATIC_WIDTH_STEP) * STATIC_WIDTH_STEP
-    if max_positions is not None:  # as many new tokens as the step-by-step decoding gives, in a narrower pad if need be
+    round_to = STATIC_WIDTH_STEP
+    if max_positions is not None:  # as many new tokens as the step-by-step decoding gives, unrounded if need be
         max_new_tokens = max(0, min(max_new_tokens, max_positions - longest))
-        width = min(width, max_positions - max_new_tokens)
+        if rounded_up(longest, round_to) + max_new_tokens > max_positions:
+            round_to = 1
     if max_new_tokens == 0:
-        return [Generation("", "limit", 0, tok.decode(ids, skip_special_tokens=True)) for ids in prompt_ids]
+        return [_generation(tok, ids, [], None, stop_at_newline) for ids in prompt_ids]
     fill = pad_id(tok)
-    ids = torch.tensor([[fill] * (width - len(r)) + r for r in prompt_ids], device=device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in prompt_ids], device=device)
+    ids, mask, _ = padded(prompt_ids, fill, side="left", round_to=round_to)
+    ids, mask, width = ids.to(device), mask.to(device), ids.shape[1]
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                               eos_token_id=sorted(stops) or None, pad_token_id=fill, cache_implementation="static")
     criteria = StoppingCriteriaList([_NewlineStop(tok, width)]) if stop_at_newline else None
@@ -163,16 +169,9 @@ def _generate_batch_static(model, tok, prompts, max_new_tokens: int, stop_at_new
     generations = []
     for prompt, sequence in zip(prompt_ids, sequences):
         new, stopped = [], None
-        for token in sequence[width:]:
-            if token in stops:
-                stopped = "eos"
+        for token in sequence[width:]:  # after a row stops, transformers pads it
+            stopped = _taken(tok, token, new, stops, stop_at_newline)
+            if stopped:
                 break
-            new.append(token)
-            if stop_at_newline and "\n" in tok.decode(new, skip_special_tokens=True):
-                stopped = "newline"
-                break
-        text = tok.decode(new, skip_special_tokens=True)
-        if stop_at_newline:
-            text = text.split("\n", 1)[0]
-        generations.append(Generation(text, stopped or "limit", len(new), tok.decode(prompt + new, skip_special_tokens=True)))
+        generations.append(_generation(tok, prompt, new, stopped, stop_at_newline))
     return generations
