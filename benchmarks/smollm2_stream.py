@@ -31,6 +31,7 @@ from adapterkit.editing.metrics import target_predictions, token_accuracy, uncha
 from adapterkit.evaluation.generation import greedy_generate
 from adapterkit.evaluation.heldout import default_texts
 from adapterkit.evaluation.metrics import normalise_answer, perplexity, starts_with, target_nll
+from adapterkit.files.atomic import atomic_path
 
 from common import TimedBookkeeping
 from smollm2_batches import TESTS_DATA, detected_hparams, emitter
@@ -43,8 +44,8 @@ def answers(model, tok, prompts):
 def save_checkpoint(path: str, stream, done: int, earlier_keys: list) -> None:
     state = {"edits": done, "weights": {n: stream.model.get_parameter(n).detach().cpu() for n in stream.touched},
              "keys": earlier_keys + [batch.keys() for batch in stream.ledger.batches]}
-    torch.save(state, path + ".partial")
-    os.replace(path + ".partial", path)
+    with atomic_path(path) as partial:
+        torch.save(state, partial)
 
 
 def resume(path: str, stream) -> tuple[int, list]:
