@@ -7,6 +7,7 @@ is unchanged by the edit.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -26,49 +27,88 @@ def encode_pairs(tok, prompts: Sequence[str], targets: Sequence[str]):
     return ids, mask, spans
 
 
+@dataclass(frozen=True)
+class TeacherForced:
+    """One (prompt, target) pair read teacher-forced: the model's predicted id at each target position, the
+    target's ids, and the mean negative log-probability of the target's tokens."""
+    predicted: list[int]
+    target: list[int]
+    nll: float
+
+    @property
+    def accuracy(self) -> float:
+        return sum(p == t for p, t in zip(self.predicted, self.target)) / max(len(self.target), 1)
+
+
+Pair = tuple[str, str]
+
+
 @torch.no_grad()
-def target_predictions(model, tok, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 64):
-    """Per pair: (predicted ids, target ids) at the target positions, teacher-forced."""
-    out = []
-    for lo in range(0, len(prompts), batch_size):
-        ids, mask, spans = encode_pairs(tok, prompts[lo: lo + batch_size], targets[lo: lo + batch_size])
-        logits = model(input_ids=ids.to(model_device(model)), attention_mask=mask.to(model_device(model))).logits
+def teacher_forced(model, tok, pairs: Sequence[Pair], batch_size: int = 64) -> dict[Pair, TeacherForced]:
+    """Each distinct (prompt, target) of ``pairs``, read in one forward pass per ``batch_size`` of them; only the
+    target positions' ids and log-probabilities leave the device, not the vocabulary-wide logits."""
+    unique = list(dict.fromkeys(pairs))
+    device = model_device(model)
+    out: dict[Pair, TeacherForced] = {}
+    for lo in range(0, len(unique), batch_size):
+        chunk = unique[lo: lo + batch_size]
+        ids, mask, spans = encode_pairs(tok, [p for p, _ in chunk], [t for _, t in chunk])
+        on_device = ids.to(device)
+        logits = model(input_ids=on_device, attention_mask=mask.to(device)).logits
         predicted = logits.argmax(-1).cpu()
-        for row, (start, stop) in enumerate(spans):
-            out.append((predicted[row, start - 1: stop - 1].tolist(), ids[row, start:stop].tolist()))
+        nll = (-torch.stack([torch.log_softmax(logits[row, start - 1: stop - 1].float(), dim=-1).gather(
+            -1, on_device[row, start:stop].unsqueeze(-1)).mean() for row, (start, stop) in enumerate(spans)])).tolist()
+        for row, (pair, (start, stop)) in enumerate(zip(chunk, spans)):
+            out[pair] = TeacherForced(predicted[row, start - 1: stop - 1].tolist(), ids[row, start:stop].tolist(),
+                                      nll[row])
     return out
 
 
+def target_predictions(model, tok, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 64):
+    """Per pair: (predicted ids, target ids) at the target positions, teacher-forced."""
+    pairs = list(zip(prompts, targets))
+    scored = teacher_forced(model, tok, pairs, batch_size)
+    return [(scored[pair].predicted, scored[pair].target) for pair in pairs]
+
+
 def token_accuracy(model, tok, prompts: Sequence[str], targets: Sequence[str]) -> list[float]:
-    pairs = target_predictions(model, tok, prompts, targets)
-    return [sum(p == t for p, t in zip(pred, gold)) / max(len(gold), 1) for pred, gold in pairs]
+    pairs = list(zip(prompts, targets))
+    scored = teacher_forced(model, tok, pairs)
+    return [scored[pair].accuracy for pair in pairs]
 
 
-def evaluate(model, tok, requests: Sequence[EditRequest]) -> list[dict]:
+def _locality_rows(requests: Sequence[EditRequest]) -> list[tuple[int, str, str]]:
+    """(request index, locality prompt, the answer whose prediction locality compares) of every locality prompt."""
+    return [(i, p, (r.locality_ground_truths[j] if r.locality_ground_truths else r.target_new))
+            for i, r in enumerate(requests) for j, p in enumerate(r.locality_prompts)]
+
+
+def evaluation_pairs(requests: Sequence[EditRequest]) -> list[Pair]:
+    """Every (prompt, target) pair ``evaluate`` reads."""
+    return ([(r.prompt, r.target_new) for r in requests]
+            + [(p, r.target_new) for r in requests for p in r.rephrase_prompts]
+            + [(p, answer) for _, p, answer in _locality_rows(requests)]
+            + [(probe.prompt, probe.answer) for groups in ("portability", "locality_groups")
+               for _, _, probe in _probe_rows(requests, groups)])
+
+
+def evaluate(model, tok, requests: Sequence[EditRequest], scored: dict[Pair, TeacherForced] | None = None) -> list[dict]:
     """Efficacy, generalisation, portability per group and the raw locality predictions (flat and per group) of
-    each request, on the weights now in ``model``."""
-    efficacy = token_accuracy(model, tok, [r.prompt for r in requests], [r.target_new for r in requests])
-    rephrase_rows = [(i, p) for i, r in enumerate(requests) for p in r.rephrase_prompts]
-    rephrase = token_accuracy(model, tok, [p for _, p in rephrase_rows],
-                              [requests[i].target_new for i, _ in rephrase_rows]) if rephrase_rows else []
-    locality_rows = [(i, p, (r.locality_ground_truths[j] if r.locality_ground_truths else r.target_new))
-                     for i, r in enumerate(requests) for j, p in enumerate(r.locality_prompts)]
-    locality = target_predictions(model, tok, [p for _, p, _ in locality_rows],
-                                  [t for _, _, t in locality_rows]) if locality_rows else []
-    results = [{"rewrite_acc": acc, "rephrase_acc": [], "locality_predictions": [], "portability_acc": {},
-                "locality_group_predictions": {}} for acc in efficacy]
-    for (i, _), acc in zip(rephrase_rows, rephrase):
-        results[i]["rephrase_acc"].append(acc)
-    for (i, _, _), (pred, _) in zip(locality_rows, locality):
-        results[i]["locality_predictions"].append(pred)
-    portability_rows = _probe_rows(requests, "portability")
-    for (i, group, _), acc in zip(portability_rows, _measure(token_accuracy, model, tok, portability_rows)):
-        results[i]["portability_acc"].setdefault(group, []).append(acc)
-    group_rows = _probe_rows(requests, "locality_groups")
-    for (i, group, _), (pred, _) in zip(group_rows, _measure(target_predictions, model, tok, group_rows)):
-        results[i]["locality_group_predictions"].setdefault(group, []).append(pred)
+    each request, on the weights now in ``model``. ``scored``: ``teacher_forced`` readings that already hold
+    ``evaluation_pairs(requests)`` (read here otherwise)."""
+    if scored is None:
+        scored = teacher_forced(model, tok, evaluation_pairs(requests))
+    results = [{"rewrite_acc": scored[(r.prompt, r.target_new)].accuracy,
+                "rephrase_acc": _mean(scored[(p, r.target_new)].accuracy for p in r.rephrase_prompts),
+                "locality_predictions": [], "portability_acc": {}, "locality_group_predictions": {}}
+               for r in requests]
+    for i, p, answer in _locality_rows(requests):
+        results[i]["locality_predictions"].append(scored[(p, answer)].predicted)
+    for i, group, probe in _probe_rows(requests, "portability"):
+        results[i]["portability_acc"].setdefault(group, []).append(scored[(probe.prompt, probe.answer)].accuracy)
+    for i, group, probe in _probe_rows(requests, "locality_groups"):
+        results[i]["locality_group_predictions"].setdefault(group, []).append(scored[(probe.prompt, probe.answer)].predicted)
     for row in results:
-        row["rephrase_acc"] = _mean(row["rephrase_acc"])
         row["portability_acc"] = {group: _mean(accs) for group, accs in row["portability_acc"].items()}
     return results
 
@@ -77,10 +117,6 @@ def _probe_rows(requests: Sequence[EditRequest], groups: str) -> list[tuple[int,
     """(request index, group name, probe) for every probe of the requests' ``groups`` attribute."""
     return [(i, group.name, probe) for i, r in enumerate(requests) for group in getattr(r, groups)
             for probe in group.probes]
-
-
-def _measure(measure, model, tok, rows) -> list:
-    return measure(model, tok, [p.prompt for _, _, p in rows], [p.answer for _, _, p in rows]) if rows else []
 
 
 def unchanged_share(before: Sequence[Sequence[int]], after: Sequence[Sequence[int]]) -> float | None:

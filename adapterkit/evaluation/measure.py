@@ -23,7 +23,7 @@ from ..editing import metrics as easyedit_metrics
 from ..errors import AdapterkitError, RequestError
 from ..requests import EditRequest
 from .generation import greedy_generate
-from .metrics import exact_match, ngram_entropy, starts_with, target_nll
+from .metrics import exact_match, ngram_entropy, starts_with
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,7 @@ def observe(model, tok, requests: Sequence[EditRequest], settings: MeasureSettin
     """Per request: its metrics on the weights now in ``model`` (``metrics``), the raw predictions that locality
     compares (``locality_predictions``) and the generated texts (``generations``). ``wrap``: how a fluency prompt
     is put to the model (the chat template), which the requests' own prompts already are."""
-    teacher = easyedit_metrics.evaluate(model, tok, requests)
-    jobs: list[tuple[int, str, int, str, str]] = []  # (request, kind, k, prompt, target) for target_nll
+    jobs: list[tuple[int, str, int, str, str]] = []  # (request, kind, k, prompt, target) whose NLL is compared
     for i, r in enumerate(requests):
         if r.ground_truth is None:
             continue
@@ -84,10 +83,12 @@ def observe(model, tok, requests: Sequence[EditRequest], settings: MeasureSettin
             answer = _locality_answer(r, k)
             if answer is not None and answer.strip() != r.target_new.strip():
                 jobs += [(i, "locality/new", k, p, r.target_new), (i, "locality/true", k, p, answer)]
-    nll = {}
-    if jobs:
-        values = target_nll(model, tok, [j[3] for j in jobs], [j[4] for j in jobs], batch_size=settings.batch_size)
-        nll = {(i, kind, k): v for (i, kind, k, _, _), v in zip(jobs, values)}
+    # One teacher-forced pass reads both the accuracies' pairs and the probability comparisons' pairs.
+    scored = easyedit_metrics.teacher_forced(
+        model, tok, easyedit_metrics.evaluation_pairs(requests) + [(p, t) for *_, p, t in jobs],
+        batch_size=settings.batch_size)
+    teacher = easyedit_metrics.evaluate(model, tok, requests, scored=scored)
+    nll = {(i, kind, k): scored[(p, t)].nll for i, kind, k, p, t in jobs}
 
     answer_prompts = [(i, kind, p) for i, r in enumerate(requests)
                       for kind, prompts in (("rewrite", [r.prompt]), ("rephrase", r.rephrase_prompts),

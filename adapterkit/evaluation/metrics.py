@@ -18,7 +18,7 @@ from typing import Sequence
 
 import torch
 
-from ..editing.metrics import encode_pairs
+from ..editing.metrics import teacher_forced
 from ..editing.tokens import model_device, pad_id, padded, token_ids
 
 
@@ -62,19 +62,11 @@ def ngram_entropy(text: str) -> float:
 
 
 # --- teacher-forced probabilities -----------------------------------------------------------------
-@torch.no_grad()
 def target_nll(model, tok, prompts: Sequence[str], targets: Sequence[str], batch_size: int = 64) -> list[float]:
     """Per (prompt, target): the mean negative log-probability of the target's tokens after the prompt."""
-    out = []
-    device = model_device(model)
-    for lo in range(0, len(prompts), batch_size):
-        ids, mask, spans = encode_pairs(tok, prompts[lo: lo + batch_size], targets[lo: lo + batch_size])
-        ids = ids.to(device)
-        logits = model(input_ids=ids, attention_mask=mask.to(device)).logits
-        picked = [torch.log_softmax(logits[row, start - 1: stop - 1].float(), dim=-1).gather(
-            -1, ids[row, start:stop].unsqueeze(-1)).mean() for row, (start, stop) in enumerate(spans)]
-        out += (-torch.stack(picked)).tolist()  # the vocabulary-wide logits stay on the device
-    return out
+    pairs = list(zip(prompts, targets))
+    scored = teacher_forced(model, tok, pairs, batch_size)
+    return [scored[pair].nll for pair in pairs]
 
 
 @torch.no_grad()
