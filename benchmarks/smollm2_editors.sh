@@ -7,6 +7,8 @@
 #   facts the model knows (tests/data/smollm2_known_counterfact.json), plain and in chat form. MEND trains with the
 #   fact models' locality settings (loc_unrelated 2, cloc 2).
 # Every editor trains at most MAX_ITERS steps (validation every 250). benchmarks/RESULTS.md holds what this printed.
+# Run again with the same OUT_DIR, it goes on where it stopped: a trained editor is not trained again, a finished
+# measurement is not run again, and a stopped one resumes (`adapterkit eval` resumes its --out).
 # Run: bash benchmarks/smollm2_editors.sh MODEL_DIR ZSRE.json COUNTERFACT_TRAIN.json OUT_DIR [N] [MAX_ITERS] [JOBS...]
 #      (jobs: mend-zsre mend-cf serac-cf, default all, each in its own process, side by side)
 set -euo pipefail
@@ -49,17 +51,20 @@ job() {  # name, method, train, val, data measured, forms, then settings
   local name=$1 method=$2 train=$3 val=$4 data=$5 forms=$6; shift 6
   local dir=$out/$name started
   mkdir -p "$dir"
-  hparams "$method" "$dir/hparams.yaml" "$@"
-  started=$(date +%s)
-  python3 -m adapterkit train "$model" --hparams "$dir/hparams.yaml" --train "$train" --val "$val" --out "$dir/editor" \
-    --device "$device" > "$dir/train.log" 2>&1
-  echo "$name: trained in $(( $(date +%s) - started )) s" | tee -a "$dir/times.txt"
+  if ! grep -q "^$name: trained" "$dir/times.txt" 2>/dev/null; then
+    hparams "$method" "$dir/hparams.yaml" "$@"
+    started=$(date +%s)
+    python3 -m adapterkit train "$model" --hparams "$dir/hparams.yaml" --train "$train" --val "$val" \
+      --out "$dir/editor" --device "$device" > "$dir/train.log" 2>&1
+    echo "$name: trained in $(( $(date +%s) - started )) s" | tee -a "$dir/times.txt"
+  fi
   for form in $forms; do
+    grep -q "^$name $form: measured" "$dir/times.txt" && continue
     chat=()
     [ "$form" = chat ] && chat=(--chat)
     started=$(date +%s)
     python3 -m adapterkit eval "$model" --hparams "$dir/hparams.yaml" --archive "$dir/editor" --data "$data" --n "$n" \
-      --device "$device" "${chat[@]}" --out "$out/$name-$form" > "$dir/eval-$form.log" 2>&1
+      --device "$device" "${chat[@]}" --out "$out/$name-$form" >> "$dir/eval-$form.log" 2>&1
     echo "$name $form: measured in $(( $(date +%s) - started )) s" | tee -a "$dir/times.txt"
   done
 }
