@@ -180,6 +180,79 @@ def test_a_saved_stream_continues_in_another_model_object_bit_for_bit(stats, tmp
     assert_same_weights(second, after_one)
 
 
+def test_an_undo_depth_keeps_the_last_batches_undoable_and_the_same_bits(stats, tmp_path):
+    """Folding older batches into a base changes nothing the stream computes: the same weights and carried sums after
+    every batch as a stream that keeps them all, in memory and after a save and load; only restore's reach shrinks,
+    and the folder holds one base and the last batch's deltas, not every batch's."""
+    model, tok, hp = fresh("AlphaEdit", stats)
+    whole = EditStream(model, tok, hp)
+    snapshots, moments = [weights(model)], [{}]
+    for batch in BATCHES:
+        whole.apply(batch)
+        snapshots.append(weights(model))
+        moments.append({w: whole.carried.keys_moment(w).clone() for w in whole.carried.weights})
+
+    folded_model, _, _ = fresh("AlphaEdit", stats)
+    stream = EditStream(folded_model, tok, hp, undo_depth=1)
+    for number, batch in enumerate(BATCHES, start=1):
+        stream.apply(batch)
+        assert_same_weights(folded_model, snapshots[number])
+        assert all(torch.equal(stream.carried.keys_moment(w), m) for w, m in moments[number].items())
+    assert stream.earliest_restorable == 2
+    assert [b.folded for b in stream.ledger.batches] == [True, True, False]
+    assert not any(name.startswith("delta/") for b in stream.ledger.batches[:2] for name in b.tensors)
+    with pytest.raises(AdapterkitError, match=r"batches 1 to 2 are folded.*undo_depth=1") as refused:
+        stream.restore(to=1)
+    assert "larger undo_depth" in refused.value.fix
+
+    folder = tmp_path / "stream"
+    stream.save(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["undo_depth"] == 1 and manifest["base"]["after_batch"] == 2
+    assert [b["folded"] for b in manifest["batches"]] == [True, True, False]
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.glob("*/*.safetensors")) == sorted(manifest["files"])
+    assert len([f for f in manifest["files"] if not f.endswith("-keys.safetensors")]) == 2  # the base, batch 3
+
+    other, _, _ = fresh("AlphaEdit", stats)
+    loaded = EditStream.load(folder, other, tok)
+    assert_same_weights(other, snapshots[3])
+    assert loaded.undo_depth == 1 and loaded.earliest_restorable == 2
+    assert all(torch.equal(loaded.carried.keys_moment(w), m) for w, m in moments[3].items())
+    loaded.restore(to=2)
+    assert_same_weights(other, snapshots[2])
+    loaded.apply(BATCHES[2])
+    assert_same_weights(other, snapshots[3])
+    loaded.save(folder)
+    assert len(list((folder / "base").iterdir())) == 1  # the earlier base is gone with the manifest that named it
+
+    stream.restore(to=2)
+    assert_same_weights(folded_model, snapshots[2])
+    assert all(torch.equal(stream.carried.keys_moment(w), m) for w, m in moments[2].items())
+
+
+def test_an_undo_depth_of_nothing_keeps_no_deltas_and_a_bad_depth_is_refused(stats, tmp_path):
+    model, tok, hp = fresh("MEMIT", stats)
+    whole = EditStream(model, tok, hp)
+    for batch in BATCHES[:2]:
+        whole.apply(batch)
+    expected = weights(model)
+    other, _, _ = fresh("MEMIT", stats)
+    stream = EditStream(other, tok, hp, undo_depth=0)
+    for batch in BATCHES[:2]:
+        stream.apply(batch)
+    assert_same_weights(other, expected)
+    stream.save(tmp_path / "stream")
+    manifest = json.loads((tmp_path / "stream" / "manifest.json").read_text())
+    assert [b["file"] for b in manifest["batches"]] == [None, None]  # MEMIT carries no keys: nothing to keep
+    assert not list((tmp_path / "stream" / "batches").glob("*"))
+    third, _, _ = fresh("MEMIT", stats)
+    EditStream.load(tmp_path / "stream", third, tok)
+    assert_same_weights(third, expected)
+    for depth in (-1, True, "2"):
+        with pytest.raises(AdapterkitError, match="undo_depth"):
+            EditStream(third, tok, hp, undo_depth=depth)
+
+
 def test_an_interrupted_save_leaves_the_previous_save_loadable(stats, tmp_path, monkeypatch):
     import adapterkit.files.atomic as atomic
     import safetensors.torch
@@ -284,6 +357,14 @@ def test_edit_with_stream_twice_accumulates_and_writes_the_whole_stream(fact_mod
     assert "other settings: mom2_update_weight" in capsys.readouterr().err
     assert json.loads((folder / "manifest.json").read_text())["batch_count"] == 2
 
+    assert main(["edit", path, "--hparams", hp, "--requests", tmp_path / "first.json", "--stream", folder,
+                 "--undo-depth", "1"]) == 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["batch_count"] == 3 and manifest["undo_depth"] == 1 and manifest["base"]["after_batch"] == 2
+    capsys.readouterr()
+    assert main(["edit", path, "--hparams", hp, "--requests", tmp_path / "first.json", "--undo-depth", "1"]) == 2
+    assert "--undo-depth is a stream's setting" in capsys.readouterr().err
+
 
 # --- adapterkit eval --sequential ---------------------------------------------------------------------
 from test_eval import tiny  # noqa: E402,F401  (the random GPT-2 checkpoint, ROME settings and 4 records)
@@ -307,6 +388,7 @@ def test_sequential_eval_keeps_the_edits_draws_the_curve_and_resumes(tiny, tmp_p
                                         "teacher_forced.locality_acc"}
     stream_manifest = json.loads((tmp_path / "whole" / "stream" / "manifest.json").read_text())
     assert stream_manifest["requests_per_batch"] == [2, 2]  # kept, never undone
+    assert stream_manifest["undo_depth"] == 1 and stream_manifest["base"]["after_batch"] == 1  # the folder stays flat
 
     real_append = run_module.append_rows
 

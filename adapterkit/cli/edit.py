@@ -21,6 +21,10 @@ def arguments(p) -> None:
                    help="lifelong editing: continue the stream saved in DIR (or start one there), apply --requests as "
                         "its next batch on top of the earlier ones, and save it; --out then holds every batch's edits "
                         "(docs/streams.md)")
+    p.add_argument("--undo-depth", type=int, metavar="N",
+                   help="with --stream: keep only the last N batches undoable; older ones are folded into one copy "
+                        "of the edited weights, so the folder stops growing by every batch's deltas (default: keep "
+                        "every batch; a continued stream keeps the depth it was saved with unless this is given)")
     normalise_loc_arg(p)
 
 
@@ -28,6 +32,7 @@ def run_edit(args) -> int:
     from .. import api
     from ..checkpoints.loading import load_model
     from ..editing.metrics import summarise
+    from ..errors import AdapterkitError
     from ..files.atomic import check_writable
     from ..requests import load_requests
     from ..settings.hparams import load_settings
@@ -36,6 +41,10 @@ def run_edit(args) -> int:
     settings = load_settings(args.hparams, strict=args.strict,
                              overrides={"stats_dir": args.stats_dir} if args.stats_dir else None)
     requests = load_requests(args.requests, normalise_loc=args.normalise_loc)
+    if args.undo_depth is not None and args.stream is None:
+        raise AdapterkitError("--undo-depth is a stream's setting", fix="add --stream DIR, or leave --undo-depth out")
+    if args.undo_depth is not None and args.undo_depth < 0:
+        raise AdapterkitError(f"--undo-depth {args.undo_depth}: not a number of batches", fix="pass 0 or more")
     if args.stream is not None:
         check_writable(args.stream, what="stream folder", directory=True)
     if args.out is not None:
@@ -52,7 +61,7 @@ def run_edit(args) -> int:
         check_free_space(args.out, sum(p.numel() * p.element_size() for p in unique), what="edited checkpoint")
     stream = None
     if args.stream is not None:
-        stream = continued_stream(args.stream, model, tok, settings, str(args.hparams), say)
+        stream = continued_stream(args.stream, model, tok, settings, str(args.hparams), say, args.undo_depth)
         result = stream.apply(requests, evaluate=True, say=say, requests_source=str(args.requests), archive=args.archive)
         say(f"saving the stream ({len(stream)} batches) to {args.stream}")
         stream.save(args.stream)
@@ -77,8 +86,9 @@ def run_edit(args) -> int:
     return 0
 
 
-def continued_stream(folder, model, tok, settings, hparams_source: str, say):
-    """The stream saved in ``folder`` replayed onto ``model``, or a new one where the folder holds none yet."""
+def continued_stream(folder, model, tok, settings, hparams_source: str, say, undo_depth: int | None = None):
+    """The stream saved in ``folder`` replayed onto ``model``, or a new one where the folder holds none yet;
+    ``undo_depth`` (None: the saved stream's, or every batch for a new one) from this batch on."""
     from pathlib import Path
 
     from ..streams import EditStream
@@ -88,8 +98,10 @@ def continued_stream(folder, model, tok, settings, hparams_source: str, say):
         say(f"replaying the stream saved in {folder}")
         stream = EditStream.load(folder, model, tok, settings, hparams_source=hparams_source)
         say(f"{len(stream)} earlier batch(es) applied again")
+        if undo_depth is not None:
+            stream.undo_depth = undo_depth
         return stream
-    return EditStream(model, tok, settings, hparams_source=hparams_source)
+    return EditStream(model, tok, settings, hparams_source=hparams_source, undo_depth=undo_depth)
 
 
 COMMANDS = [Command('edit', run_edit, arguments,

@@ -9,7 +9,8 @@ against the unedited model's predictions, with the held-out perplexity; each suc
 
 Resuming: the stream is saved in ``out/stream`` after each batch, before the batch's rows are written, so a killed
 run finds a stream with as many batches as it has complete units, or one more (restored away); curve points past
-the last complete unit are dropped and measured again.
+the last complete unit are dropped and measured again. Only that last batch stays undoable (older ones are folded
+into the stream's base), so the folder holds the edited weights and one batch's deltas however long the run.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .measure import compare, observe
 from .rundir import record_unit
 
 CURVE_FILE, STREAM_DIR = "curve.jsonl", "stream"
+RESUME_DEPTH = 1  # a resumed run takes back at most the batch whose rows were not written
 CURVE_METRICS = ("teacher_forced.rewrite_acc", "greedy.rewrite_exact_match", "teacher_forced.rephrase_acc",
                  "greedy.rephrase_exact_match", "teacher_forced.locality_acc", "greedy.locality_unchanged",
                  "prob.efficacy_score", "prob.neighborhood_score", "prob.rewrite_new_token_prob")
@@ -69,7 +71,7 @@ def open_stream(out: Path, model, tok, settings, done_units: int, say):
         if done_units:
             raise OutputError(f"{out}: {done_units} unit(s) are done but {folder} holds no saved stream to continue",
                               fix="delete the directory to start the run again")
-        return EditStream(model, tok, settings, keep_in_memory=False)
+        return EditStream(model, tok, settings, keep_in_memory=False, undo_depth=RESUME_DEPTH)
     stream = EditStream.load(folder, model, tok, settings)
     if len(stream) < done_units:
         raise OutputError(f"{folder}: holds {len(stream)} batch(es), and {done_units} unit(s) have rows",

@@ -4,6 +4,8 @@
       manifest.json                     format, the model's fingerprint, the hparams, the batches and their files
       batches/00001-<id>.safetensors    batch 1: its deltas (delta/<weight>), its carried keys (keys/<weight>)
       batches/00002-<id>.safetensors    ...
+      base/<id>.safetensors             with ``undo_depth``: the touched weights after the batches folded into the
+                                        base (``weight/<weight>``); a folded batch's file holds only its keys
 
 A batch file is written once, under a name no other batch has, and never rewritten. Saving writes the files
 that are new, then replaces the manifest in one rename, then removes files the new manifest does not list: a save
@@ -29,19 +31,29 @@ def model_identity(model, originals: dict[str, torch.Tensor]) -> dict:
     return {**config_fingerprint(model.config), "originals": {n: fingerprint(t) for n, t in sorted(originals.items())}}
 
 
+BASE_PREFIX = "weight/"
+
+
+def base_file(ledger) -> str | None:
+    return f"base/{ledger.base_id}.safetensors" if ledger.base_at else None
+
+
 def manifest_of(stream) -> dict:
-    batches = stream.ledger.batches
+    ledger = stream.ledger
+    batches = ledger.batches
     return {
         "format": FORMAT,
         "method": stream.method.name,
         "hparams": json.loads(json.dumps(stream.hparams, default=str)),
-        "model": model_identity(stream.model, stream.ledger.originals),
+        "model": model_identity(stream.model, ledger.originals),
         "batch_count": len(batches),
         "requests_per_batch": [b.requests for b in batches],
-        "batches": [{"number": b.number, "id": b.id, "file": b.file_name, "requests": b.requests, "weights": b.weights}
-                    for b in batches],
+        "undo_depth": stream.undo_depth,
+        "base": {"after_batch": ledger.base_at, "file": base_file(ledger)} if ledger.base_at else None,
+        "batches": [{"number": b.number, "id": b.id, "file": b.file_name, "requests": b.requests, "weights": b.weights,
+                     "folded": b.folded} for b in batches],
         "carried": {w: stream.carried.count(w) for w in stream.carried.weights},
-        "files": [b.file_name for b in batches],
+        "files": [name for name in [base_file(ledger)] + [b.file_name for b in batches] if name],
     }
 
 
@@ -57,7 +69,16 @@ def write(folder, stream, *, keep_in_memory: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with exclusive(folder / ".lock"):
         manifest = manifest_of(stream)
-        for batch in stream.ledger.batches:
+        ledger = stream.ledger
+        base = base_file(ledger)
+        if base and not (folder / base).is_file():
+            (folder / "base").mkdir(exist_ok=True)
+            with atomic_path(folder / base) as tmp:
+                save_file({BASE_PREFIX + n: t.contiguous() for n, t in ledger.base.items()}, str(tmp),
+                          metadata={"format": FORMAT, "after_batch": str(ledger.base_at)})
+        for batch in ledger.batches:
+            if batch.file_name is None:
+                continue
             target = folder / batch.file_name
             if not target.is_file():
                 tensors = batch.load()
@@ -65,12 +86,14 @@ def write(folder, stream, *, keep_in_memory: bool = True) -> Path:
                     save_file(tensors, str(tmp), metadata={"format": FORMAT, "batch": str(batch.number)})
         write_text_atomic(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         listed = set(manifest["files"])
-        for stale in (folder / "batches").glob("*.safetensors"):
-            if f"batches/{stale.name}" not in listed:
-                stale.unlink(missing_ok=True)
+        for kind in ("batches", "base"):
+            for stale in (folder / kind).glob("*.safetensors"):
+                if f"{kind}/{stale.name}" not in listed:
+                    stale.unlink(missing_ok=True)
         if not keep_in_memory:
-            for batch in stream.ledger.batches:
-                batch.tensors, batch.source = None, folder / batch.file_name
+            for batch in ledger.batches:
+                if not batch.folded:
+                    batch.tensors, batch.source = None, folder / batch.file_name
     return folder / MANIFEST
 
 
@@ -79,7 +102,7 @@ def refuse_foreign(folder: Path, stream) -> None:
     if not folder.is_dir():
         return
     if not (folder / MANIFEST).is_file():
-        if all(entry.name in ("batches", ".lock") or entry.name.startswith(f".{MANIFEST}.") for entry in folder.iterdir()):
+        if all(entry.name in ("batches", "base", ".lock") or entry.name.startswith(f".{MANIFEST}.") for entry in folder.iterdir()):
             return  # empty, or a first save that was interrupted
         raise OutputError(f"{folder}: holds files but no {MANIFEST}, so it is not a stream folder to save into",
                           fix="choose an empty or new folder for the stream")
@@ -106,11 +129,28 @@ def read_manifest(folder) -> dict:
     batches = manifest.get("batches")
     if not isinstance(batches, list) or [b.get("number") for b in batches] != list(range(1, len(batches) + 1)):
         raise StreamError(f"{path}: its batches are not numbered 1, 2, ... in order", fix="restore the folder from a copy")
-    missing = [b["file"] for b in batches if not (folder / b["file"]).is_file()]
+    base = manifest.get("base")
+    if base is not None and not (isinstance(base, dict) and isinstance(base.get("after_batch"), int)
+                                 and 0 < base["after_batch"] <= len(batches) and isinstance(base.get("file"), str)):
+        raise StreamError(f"{path}: its base is not a batch number and a file", fix="restore the folder from a copy")
+    listed = [b["file"] for b in batches if b.get("file")] + ([base["file"]] if base else [])
+    missing = [name for name in listed if not (folder / name).is_file()]
     if missing:
         raise StreamError(f"{folder}: the manifest lists {len(missing)} batch file(s) that are missing, such as {missing[0]}",
                           fix="restore the folder from a copy; a stream folder is only whole with every file it lists")
     return manifest
+
+
+def read_base(manifest: dict, folder: Path, ledger) -> None:
+    """The saved base of a stream whose early batches are folded (``undo_depth``) into ``ledger``."""
+    from safetensors.torch import load_file
+
+    base = manifest.get("base")
+    if not base:
+        return
+    tensors = load_file(str(folder / base["file"]))
+    ledger.base = {n[len(BASE_PREFIX):]: t for n, t in tensors.items() if n.startswith(BASE_PREFIX)}
+    ledger.base_at, ledger.base_id = int(base["after_batch"]), Path(base["file"]).stem
 
 
 def _differences(old: dict, new: dict) -> list[str]:

@@ -7,6 +7,10 @@ the weight's dtype is the weight after the batch, exactly). The weights after ba
 originals by adding the deltas of batches 1..k in order, in the same dtypes as when they were first applied. Where
 a weight's delta would not give the weight back exactly (never seen, but checked at every batch), the batch keeps
 that weight itself instead.
+
+A stream that keeps only its last batches undoable folds the older ones into a base: the touched weights as they
+were after batch ``base_at``, kept whole, from which the later batches' deltas are added. A folded batch keeps its
+carried keys (the carried state is rebuilt from every batch's keys) and drops its deltas.
 """
 from __future__ import annotations
 
@@ -30,14 +34,20 @@ class Batch:
     id: str = field(default_factory=lambda: secrets.token_hex(4))
     tensors: dict[str, torch.Tensor] | None = None  # DELTA/SNAPSHOT/KEYS + name -> tensor
     source: Path | None = None                    # a saved file holding the same tensors
+    folded: bool = False                          # its deltas are in the ledger's base; only its keys are kept
 
     @property
-    def file_name(self) -> str:
+    def file_name(self) -> str | None:
+        """Where a saved stream keeps its tensors; None for a folded batch that carried no keys."""
+        if self.folded:
+            return None if self.tensors == {} else f"batches/{self.number:05d}-{self.id}-keys.safetensors"
         return f"batches/{self.number:05d}-{self.id}.safetensors"
 
     def load(self) -> dict[str, torch.Tensor]:
         if self.tensors is not None:
             return self.tensors
+        if self.source is None:
+            return {}
         from safetensors.torch import load_file
 
         return load_file(str(self.source))
@@ -50,6 +60,9 @@ class Ledger:
     def __init__(self):
         self.originals: dict[str, torch.Tensor] = {}   # name -> the weight before the stream's first change to it
         self.batches: list[Batch] = []
+        self.base: dict[str, torch.Tensor] = {}        # name -> the weight after batch base_at (folded batches')
+        self.base_at = 0
+        self.base_id = ""                              # names the base's file in a saved stream
 
     @torch.no_grad()
     def record(self, model, result, keys: dict[str, torch.Tensor]) -> Batch:
@@ -74,10 +87,12 @@ class Ledger:
 
     @torch.no_grad()
     def weights_after(self, k: int, names=None) -> dict[str, torch.Tensor]:
-        """Each touched weight (CPU) as it was after batch ``k`` (0: the originals)."""
+        """Each touched weight (CPU) as it was after batch ``k`` (0: the originals); ``k`` from ``base_at`` on."""
+        if k < self.base_at:
+            raise ValueError(f"batches up to {self.base_at} are folded into the base")
         names = list(self.originals) if names is None else list(names)
-        current = {n: self.originals[n].clone() for n in names}
-        for batch in self.batches[:k]:
+        current = {n: self.base.get(n, self.originals[n]).clone() for n in names}
+        for batch in self.batches[self.base_at:k]:
             wanted = [n for n in batch.weights if n in current]
             if not wanted:
                 continue
@@ -94,6 +109,19 @@ class Ledger:
     def write_into(self, model, weights: dict[str, torch.Tensor]) -> None:
         for name, value in weights.items():
             model.get_parameter(name).copy_(value)
+
+    @torch.no_grad()
+    def fold(self, k: int) -> None:
+        """Fold batches up to ``k`` into the base: their deltas are dropped, their keys kept."""
+        if k <= self.base_at:
+            return
+        folded = self.batches[self.base_at:k]
+        names = {n for b in self.batches[:k] for n in b.weights}
+        self.base = self.weights_after(k, sorted(names))
+        for batch in folded:
+            batch.tensors = {n: t for n, t in batch.load().items() if n.startswith(KEYS)}
+            batch.source, batch.folded, batch.id = None, True, secrets.token_hex(4)
+        self.base_at, self.base_id = k, secrets.token_hex(4)
 
     def truncate(self, k: int) -> None:
         """Forget the batches after ``k``, and the originals of weights only they touched."""

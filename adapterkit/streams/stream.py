@@ -30,10 +30,13 @@ class EditStream:
     and PMET with ``stream_preserve_edits``), one [in, in] float64 matrix per edited weight: ``"device"`` (each
     weight's own, the default: the update reads it where it is solved) or ``"cpu"`` (host memory, for an
     accelerator without room for them; each batch then moves them to it and folds its keys in on the CPU).
+    ``undo_depth``: how many of the latest batches ``restore`` can take back (None: all of them). Older batches are
+    folded into a base, the touched weights as they were then, so a long stream's memory and folder stop growing by
+    a delta per batch (on a 7B model, 0.9 GB a batch); what they carry for later batches is kept.
     """
 
     def __init__(self, model, tok, hparams, *, keep_in_memory: bool = True, hparams_source: str | None = None,
-                 carried_on: str = "device"):
+                 carried_on: str = "device", undo_depth: int | None = None):
         from ..arch.registry import get_registry
         from ..settings.hparams import load_settings
 
@@ -48,6 +51,10 @@ class EditStream:
             raise AdapterkitError(f"carried_on={carried_on!r} is not a place to keep the carried keys' moments",
                                   fix="use 'device' (beside each edited weight, the default) or 'cpu' (host memory)")
         self.carried_on = carried_on
+        if undo_depth is not None and (isinstance(undo_depth, bool) or not isinstance(undo_depth, int) or undo_depth < 0):
+            raise AdapterkitError(f"undo_depth={undo_depth!r} is not a number of batches",
+                                  fix="pass None (every batch stays undoable) or a whole number from 0")
+        self.undo_depth = undo_depth
         self.ledger = Ledger()
         self.carried = self._carried()
 
@@ -74,6 +81,11 @@ class EditStream:
     def touched(self) -> list[str]:
         return list(self.ledger.originals)
 
+    @property
+    def earliest_restorable(self) -> int:
+        """The earliest point ``restore(to=)`` reaches: 0, or the last batch folded into the base (``undo_depth``)."""
+        return self.ledger.base_at
+
     # --- editing ---------------------------------------------------------------------------------
     def apply(self, requests, *, evaluate: bool = False, say=None, requests_source: str = "request", archive=None):
         """Apply one batch on top of the previous ones; returns its EditResult (metrics where ``evaluate``).
@@ -98,6 +110,8 @@ class EditStream:
                 fix="use a method that edits weights (AlphaEdit, MEMIT, PMET, ROME, MEND) for a stream")
         keys = self.carried.commit() if carried is not None else {}
         self.ledger.record(self.model, result, keys)
+        if self.undo_depth is not None:
+            self.ledger.fold(len(self) - self.undo_depth)
         return result
 
     @torch.no_grad()
@@ -106,7 +120,14 @@ class EditStream:
         batches and what they carried are forgotten."""
         if isinstance(to, bool) or not isinstance(to, int) or not 0 <= to <= len(self):
             raise AdapterkitError(f"restore(to={to!r}): the stream holds {len(self)} batch(es)",
-                                  fix=f"pass a whole number from 0 (before the first batch) to {len(self)}")
+                                  fix=f"pass a whole number from {self.earliest_restorable} to {len(self)}")
+        if to < self.earliest_restorable:
+            raise AdapterkitError(
+                f"restore(to={to}): batches 1 to {self.earliest_restorable} are folded into the stream's base "
+                f"(undo_depth={self.undo_depth} keeps the last {self.undo_depth} undoable), so the weights before "
+                f"batch {self.earliest_restorable + 1} are not kept",
+                fix=f"restore to a point from {self.earliest_restorable} to {len(self)}; to go further back, start "
+                    "the stream with a larger undo_depth (None keeps every batch)")
         self.ledger.write_into(self.model, self.ledger.weights_after(to))
         self.ledger.truncate(to)
         self.carried = self._carried(b.keys() for b in self.ledger.batches)
@@ -136,7 +157,8 @@ class EditStream:
              hparams_source: str | None = None, carried_on: str = "device") -> "EditStream":
         """The stream saved in ``path``, on ``model`` as it was before the stream (the unedited checkpoint): the
         batches are applied again, so the weights are the saved stream's, bit for bit. ``hparams``: checked against
-        the stream's (default: the stream's own)."""
+        the stream's (default: the stream's own). The stream keeps the ``undo_depth`` it was saved with (set
+        ``stream.undo_depth`` to change it from the next batch on)."""
         from pathlib import Path
 
         from ..editing.result import host_copy
@@ -144,16 +166,18 @@ class EditStream:
         path = Path(path)
         manifest = stream_folder.read_manifest(path)
         stream = cls(model, tok, manifest["hparams"] if hparams is None else hparams, keep_in_memory=keep_in_memory,
-                     hparams_source=hparams_source, carried_on=carried_on)
+                     hparams_source=hparams_source, carried_on=carried_on, undo_depth=manifest.get("undo_depth"))
         stream_folder.check_settings(manifest, stream.hparams, path)
         stream_folder.check_model(manifest, model, path)
         for entry in manifest["batches"]:
+            folded = bool(entry.get("folded"))
             batch = Batch(number=entry["number"], requests=entry["requests"], weights=list(entry["weights"]),
-                          id=entry["id"], source=path / entry["file"])
-            if keep_in_memory:
+                          id=entry["id"], source=path / entry["file"] if entry["file"] else None, folded=folded)
+            if keep_in_memory or folded:
                 batch.tensors = batch.load()
             stream.ledger.batches.append(batch)
         stream.ledger.originals = {n: host_copy(model.get_parameter(n)) for n in manifest["model"]["originals"]}
+        stream_folder.read_base(manifest, path, stream.ledger)
         stream.ledger.write_into(model, stream.ledger.weights_after(len(stream)))
         stream.carried = stream._carried(b.keys() for b in stream.ledger.batches)
         return stream
