@@ -11,7 +11,8 @@ Twice: decoding step by step (the default), then through the static cache with t
 --compile``); the compile is timed apart, as a run pays it once. Random weights never stop a generation early, so
 every answer runs the whole 32 tokens: the measurement's worst case. No statistics (``mom2_adjustment: false``):
 they are read once per run, not per edit. Target (the evaluation issue's): measurement <= the edit's time.
-Run: python benchmarks/bench_eval_cost.py [--edits 8] [--dtype bf16|fp32] [--tiny] [--json FILE]
+Run: python benchmarks/bench_eval_cost.py [--edits 8] [--dtype bf16|fp32] [--decoding step_by_step compiled]
+     [--tiny] [--json FILE]
 """
 import argparse
 import json
@@ -79,7 +80,7 @@ def main() -> None:
                "hidden_size": config["hidden_size"], "edits": len(chosen), "window": len(chosen),
                "run_window": BEFORE_WINDOW}
     for engine, compiled in (("step_by_step", False), ("compiled", True)):
-        if compiled and not decodes_through_static_cache(model):
+        if engine not in ARGS.decoding or compiled and not decodes_through_static_cache(model):
             continue
         settings = MeasureSettings(max_new_tokens=32, compile_generation=compiled)
         warm_s, _ = timed(lambda: (observe(model, tok, normalise_requests(chosen), settings),
@@ -91,7 +92,7 @@ def main() -> None:
               f"(before {result['before_per_request_s']:.3f} of a {len(chosen)}-request window, after + perplexity "
               f"the rest): {result['measure_over_edit']:.2f} x the edit (target <= 1); warm-up {warm_s:.1f} s",
               flush=True)
-    if "compiled" in summary:
+    if "compiled" in summary and "step_by_step" in summary:
         pairs = [(a, b) for when in ("before", "after") for a, b in zip(summary["step_by_step"]["answers"][when],
                                                                        summary["compiled"]["answers"][when])]
         summary["compiled_answers_equal"] = sum(a == b for a, b in pairs) / len(pairs)

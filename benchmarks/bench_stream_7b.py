@@ -4,7 +4,8 @@ of ``--batch`` distinct requests one on top of the last, on a 7B-shaped LLaMA wi
 Per batch: the seconds of ``stream.apply`` and of the stream's own bookkeeping inside it (the ledger's record of the
 batch, the carried keys' fold; ``common.TimedBookkeeping``), and the GPU memory allocated after it (the stream must
 keep it flat). ``--save-every K`` saves the stream every K batches with ``keep_in_memory=False`` (the ledger's deltas
-spilled to disk), timed apart. ``--carried-on cpu device`` runs one stream per place of the carried moments. Before the stream, ``--calls`` independent ``adapterkit.edit`` calls of the same size
+spilled to disk), timed apart; ``--undo-depth N`` keeps only the last N batches' deltas (the folding is part of
+the bookkeeping). ``--carried-on cpu device`` runs one stream per place of the carried moments. Before the stream, ``--calls`` independent ``adapterkit.edit`` calls of the same size
 (each undone) give the per-request cost without a stream. Prints the projection to 10,000 edits.
 Run: python benchmarks/bench_stream_7b.py [--batches 100] [--batch 100] [--max-seconds S] [--tiny] [--json FILE]
 """
@@ -27,7 +28,8 @@ from common import TimedBookkeeping, setup, timed
 
 def run_stream(model, tok, hp, stream_requests, place, device, scratch, call_seconds) -> dict:
     """One stream over ``stream_requests`` with the carried moments ``place``d; undone after."""
-    stream = adapterkit.EditStream(model, tok, hp, keep_in_memory=not ARGS.save_every, carried_on=place)
+    stream = adapterkit.EditStream(model, tok, hp, keep_in_memory=not ARGS.save_every, carried_on=place,
+                                   undo_depth=ARGS.undo_depth)
     bookkeeping = TimedBookkeeping(stream)
     base_memory = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     rows, started, saving = [], time.perf_counter(), 0.0
@@ -47,7 +49,7 @@ def run_stream(model, tok, hp, stream_requests, place, device, scratch, call_sec
             break
     edits = min(len(rows) * ARGS.batch, len(stream_requests))
     total = sum(r["seconds"] for r in rows)
-    kept = sum(r["ledger_seconds"] + r["carried_seconds"] for r in rows)
+    kept = sum(r[f"{part}_seconds"] for r in rows for part in bookkeeping.parts)
     steady = [r["seconds"] for r in rows[1:]] or [rows[0]["seconds"]]
     out = {"rows": rows, "edits": edits, "stream_seconds": total, "bookkeeping_share": kept / total,
            "save_seconds": saving, "per_request_s": total / edits,
@@ -59,7 +61,10 @@ def run_stream(model, tok, hp, stream_requests, place, device, scratch, call_sec
           f"s/request); bookkeeping {kept:.1f} s = {kept / total:.1%} of the stream's time; saves {saving:.1f} s; "
           f"10,000 projected {out['projected_10000_min']:.1f} min; GPU memory after the first batch -> after the "
           f"last: {rows[0]['memory_gib']} -> {rows[-1]['memory_gib']} GiB")
-    stream.restore(to=0)
+    if stream.earliest_restorable:
+        stream.as_edit_result().restore()  # the model as before the stream, for the next placement
+    else:
+        stream.restore(to=0)
     return out
 
 
@@ -105,6 +110,7 @@ if __name__ == "__main__":
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--calls", type=int, default=2, help="independent edit calls timed before the stream")
     parser.add_argument("--save-every", type=int, default=0, help="save (and spill the deltas) every K batches")
+    parser.add_argument("--undo-depth", type=int, help="keep only the last N batches undoable (default: all)")
     parser.add_argument("--max-seconds", type=float, default=float("inf"), help="stop after the batch that passes it")
     parser.add_argument("--carried-on", nargs="+", default=["device"], choices=["device", "cpu"],
                         help="where the carried moments live; several: one stream each, in turn")

@@ -36,13 +36,14 @@ def timed(fn, device):
 
 class TimedBookkeeping:
     """Seconds an ``EditStream`` spends outside the method's edit, per part: recording the batch in the ledger
-    (``ledger``) and folding its keys into the carried state (``carried``), each between two device
-    synchronisations."""
+    (``ledger``), folding its keys into the carried state (``carried``) and folding older batches into the base
+    (``fold``, with ``undo_depth``), each between two device synchronisations."""
 
     def __init__(self, stream):
-        self.parts = {"ledger": 0.0, "carried": 0.0}
+        self.parts = {"ledger": 0.0, "carried": 0.0, "fold": 0.0}
         self._wrap("ledger", stream.ledger, "record")
         self._wrap("carried", stream.carried, "commit")
+        self._wrap("fold", stream.ledger, "fold")
 
     @property
     def seconds(self) -> float:

@@ -7,13 +7,13 @@ greedy answers that begin with the new target), locality on known facts the stre
 (teacher-forced predictions of their true answers unchanged, greedy answers unchanged) and held-out perplexity.
 benchmarks/RESULTS.md ("Streams on SmolLM2-135M-Instruct") holds what this printed on the GPU.
 
-With ``--checkpoint FILE`` a run stopped by ``--max-seconds`` writes the edited weights and every batch's carried
-keys to FILE, and a run started with the same FILE goes on from there (a ``"kind": "resumed"`` line): a stream
-longer than one GPU call runs over several. A checkpoint holds no undo history (the ledger's deltas are
-35 MB an edit here, in float64), so the resumed stream can be restored only as far back as the resume.
+The stream keeps no batch undoable (``undo_depth=0``: a batch's deltas are 35 MB here, in float64, so a
+thousand would fill the memory); what it carries across batches is kept. With ``--checkpoint DIR`` a run stopped
+by ``--max-seconds`` saves the stream in DIR (``EditStream.save``), and a run started with the same DIR loads it and
+goes on from there (a ``"kind": "resumed"`` line): a stream longer than one GPU call runs over several.
 
 Run: python benchmarks/smollm2_stream.py MODEL_DIR --method memit --batch 1 --n 1000 --every 100 \\
-         --records counterfact.json --out stream.jsonl [--max-seconds 540] [--checkpoint FILE] [--set KEY=VALUE ...]
+         --records counterfact.json --out stream.jsonl [--max-seconds 540] [--checkpoint DIR] [--set KEY=VALUE ...]
 """
 import argparse
 import json
@@ -31,7 +31,6 @@ from adapterkit.editing.metrics import target_predictions, token_accuracy, uncha
 from adapterkit.evaluation.generation import greedy_generate
 from adapterkit.evaluation.heldout import default_texts
 from adapterkit.evaluation.metrics import normalise_answer, perplexity, starts_with, target_nll
-from adapterkit.files.atomic import atomic_path
 
 from common import TimedBookkeeping
 from smollm2_batches import TESTS_DATA, detected_hparams, emitter
@@ -39,21 +38,6 @@ from smollm2_batches import TESTS_DATA, detected_hparams, emitter
 
 def answers(model, tok, prompts):
     return [g.text for g in greedy_generate(model, tok, prompts, max_new_tokens=8, batch_size=64)]
-
-
-def save_checkpoint(path: str, stream, done: int, earlier_keys: list) -> None:
-    state = {"edits": done, "weights": {n: stream.model.get_parameter(n).detach().cpu() for n in stream.touched},
-             "keys": earlier_keys + [batch.keys() for batch in stream.ledger.batches]}
-    with atomic_path(path) as partial:
-        torch.save(state, partial)
-
-
-def resume(path: str, stream) -> tuple[int, list]:
-    """The edits done and the carried keys of the checkpoint, its weights written into the stream's model."""
-    state = torch.load(path)
-    stream.ledger.write_into(stream.model, state["weights"])
-    stream.carried = stream._carried(state["keys"])
-    return state["edits"], state["keys"]
 
 
 def main() -> None:
@@ -70,8 +54,7 @@ def main() -> None:
     parser.add_argument("--stats-dir", default="/tmp/smollm2-stats")
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE (YAML) over detect's settings")
     parser.add_argument("--max-seconds", type=float, default=float("inf"), help="stop after the batch that passes it")
-    parser.add_argument("--checkpoint", help="where a stopped run leaves its weights and carried keys, and a run "
-                                             "resumes from")
+    parser.add_argument("--checkpoint", help="folder where a stopped run saves its stream, and a run resumes from")
     parser.add_argument("--out")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -90,14 +73,17 @@ def main() -> None:
     base_predictions = [p for p, _ in target_predictions(model, tok, known_prompts, known_truths)]
     base_answers = [normalise_answer(a) for a in answers(model, tok, known_prompts)]
     base_perplexity = perplexity(model, tok, heldout)
-    stream = adapterkit.EditStream(model, tok, hparams)
+    resumed_at = 0
+    if args.checkpoint and os.path.exists(os.path.join(args.checkpoint, "manifest.json")):
+        stream = adapterkit.EditStream.load(args.checkpoint, model, tok, hparams, keep_in_memory=True)
+        resumed_at = sum(stream.requests_per_batch)
+    else:
+        stream = adapterkit.EditStream(model, tok, hparams, undo_depth=0)
     bookkeeping = TimedBookkeeping(stream)
     emit({"kind": "start", "method": args.method, "batch": args.batch, "n": len(records), "device": device,
           "gpu": torch.cuda.get_device_name() if device == "cuda" else None, "settings": stream.hparams,
           "carries_state": stream.carries_state, "known_facts": len(known), "perplexity": base_perplexity})
-    resumed_at, earlier_keys = 0, []
-    if args.checkpoint and os.path.exists(args.checkpoint):
-        resumed_at, earlier_keys = resume(args.checkpoint, stream)
+    if resumed_at:
         emit({"kind": "resumed", "edits": resumed_at, "checkpoint": args.checkpoint})
     started, mark = time.perf_counter(), (resumed_at // args.every + 1) * args.every
     for lo in range(resumed_at, len(records), args.batch):
@@ -135,7 +121,7 @@ def main() -> None:
                   "perplexity": perplexity(model, tok, heldout), "perplexity_before": base_perplexity})
             if time.perf_counter() - started > args.max_seconds:
                 if args.checkpoint:
-                    save_checkpoint(args.checkpoint, stream, done, earlier_keys)
+                    stream.save(args.checkpoint)
                 emit({"kind": "stopped", "edits": done, "reason": f"--max-seconds {args.max_seconds} passed",
                       "checkpoint": args.checkpoint})
                 break

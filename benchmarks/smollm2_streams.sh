@@ -16,7 +16,7 @@ run() {  # name, then smollm2_stream.py arguments
   local name=$1; shift
   grep -q '"kind": "finished"' "$out/$name.jsonl" 2>/dev/null && return
   OMP_NUM_THREADS=2 python3 "$here/smollm2_stream.py" "$model" --records "$records" --max-seconds "$seconds" \
-    --checkpoint "$out/ck/$name.pt" --stats-dir "$out/stats-$name" --out "$out/$name.jsonl" "$@" >> "$out/$name.log" 2>&1 &
+    --checkpoint "$out/ck/$name" --stats-dir "$out/stats-$name" --out "$out/$name.jsonl" "$@" >> "$out/$name.log" 2>&1 &
 }
 run memit-1 --method memit --batch 1 --n 1000 --every 100
 run alphaedit-1 --method alphaedit --batch 1 --n 1000 --every 100
