@@ -42,6 +42,7 @@ class TimedBookkeeping:
     def __init__(self, stream):
         self.parts = {"ledger": 0.0, "carried": 0.0, "fold": 0.0}
         self._wrap("ledger", stream.ledger, "record")
+        self._wrap("ledger", stream.ledger, "record_folded")
         self._wrap("carried", stream.carried, "commit")
         self._wrap("fold", stream.ledger, "fold")
 

@@ -229,6 +229,17 @@ def test_an_undo_depth_keeps_the_last_batches_undoable_and_the_same_bits(stats, 
     assert_same_weights(folded_model, snapshots[2])
     assert all(torch.equal(stream.carried.keys_moment(w), m) for w, m in moments[2].items())
 
+    switched, _, _ = fresh("AlphaEdit", stats)  # a depth lowered midway folds what the old depth kept
+    stream = EditStream(switched, tok, hp, undo_depth=2)
+    stream.apply(BATCHES[0])
+    stream.apply(BATCHES[1])
+    assert stream.earliest_restorable == 0
+    stream.undo_depth = 0
+    stream.apply(BATCHES[2])
+    assert_same_weights(switched, snapshots[3])
+    assert all(torch.equal(stream.carried.keys_moment(w), m) for w, m in moments[3].items())
+    assert stream.earliest_restorable == 3 and all(b.folded for b in stream.ledger.batches)
+
 
 def test_an_undo_depth_of_nothing_keeps_no_deltas_and_a_bad_depth_is_refused(stats, tmp_path):
     model, tok, hp = fresh("MEMIT", stats)

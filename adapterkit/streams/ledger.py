@@ -86,6 +86,20 @@ class Ledger:
         return batch
 
     @torch.no_grad()
+    def record_folded(self, model, result, keys: dict[str, torch.Tensor]) -> Batch:
+        """Keep a batch no restore will take back (``undo_depth=0``, every earlier batch folded already): its keys,
+        and the weights it left as the new base. Its deltas are neither copied nor checked, since nothing rebuilds
+        from them."""
+        for name in result.deltas:
+            self.originals.setdefault(name, result.originals[name])
+            self.base[name] = host_copy(model.get_parameter(name))
+        batch = Batch(number=len(self.batches) + 1, requests=len(result.requests), weights=sorted(result.deltas),
+                      tensors={KEYS + n: k.contiguous() for n, k in keys.items()}, folded=True)
+        self.batches.append(batch)
+        self.base_at, self.base_id = len(self.batches), secrets.token_hex(4)
+        return batch
+
+    @torch.no_grad()
     def weights_after(self, k: int, names=None) -> dict[str, torch.Tensor]:
         """Each touched weight (CPU) as it was after batch ``k`` (0: the originals); ``k`` from ``base_at`` on."""
         if k < self.base_at:

@@ -109,9 +109,13 @@ class EditStream:
                 "edits cannot be kept as a stream of weight changes",
                 fix="use a method that edits weights (AlphaEdit, MEMIT, PMET, ROME, MEND) for a stream")
         keys = self.carried.commit() if carried is not None else {}
-        self.ledger.record(self.model, result, keys)
-        if self.undo_depth is not None:
-            self.ledger.fold(len(self) - self.undo_depth)
+        if self.undo_depth == 0:
+            self.ledger.fold(len(self))  # batches kept while a larger depth was set
+            self.ledger.record_folded(self.model, result, keys)
+        else:
+            self.ledger.record(self.model, result, keys)
+            if self.undo_depth is not None:
+                self.ledger.fold(len(self) - self.undo_depth)
         return result
 
     @torch.no_grad()
