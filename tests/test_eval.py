@@ -121,6 +121,20 @@ def test_batched_left_padded_greedy_decoding_equals_one_prompt_at_a_time(fact_mo
     assert {g.stopped_by for g in batched[:5]} == {"eos"}
 
 
+def test_perplexity_is_the_same_however_the_texts_are_batched_and_batches_keep_to_a_token_budget(fact_models):
+    from adapterkit.evaluation.metrics import perplexity, token_batches
+
+    rows = [[0] * n for n in (5, 3, 10, 2, 50, 4)]
+    assert [[len(r) for r in b] for b in token_batches(rows, 20, 3)] == [[5, 3], [10, 2], [50], [4]]
+    assert [[len(r) for r in b] for b in token_batches(rows, 4096, 2)] == [[5, 3], [10, 2], [50, 4]]
+    fact = fact_models("gpt2")
+    texts = [f"{r['prompt']} {r['ground_truth']}" for r in fact.facts.trained[:12]]
+    one_each = perplexity(fact.model, fact.tok, texts, batch_size=1)
+    assert math.isfinite(one_each) and one_each > 1.0
+    assert perplexity(fact.model, fact.tok, texts) == pytest.approx(one_each, rel=1e-5)
+    assert perplexity(fact.model, fact.tok, texts, max_tokens=16) == pytest.approx(one_each, rel=1e-5)
+
+
 def test_units_are_measured_before_their_edits_in_windows_of_about_32_requests():
     assert plan_windows(plan_units(70, 1), 32) == [list(range(0, 32)), list(range(32, 64)), list(range(64, 70))]
     assert plan_windows(plan_units(250, 100), 32) == [[0], [1], [2]]

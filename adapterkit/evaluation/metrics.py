@@ -69,15 +69,30 @@ def target_nll(model, tok, prompts: Sequence[str], targets: Sequence[str], batch
     return [scored[pair].nll for pair in pairs]
 
 
+def token_batches(rows: Sequence[list[int]], max_tokens: int, max_rows: int):
+    """Consecutive groups of ``rows`` whose padded size (rows x the longest) stays within ``max_tokens`` (a row
+    longer than that alone), at most ``max_rows`` each."""
+    batch: list[list[int]] = []
+    for ids in rows:
+        width = max([len(ids)] + [len(r) for r in batch])
+        if batch and (width * (len(batch) + 1) > max_tokens or len(batch) == max_rows):
+            yield batch
+            batch = []
+        batch.append(ids)
+    if batch:
+        yield batch
+
+
 @torch.no_grad()
-def perplexity(model, tok, texts: Sequence[str], batch_size: int = 16) -> float:
+def perplexity(model, tok, texts: Sequence[str], batch_size: int = 64, max_tokens: int = 4096) -> float:
     """exp of the mean negative log-likelihood over every predicted token of ``texts`` (each text's first token is
-    given, not predicted)."""
+    given, not predicted). Texts are read ``batch_size`` at a time, fewer where their padded tokens would pass
+    ``max_tokens`` (the float32 logits of a forward are tokens x vocabulary)."""
     device = model_device(model)
     total_nll, total_tokens = 0.0, 0
     rows = [ids for ids in (token_ids(tok, t) for t in texts) if len(ids) > 1]
-    for lo in range(0, len(rows), batch_size):
-        ids, mask, _ = padded(rows[lo: lo + batch_size], pad_id(tok))
+    for batch in token_batches(rows, max_tokens, batch_size):
+        ids, mask, _ = padded(batch, pad_id(tok))
         ids, mask = ids.to(device), mask.to(device)
         logits = model(input_ids=ids, attention_mask=mask).logits
         nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(),
