@@ -262,6 +262,9 @@ def test_an_undo_depth_of_nothing_keeps_no_deltas_and_a_bad_depth_is_refused(sta
     for depth in (-1, True, "2"):
         with pytest.raises(AdapterkitError, match="undo_depth"):
             EditStream(third, tok, hp, undo_depth=depth)
+        with pytest.raises(AdapterkitError, match="undo_depth"):
+            stream.undo_depth = depth  # changing it later is checked the same way
+    assert stream.undo_depth == 0
 
 
 def test_an_interrupted_save_leaves_the_previous_save_loadable(stats, tmp_path, monkeypatch):

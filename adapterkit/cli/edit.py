@@ -36,6 +36,7 @@ def run_edit(args) -> int:
     from ..files.atomic import check_writable
     from ..requests import load_requests
     from ..settings.hparams import load_settings
+    from ..streams.stream import checked_undo_depth
 
     placement = placement_kwargs(args)
     settings = load_settings(args.hparams, strict=args.strict,
@@ -43,8 +44,7 @@ def run_edit(args) -> int:
     requests = load_requests(args.requests, normalise_loc=args.normalise_loc)
     if args.undo_depth is not None and args.stream is None:
         raise AdapterkitError("--undo-depth is a stream's setting", fix="add --stream DIR, or leave --undo-depth out")
-    if args.undo_depth is not None and args.undo_depth < 0:
-        raise AdapterkitError(f"--undo-depth {args.undo_depth}: not a number of batches", fix="pass 0 or more")
+    checked_undo_depth(args.undo_depth)  # before the model is loaded
     if args.stream is not None:
         check_writable(args.stream, what="stream folder", directory=True)
     if args.out is not None:

@@ -20,6 +20,14 @@ from .carried import CarriedState
 from .ledger import Batch, Ledger
 
 
+def checked_undo_depth(value):
+    """``value`` if it is None or a whole number of batches from 0, else refused."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise AdapterkitError(f"undo_depth={value!r} is not a number of batches",
+                              fix="pass None (every batch stays undoable) or a whole number from 0")
+    return value
+
+
 class EditStream:
     """Batches of edits applied one after another to ``model``, each undoable, the whole saveable.
 
@@ -51,9 +59,6 @@ class EditStream:
             raise AdapterkitError(f"carried_on={carried_on!r} is not a place to keep the carried keys' moments",
                                   fix="use 'device' (beside each edited weight, the default) or 'cpu' (host memory)")
         self.carried_on = carried_on
-        if undo_depth is not None and (isinstance(undo_depth, bool) or not isinstance(undo_depth, int) or undo_depth < 0):
-            raise AdapterkitError(f"undo_depth={undo_depth!r} is not a number of batches",
-                                  fix="pass None (every batch stays undoable) or a whole number from 0")
         self.undo_depth = undo_depth
         self.ledger = Ledger()
         self.carried = self._carried()
@@ -80,6 +85,16 @@ class EditStream:
     @property
     def touched(self) -> list[str]:
         return list(self.ledger.originals)
+
+    @property
+    def undo_depth(self) -> int | None:
+        """How many of the latest batches ``restore`` can take back (None: all); a new value holds from the next
+        batch on."""
+        return self._undo_depth
+
+    @undo_depth.setter
+    def undo_depth(self, value: int | None) -> None:
+        self._undo_depth = checked_undo_depth(value)
 
     @property
     def earliest_restorable(self) -> int:
@@ -127,9 +142,10 @@ class EditStream:
                                   fix=f"pass a whole number from {self.earliest_restorable} to {len(self)}")
         if to < self.earliest_restorable:
             raise AdapterkitError(
-                f"restore(to={to}): batches 1 to {self.earliest_restorable} are folded into the stream's base "
-                f"(undo_depth={self.undo_depth} keeps the last {self.undo_depth} undoable), so the weights before "
-                f"batch {self.earliest_restorable + 1} are not kept",
+                f"restore(to={to}): batches 1 to {self.earliest_restorable} are folded into the stream's base"
+                + (f" (undo_depth={self.undo_depth} keeps the last {self.undo_depth} undoable)"
+                   if self.undo_depth is not None else "")
+                + f", so the weights before batch {self.earliest_restorable + 1} are not kept",
                 fix=f"restore to a point from {self.earliest_restorable} to {len(self)}; to go further back, start "
                     "the stream with a larger undo_depth (None keeps every batch)")
         self.ledger.write_into(self.model, self.ledger.weights_after(to))
